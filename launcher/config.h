@@ -1,0 +1,109 @@
+/* config: the host configuration (vrt.conf), image sidecars
+ * (images/NAME.properties) and instances (vm/NAME/instance.properties),
+ * all read through props. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VM_NAME_MAX 63
+#define UNIX_PATH_MAX_BYTES 108
+
+enum disk_mode { DISK_OVERLAY, DISK_COPY, _DISK_MODE_MAX, _DISK_MODE_INVALID = -1 };
+enum net_mode { NET_BRIDGE, NET_USER, NET_NONE, _NET_MODE_MAX, _NET_MODE_INVALID = -1 };
+enum firmware { FIRMWARE_BIOS, FIRMWARE_UEFI, _FIRMWARE_MAX, _FIRMWARE_INVALID = -1 };
+
+const char *disk_mode_to_string(enum disk_mode m);
+enum disk_mode disk_mode_from_string(const char *s);
+const char *net_mode_to_string(enum net_mode m);
+enum net_mode net_mode_from_string(const char *s);
+const char *firmware_to_string(enum firmware f);
+enum firmware firmware_from_string(const char *s);
+
+struct size_class {
+        char *name;
+        unsigned cpus;
+        uint64_t memory;        /* bytes */
+        uint64_t disk;          /* bytes; 0 = the template's size */
+        unsigned line;          /* where it was defined in vrt.conf, 0 = built in */
+};
+
+struct host_config {
+        char *path;             /* for messages */
+        char *bridge;
+        char *accel;
+        char *machine;
+        char *qemu;
+        char *user;             /* QEMU runs as this user */
+        char *group;            /* optional operator group for runtime sockets */
+        char *ovmf_code;
+        char *ovmf_vars;
+        unsigned shutdown_timeout;
+        unsigned init_timeout;
+        struct size_class *sizes;
+        size_t n_sizes;
+};
+
+struct instance {
+        char *path;             /* for messages */
+        char *name;
+        char *image;
+        char *size;
+        char *comment;
+        char *init;
+        char *bridge;           /* NULL = host default */
+        char *mac;              /* NULL = none assigned yet */
+        char *hostfwd;          /* net=user only: QEMU hostfwd rules, ';'-separated */
+        enum disk_mode disk;
+        enum net_mode net;
+        enum firmware firmware;
+        bool firmware_set;
+        bool autostart;
+        unsigned shutdown_timeout;      /* 0 = host default */
+        unsigned line_image, line_size, line_init, line_mac, line_name;
+};
+
+struct image_meta {
+        char *path;
+        char *kernel;           /* absolute after loading */
+        char *initrd;
+        char *cmdline;
+        enum firmware firmware;
+        bool firmware_set;
+};
+
+/* Parses "512M", "1G", "10240" (bytes) into bytes. Units K M G T are binary.
+ * Returns 0 or -EINVAL / -ERANGE. */
+int config_parse_size(const char *s, uint64_t *ret);
+
+/* Parses a decimal unsigned in [min, max]. */
+int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret);
+
+/* Checks a VM name: RFC 1123 label, lowercase, at most 63 bytes, and short
+ * enough that runtime_dir/NAME/monitor.sock fits a sockaddr_un. */
+int config_check_vm_name(const char *name, const char *runtime_dir, char *err, size_t errlen);
+
+/* Loads vrt.conf; a missing file yields the built-in defaults. */
+int host_config_load(const char *path, struct host_config **ret, char *err, size_t errlen);
+struct host_config *host_config_free(struct host_config *c);
+const struct size_class *host_config_find_size(const struct host_config *c, const char *name);
+
+/* Loads an instance.properties. default_name (may be NULL) is used when the
+ * file has no name= key. Checks everything that needs no other file. */
+int instance_load(const char *path, const char *default_name, const char *runtime_dir,
+                  struct instance **ret, char *err, size_t errlen);
+/* Cross-checks an instance against the host config (size exists, ...). */
+int instance_check(const struct instance *inst, const struct host_config *host,
+                   char *err, size_t errlen);
+struct instance *instance_free(struct instance *inst);
+/* Serialises an instance back to key=value text (new string). */
+char *instance_to_string(const struct instance *inst);
+
+/* Loads an image sidecar; relative kernel/initrd paths are made absolute
+ * against the sidecar's directory. A missing file gives an empty meta. */
+int image_meta_load(const char *path, struct image_meta **ret, char *err, size_t errlen);
+struct image_meta *image_meta_free(struct image_meta *m);
+
+/* Checks an image name (file name stem in images/): [A-Za-z0-9._-], no leading dot. */
+int config_check_image_name(const char *name);
