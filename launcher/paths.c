@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *paths_root_from_env(void) {
         const char *r = getenv("VRT_ROOT");
@@ -13,6 +14,17 @@ const char *paths_root_from_env(void) {
 const char *paths_runtime_from_env(void) {
         const char *r = getenv("VRT_RUNTIME_DIR");
         return r && *r ? r : VRT_DEFAULT_RUNTIME_DIR;
+}
+
+char *paths_absolute(const char *path) {
+        if (path[0] == '/')
+                return strdup(path);
+        char *cwd = getcwd(NULL, 0);
+        if (!cwd)
+                return NULL;
+        char *s = paths_join(cwd, path);
+        free(cwd);
+        return s;
 }
 
 char *paths_join(const char *a, const char *b) {

@@ -28,6 +28,10 @@ struct vm_paths {
 const char *paths_root_from_env(void);
 const char *paths_runtime_from_env(void);
 
+/* Makes a root given on the command line or in the environment absolute,
+ * since it ends up in QEMU's arguments. New string or NULL. */
+char *paths_absolute(const char *path);
+
 /* Returns 0 or -ENOMEM. */
 int vm_paths_init(struct vm_paths *p, const char *root, const char *runtime_dir, const char *name);
 void vm_paths_done(struct vm_paths *p);

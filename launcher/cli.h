@@ -1,0 +1,25 @@
+/* cli: what every `vrt` subcommand shares. Each cmd_* returns the exit
+ * status: 0 ok, 1 the operation failed, 2 bad usage or bad input. */
+#pragma once
+
+#include <stdbool.h>
+
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_INVALID = 2 };
+
+struct cli {
+        const char *root;
+        const char *runtime_dir;
+        bool json;
+};
+
+/* Prints "vrt: MESSAGE" on stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Maps a negative errno from loading input to an exit status. */
+int cli_status_for(int r);
+/* Writes s to stdout, single-quoted for a POSIX shell when needed. */
+void cli_print_shell_quoted(const char *s);
+
+int cmd_check(struct cli *cli, int argc, char **argv);
+int cmd_showcmd(struct cli *cli, int argc, char **argv);
+int cmd_qmp(struct cli *cli, int argc, char **argv);
+int cmd_console(struct cli *cli, int argc, char **argv);

@@ -1,0 +1,22 @@
+/* supervisor: the life of one VM under vrt-launch — validate, lock, create
+ * the tap and sockets, start QEMU paused as an unprivileged child, hand it
+ * over to QMP, and stay in the foreground until QEMU is gone. */
+#pragma once
+
+/* Exit statuses of vrt-launch (documented in vrt-launch(8) and the README). */
+enum {
+        SUPERVISOR_EXIT_OK = 0,         /* the guest powered off, or was told to quit */
+        SUPERVISOR_EXIT_FAILED = 1,     /* QEMU failed to start or crashed */
+        SUPERVISOR_EXIT_INVALID = 2,    /* bad configuration: nothing was started */
+        SUPERVISOR_EXIT_FORCED = 3,     /* stop escalated past system_powerdown */
+};
+
+struct supervisor_options {
+        const char *root;
+        const char *runtime_dir;
+        const char *name;
+        int shutdown_timeout;   /* > 0 overrides the configured one */
+};
+
+/* Runs the VM to its end and returns one of the exit statuses above. */
+int supervisor_run(const struct supervisor_options *opts);

@@ -1,0 +1,67 @@
+/* vrt-launch NAME: the per-VM supervisor, in the foreground. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "launcher/config.h"
+#include "launcher/log.h"
+#include "launcher/paths.h"
+#include "launcher/supervisor.h"
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "usage: vrt-launch [--root DIR] [--shutdown-timeout S] NAME\n"
+                "Runs VM NAME in the foreground until it powers off.\n"
+                "Exit status: 0 powered off, 1 QEMU failed or crashed, 2 bad configuration,\n"
+                "3 stopped forcibly after the shutdown timeout.\n");
+}
+
+int main(int argc, char **argv) {
+        static const struct option opts[] = {
+                { "root", required_argument, NULL, 'r' },
+                { "shutdown-timeout", required_argument, NULL, 't' },
+                { "help", no_argument, NULL, 'h' },
+                { 0 },
+        };
+        struct supervisor_options o = {
+                .root = paths_root_from_env(),
+                .runtime_dir = paths_runtime_from_env(),
+        };
+        unsigned t;
+        int c;
+
+        log_setup("vrt-launch");
+        while ((c = getopt_long(argc, argv, "r:t:h", opts, NULL)) >= 0)
+                switch (c) {
+                case 'r':
+                        o.root = optarg;
+                        break;
+                case 't':
+                        if (config_parse_uint(optarg, 1, 86400, &t) < 0) {
+                                fprintf(stderr, "vrt-launch: invalid --shutdown-timeout \"%s\" (1..86400)\n", optarg);
+                                return 2;
+                        }
+                        o.shutdown_timeout = (int)t;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        if (optind + 1 != argc) {
+                usage(stderr);
+                return 2;
+        }
+        o.name = argv[optind];
+        char *root = paths_absolute(o.root), *runtime = paths_absolute(o.runtime_dir);
+        if (!root || !runtime)
+                return 1;
+        o.root = root;
+        o.runtime_dir = runtime;
+        int status = supervisor_run(&o);
+        free(root);
+        free(runtime);
+        return status;
+}
