@@ -1,0 +1,116 @@
+#!/bin/bash
+# vrt-launch end to end: boot, QMP, graceful and forced stops, crashes,
+# locking, sd_notify, privilege drop. Real QEMU, TCG, the test guest.
+. "$(dirname "$0")/lib.sh"
+E2E_SHUTDOWN_TIMEOUT=3
+e2e_setup
+
+# --- boot, QMP, privileges, sd_notify, graceful stop ---
+make_vm alpha
+notify_sock="$E2E_DIR/notify.sock"
+socat -u "UNIX-RECV:$notify_sock" "OPEN:$E2E_DIR/notify.log,creat,append" &
+E2E_PIDS+=($!)
+wait_for 5 test -S "$notify_sock"
+NOTIFY_SOCKET="$notify_sock" launch alpha
+check "alpha: ready marker on the console" wait_ready alpha
+check "alpha: vrt qmp query-status says running" \
+        bash -c '"$0" qmp alpha query-status | grep -q "\"status\":\"running\""' "$VRT"
+check "alpha: sd_notify READY=1 received" wait_for 5 grep -q "READY=1" "$E2E_DIR/notify.log"
+qpid=$(cat "$VRT_RUNTIME_DIR/alpha/qemu.pid")
+check "alpha: QEMU runs as a non-root uid" \
+        bash -c '[ "$(awk "/^Uid:/{print \$2}" /proc/'"$qpid"'/status)" = "$(id -u vrt)" ]'
+check "alpha: QEMU has no effective capabilities" grep -q "^CapEff:[[:space:]]*0000000000000000" "/proc/$qpid/status"
+check "alpha: QEMU has no capability bounding set" grep -q "^CapBnd:[[:space:]]*0000000000000000" "/proc/$qpid/status"
+check "alpha: QEMU runs under seccomp filter mode" grep -q "^Seccomp:[[:space:]]*2" "/proc/$qpid/status"
+check "alpha: QEMU has no supplementary groups" grep -qE "^Groups:[[:space:]]*$" "/proc/$qpid/status"
+check "alpha: runtime sockets are 0600" \
+        bash -c '[ "$(stat -c %a "$VRT_RUNTIME_DIR/alpha/monitor.sock")" = 600 ] && [ "$(stat -c %a "$VRT_RUNTIME_DIR/alpha/qmp.sock")" = 600 ]'
+"$VRT_LAUNCH" alpha >"$E2E_DIR/second.log" 2>&1
+second=$?
+check "alpha: a second vrt-launch fails with exit 2" [ "$second" = 2 ]
+check "alpha: ... saying the VM is already running" grep -q "already running" "$E2E_DIR/second.log"
+check "alpha: console answers a command" \
+        bash -c 'console_cmd alpha "echo marker-\$((6*7))"; wait_for 10 console_has alpha marker-42'
+kill -TERM "$LAUNCH_PID"
+check "alpha: SIGTERM ends vrt-launch" wait_exit "$LAUNCH_PID" 30
+check "alpha: ... with status 0" [ "$EXIT_STATUS" = 0 ]
+check "alpha: ... by an ACPI poweroff inside the guest" console_has alpha VRT-TESTGUEST-POWEROFF
+check "alpha: ... no escalation" bash -c '! grep -q "sending quit" "$E2E_DIR/alpha.launch.log"'
+check "alpha: sd_notify STOPPING=1 received" grep -q "STOPPING=1" "$E2E_DIR/notify.log"
+check "alpha: runtime dir removed" runtime_empty alpha
+
+# --- guest that ignores the power button: escalation ---
+make_vm bravo
+cp "$VRT_ROOT/images/testguest.properties" "$E2E_DIR/props.bak"
+image_cmdline_append "vrt.ignore_acpi=1"
+launch bravo
+check "bravo: ready" wait_ready bravo
+cp "$E2E_DIR/props.bak" "$VRT_ROOT/images/testguest.properties"
+start=$(date +%s)
+kill -TERM "$LAUNCH_PID"
+check "bravo: escalation ends vrt-launch" wait_exit "$LAUNCH_PID" 30
+took=$(( $(date +%s) - start ))
+check "bravo: ... with status 3 (forced)" [ "$EXIT_STATUS" = 3 ]
+check "bravo: ... after the 3 s shutdown timeout, not before" [ "$took" -ge 3 ]
+check "bravo: ... logging the quit step" grep -q "sending quit" "$E2E_DIR/bravo.launch.log"
+check "bravo: ... and the guest never powered off itself" bash -c '! console_has bravo VRT-TESTGUEST-POWEROFF'
+check "bravo: runtime dir removed" runtime_empty bravo
+
+# --- guest powers itself off ---
+make_vm charlie
+launch charlie
+check "charlie: ready" wait_ready charlie
+console_cmd charlie "poweroff -f"
+check "charlie: guest poweroff ends vrt-launch" wait_exit "$LAUNCH_PID" 30
+check "charlie: ... with status 0" [ "$EXIT_STATUS" = 0 ]
+
+# --- kill -9 of QEMU ---
+make_vm delta
+launch delta
+check "delta: ready" wait_ready delta
+kill -9 "$(cat "$VRT_RUNTIME_DIR/delta/qemu.pid")"
+check "delta: QEMU killed -> vrt-launch ends" wait_exit "$LAUNCH_PID" 10
+check "delta: ... non-zero (1)" [ "$EXIT_STATUS" = 1 ]
+check "delta: ... saying QEMU was killed" grep -q "killed by signal" "$E2E_DIR/delta.launch.log"
+check "delta: nothing left in the runtime dir" runtime_empty delta
+
+# --- kill -9 of vrt-launch: QEMU follows, the next start is not blocked ---
+launch delta
+check "delta: restart works" wait_for 30 test -S "$VRT_RUNTIME_DIR/delta/monitor.sock"
+wait_for 10 test -s "$VRT_RUNTIME_DIR/delta/qemu.pid"
+qpid=$(cat "$VRT_RUNTIME_DIR/delta/qemu.pid")
+kill -9 "$LAUNCH_PID"
+check "delta: QEMU gone within a second of kill -9 vrt-launch" \
+        wait_for 1 bash -c '! [ -d /proc/'"$qpid"' ] || grep -q "^State:.*Z" /proc/'"$qpid"'/status'
+check "delta: stale runtime files left by the killed supervisor" test -e "$VRT_RUNTIME_DIR/delta/pid"
+launch delta
+check "delta: a new start after the crash is not blocked" wait_for 30 \
+        bash -c '"$0" qmp delta query-status >/dev/null' "$VRT"
+"$VRT" qmp delta quit >/dev/null
+check "delta: quit over the monitor ends vrt-launch" wait_exit "$LAUNCH_PID" 10
+check "delta: ... with status 0" [ "$EXIT_STATUS" = 0 ]
+
+# --- QEMU fails to start: its own words reach the operator ---
+make_vm echo
+echo "size.huge.cpus=1" >> "$VRT_ROOT/vrt.conf"
+echo "size.huge.memory=64T" >> "$VRT_ROOT/vrt.conf"
+sed -i 's/^size=tiny/size=huge/' "$VRT_ROOT/vm/echo/instance.properties"
+"$VRT_LAUNCH" echo >"$E2E_DIR/echo.log" 2>&1
+st=$?
+check "echo: QEMU that cannot start -> exit 1" [ "$st" = 1 ]
+check "echo: ... with QEMU's message" grep -qi "memory" "$E2E_DIR/echo.log"
+check "echo: ... and nothing left in the runtime dir" runtime_empty echo
+
+# --- bad input: clear error, exit 2, nothing created ---
+make_vm foxtrot "colour=blue"
+"$VRT_LAUNCH" foxtrot >"$E2E_DIR/foxtrot.log" 2>&1
+st=$?
+check "foxtrot: unknown key -> exit 2" [ "$st" = 2 ]
+check "foxtrot: ... naming file, line and key" grep -q "instance.properties:4: unknown key colour" "$E2E_DIR/foxtrot.log"
+check "foxtrot: ... nothing in the runtime dir" runtime_empty foxtrot
+"$VRT_LAUNCH" no-such-vm >"$E2E_DIR/nosuch.log" 2>&1
+check "unknown VM -> exit 2" [ $? = 2 ]
+"$VRT_LAUNCH" 'Bad_Name' >/dev/null 2>&1
+check "invalid VM name -> exit 2" [ $? = 2 ]
+
+e2e_finish
