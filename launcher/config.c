@@ -1,5 +1,6 @@
 #include "launcher/config.h"
 #include "launcher/props.h"
+#include "net/mac.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -417,8 +418,20 @@ static int instance_set(const char *key, const char *value, unsigned line, void 
                 return set_string(&inst->bridge, value);
         }
         if (strcmp(key, "mac") == 0) {
+                uint8_t mac[MAC_LEN];
+                char canon[MAC_STRLEN], why[256];
+                if (mac_parse(value, mac) < 0) {
+                        snprintf(err, errlen, "invalid mac \"%s\" (six hex pairs like 52:54:00:12:34:56)", value);
+                        return -EINVAL;
+                }
+                if (mac_validate(mac, why, sizeof why) < 0) {
+                        snprintf(err, errlen, "invalid mac \"%s\": %s", value, why);
+                        return -EINVAL;
+                }
+                /* Stored lowercase, as the registry compares and writes it. */
+                mac_format(mac, canon);
                 inst->line_mac = line;
-                return set_string(&inst->mac, value);
+                return set_string(&inst->mac, canon);
         }
         if (strcmp(key, "hostfwd") == 0) {
                 /* tcp:[hostaddr]:hostport-[guestaddr]:guestport;... — only
