@@ -84,6 +84,13 @@ static void child_run(const struct spawn_request *req, pid_t parent) {
                 if (getuid() != req->uid || geteuid() != req->uid || getegid() != req->gid)
                         child_fail("dropping privileges", EPERM);
         }
+        /* The kernel clears the parent-death signal when credentials
+         * change, so it is (re)armed after the switch, then the parent
+         * checked once more in case it died in between. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+                child_fail("PR_SET_PDEATHSIG", errno);
+        if (getppid() != parent)
+                _exit(127);
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
                 child_fail("PR_SET_NO_NEW_PRIVS", errno);
 

@@ -136,6 +136,16 @@ console_cmd() {
         printf '%s\n' "$2" | socat -t 1 - "UNIX-CONNECT:$VRT_RUNTIME_DIR/$1/console.sock" >/dev/null 2>&1
 }
 
+not() {                # not COMMAND...: succeeds when COMMAND fails
+        ! "$@"
+}
+
+# process_gone PID: the process has exited (a zombie waiting for a slow
+# reaper counts as gone: it runs nothing and holds no fds).
+process_gone() {
+        [ ! -d "/proc/$1" ] || grep -q "^State:[[:space:]]*Z" "/proc/$1/status" 2>/dev/null
+}
+
 runtime_empty() {       # runtime_empty NAME: nothing left of a VM's runtime dir
         [ ! -e "$VRT_RUNTIME_DIR/$1" ]
 }
