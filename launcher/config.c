@@ -149,7 +149,7 @@ static int set_string(char **dst, const char *value) {
 
 static int check_plain_value(const char *key, const char *value, char *err, size_t errlen) {
         for (const char *p = value; *p; p++)
-                if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+                if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f) {
                         snprintf(err, errlen, "%s: control character in value", key);
                         return -EINVAL;
                 }
