@@ -47,7 +47,7 @@ struct supervisor {
         struct launch_context ctx;
         int lock_fd;
         int qmp_listen, monitor_listen, console_listen, console_log_fd;
-        int tap_fd, vhost_fd;
+        int tap_fd, vhost_fd, init_log_fd;
         int out_read, out_write;        /* QEMU's stdout+stderr */
         int sig_fd, pidfd;
         pid_t qemu_pid;
@@ -61,6 +61,8 @@ struct supervisor {
         int64_t deadline;       /* CLOCK_MONOTONIC milliseconds */
         bool guest_shutdown;    /* SHUTDOWN event with guest=true seen */
         bool host_quit;         /* someone asked QEMU to quit over QMP */
+        bool timed_out;         /* the run timeout stopped the VM */
+        int64_t run_deadline;   /* 0 = none */
         char out_buf[4096];
         size_t out_len;
         char tail[TAIL_LINES][256];
@@ -235,6 +237,23 @@ static int grant_vm_files(struct supervisor *s, char *err, size_t errlen) {
         return 0;
 }
 
+/* First boot: the guest's org.vrt.init port is written to this file. */
+static int open_init_log(struct supervisor *s, const struct supervisor_options *o, char *err, size_t errlen) {
+        if (!o->seed_image)
+                return 0;
+        if (!o->init_log) {
+                snprintf(err, errlen, "a seed image needs an init log");
+                return -EINVAL;
+        }
+        s->init_log_fd = open(o->init_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (s->init_log_fd < 0) {
+                int r = -errno;
+                snprintf(err, errlen, "cannot open %s: %s", o->init_log, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
 static int setup_network(struct supervisor *s, char *err, size_t errlen) {
         const struct instance *inst = s->ctx.inst;
         char ifname[16];
@@ -327,7 +346,7 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
         s->out_read = pipefd[0];
         s->out_write = pipefd[1];
 
-        struct spawn_fd fds[6];
+        struct spawn_fd fds[7];
         size_t n = 0;
         fds[n++] = (struct spawn_fd){ s->qmp_listen, LAUNCH_FD_QMP };
         fds[n++] = (struct spawn_fd){ s->monitor_listen, LAUNCH_FD_MONITOR };
@@ -337,6 +356,8 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
                 fds[n++] = (struct spawn_fd){ s->tap_fd, LAUNCH_FD_TAP };
         if (s->vhost_fd >= 0)
                 fds[n++] = (struct spawn_fd){ s->vhost_fd, LAUNCH_FD_VHOST };
+        if (s->init_log_fd >= 0)
+                fds[n++] = (struct spawn_fd){ s->init_log_fd, LAUNCH_FD_INIT_LOG };
         struct spawn_request req = {
                 .argv = argv,
                 .fds = fds,
@@ -368,6 +389,7 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
         close_fd(&s->console_log_fd);
         close_fd(&s->tap_fd);   /* QEMU holds the only copy: the tap dies with it */
         close_fd(&s->vhost_fd);
+        close_fd(&s->init_log_fd);
         if (r < 0)
                 return r;
         return qmp_handshake(s->qmp, QMP_TIMEOUT_MS, err, errlen);
@@ -449,6 +471,10 @@ static void drain_events(struct supervisor *s) {
 static int exit_status(struct supervisor *s, const siginfo_t *si) {
         char tail[2048];
         tail_join(s, tail, sizeof tail);
+        if (s->timed_out) {
+                log_error("VM %s did not power off within its run timeout; it was stopped", s->ctx.inst->name);
+                return SUPERVISOR_EXIT_TIMEOUT;
+        }
         if (si->si_code == CLD_EXITED && si->si_status == 0) {
                 if (s->stage >= STAGE_QUIT && !s->guest_shutdown) {
                         log_warning("VM %s stopped forcibly after the shutdown timeout", s->ctx.inst->name);
@@ -503,8 +529,9 @@ static int event_loop(struct supervisor *s) {
                         pfd[n++] = (struct pollfd){ .fd = s->out_read, .events = POLLIN };
                 }
                 int timeout = -1;
-                if (s->stage != STAGE_RUNNING) {
-                        int64_t left = s->deadline - now_ms();
+                int64_t deadline = s->stage != STAGE_RUNNING ? s->deadline : s->run_deadline;
+                if (deadline > 0) {
+                        int64_t left = deadline - now_ms();
                         timeout = left > 0 ? (int)left : 0;
                 }
                 int r = poll(pfd, (nfds_t)n, timeout);
@@ -542,7 +569,11 @@ static int event_loop(struct supervisor *s) {
                                 }
                         }
                 }
-                if (s->stage != STAGE_RUNNING && now_ms() >= s->deadline) {
+                if (s->stage == STAGE_RUNNING && s->run_deadline > 0 && now_ms() >= s->run_deadline) {
+                        log_warning("run timeout reached: stopping the VM");
+                        s->timed_out = true;
+                        stage_enter(s, STAGE_POWERDOWN);
+                } else if (s->stage != STAGE_RUNNING && now_ms() >= s->deadline) {
                         if (s->stage == STAGE_KILL) {
                                 log_error("QEMU pid %d survives SIGKILL; giving up", (int)s->qemu_pid);
                                 return SUPERVISOR_EXIT_FAILED;
@@ -566,6 +597,7 @@ static void supervisor_teardown(struct supervisor *s) {
         close_fd(&s->console_log_fd);
         close_fd(&s->tap_fd);
         close_fd(&s->vhost_fd);
+        close_fd(&s->init_log_fd);
         close_fd(&s->out_read);
         close_fd(&s->out_write);
         close_fd(&s->pidfd);
@@ -580,7 +612,8 @@ static void supervisor_teardown(struct supervisor *s) {
 int supervisor_run(const struct supervisor_options *o) {
         struct supervisor s = {
                 .lock_fd = -1, .qmp_listen = -1, .monitor_listen = -1, .console_listen = -1,
-                .console_log_fd = -1, .tap_fd = -1, .vhost_fd = -1, .out_read = -1, .out_write = -1,
+                .console_log_fd = -1, .tap_fd = -1, .vhost_fd = -1, .init_log_fd = -1,
+                .out_read = -1, .out_write = -1,
                 .sig_fd = -1, .pidfd = -1,
         };
         char err[2048] = "";
@@ -610,13 +643,21 @@ int supervisor_run(const struct supervisor_options *o) {
                              : s.ctx.inst->shutdown_timeout ? s.ctx.inst->shutdown_timeout
                              : s.ctx.host->shutdown_timeout;
 
+        if (o->seed_image) {
+                s.ctx.launch.seed_image = o->seed_image;
+                s.ctx.launch.fd_init_log = LAUNCH_FD_INIT_LOG;
+        }
         if ((r = resolve_user(&s, err, sizeof err)) < 0 ||
+            (r = open_init_log(&s, o, err, sizeof err)) < 0 ||
             (r = setup_runtime(&s, err, sizeof err)) < 0 ||
             (r = ensure_uefi_vars(&s, err, sizeof err)) < 0 ||
             (r = grant_vm_files(&s, err, sizeof err)) < 0 ||
             (r = setup_network(&s, err, sizeof err)) < 0) {
                 log_error("%s: %s", o->name, err);
-                status = r == -EINVAL || r == -ENOENT || r == -ENODEV || r == -ENETDOWN || r == -EBUSY
+                /* Configuration errors, including a bridge= that names no
+                 * bridge (-ENOTTY) or one that is down. */
+                status = r == -EINVAL || r == -ENOENT || r == -ENODEV || r == -ENETDOWN || r == -ENOTTY ||
+                         r == -EBUSY
                          ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
                 goto out;
         }
@@ -642,6 +683,8 @@ int supervisor_run(const struct supervisor_options *o) {
                 log_error("%s: cont failed: %s", o->name, err);
                 goto out;
         }
+        if (o->run_timeout > 0)
+                s.run_deadline = now_ms() + (int64_t)o->run_timeout * 1000;
         log_notice("VM %s running", o->name);
         notify_send("READY=1\nSTATUS=running");
         status = event_loop(&s);

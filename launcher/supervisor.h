@@ -9,6 +9,7 @@ enum {
         SUPERVISOR_EXIT_FAILED = 1,     /* QEMU failed to start or crashed */
         SUPERVISOR_EXIT_INVALID = 2,    /* bad configuration: nothing was started */
         SUPERVISOR_EXIT_FORCED = 3,     /* stop escalated past system_powerdown */
+        SUPERVISOR_EXIT_TIMEOUT = 4,    /* --run-timeout elapsed; the VM was stopped */
 };
 
 struct supervisor_options {
@@ -16,6 +17,11 @@ struct supervisor_options {
         const char *runtime_dir;
         const char *name;
         int shutdown_timeout;   /* > 0 overrides the configured one */
+        /* First boot: a NoCloud seed drive and the file that receives the
+         * guest's org.vrt.init port; the run is stopped after run_timeout. */
+        const char *seed_image;
+        const char *init_log;
+        int run_timeout;        /* seconds, 0 = unbounded */
 };
 
 /* Runs the VM to its end and returns one of the exit statuses above. */

@@ -11,15 +11,19 @@
 static void usage(FILE *f) {
         fprintf(f,
                 "usage: vrt-launch [--root DIR] [--shutdown-timeout S] NAME\n"
+                "       vrt-launch --seed-image ISO --init-log FILE [--run-timeout S] NAME   (first boot)\n"
                 "Runs VM NAME in the foreground until it powers off.\n"
                 "Exit status: 0 powered off, 1 QEMU failed or crashed, 2 bad configuration,\n"
-                "3 stopped forcibly after the shutdown timeout.\n");
+                "3 stopped forcibly after the shutdown timeout, 4 the run timeout elapsed.\n");
 }
 
 int main(int argc, char **argv) {
         static const struct option opts[] = {
                 { "root", required_argument, NULL, 'r' },
                 { "shutdown-timeout", required_argument, NULL, 't' },
+                { "seed-image", required_argument, NULL, 's' },
+                { "init-log", required_argument, NULL, 'l' },
+                { "run-timeout", required_argument, NULL, 'T' },
                 { "help", no_argument, NULL, 'h' },
                 { 0 },
         };
@@ -31,7 +35,7 @@ int main(int argc, char **argv) {
         int c;
 
         log_setup("vrt-launch");
-        while ((c = getopt_long(argc, argv, "r:t:h", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "r:t:s:l:T:h", opts, NULL)) >= 0)
                 switch (c) {
                 case 'r':
                         o.root = optarg;
@@ -42,6 +46,19 @@ int main(int argc, char **argv) {
                                 return 2;
                         }
                         o.shutdown_timeout = (int)t;
+                        break;
+                case 's':
+                        o.seed_image = optarg;
+                        break;
+                case 'l':
+                        o.init_log = optarg;
+                        break;
+                case 'T':
+                        if (config_parse_uint(optarg, 1, 7 * 86400, &t) < 0) {
+                                fprintf(stderr, "vrt-launch: invalid --run-timeout \"%s\"\n", optarg);
+                                return 2;
+                        }
+                        o.run_timeout = (int)t;
                         break;
                 case 'h':
                         usage(stdout);
