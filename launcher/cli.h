@@ -23,3 +23,6 @@ int cmd_check(struct cli *cli, int argc, char **argv);
 int cmd_showcmd(struct cli *cli, int argc, char **argv);
 int cmd_qmp(struct cli *cli, int argc, char **argv);
 int cmd_console(struct cli *cli, int argc, char **argv);
+int cmd_create(struct cli *cli, int argc, char **argv);
+int cmd_destroy(struct cli *cli, int argc, char **argv);
+int cmd_cleanup(struct cli *cli, int argc, char **argv);
