@@ -13,6 +13,10 @@ static const struct command {
         int (*run)(struct cli *cli, int argc, char **argv);
         const char *help;
 } commands[] = {
+        { "list", cmd_list, "list [--all]          VMs with state, image, size, MAC, pid, uptime" },
+        { "status", cmd_status, "status NAME           state and QEMU's view: vCPUs, memory, disks, NICs" },
+        { "start", cmd_start, "start NAME...         start VMs (systemd unit, or detached vrt-launch)" },
+        { "stop", cmd_stop, "stop NAME...          ACPI power button, escalating; --force: power off now" },
         { "create", cmd_create, "create X|FILE|FLAGS   new VM from inst/X.properties, a file or flags" },
         { "destroy", cmd_destroy, "destroy NAME...       stop, delete the disk, mark DESTROYED" },
         { "cleanup", cmd_cleanup, "cleanup               remove the directories of destroyed VMs" },
