@@ -1,5 +1,6 @@
 #include "launcher/supervisor.h"
 
+#include <cap-ng.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -583,6 +585,18 @@ static int event_loop(struct supervisor *s) {
         }
 }
 
+/* After QEMU runs, the supervisor only signals it (another uid: CAP_KILL)
+ * and removes its own root-owned runtime files (no capability needed), so
+ * everything else goes, including the bounding set. */
+static void drop_capabilities(struct supervisor *s) {
+        if (geteuid() != 0)
+                return;
+        capng_clear(CAPNG_SELECT_BOTH);
+        capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_KILL);
+        if (capng_apply(CAPNG_SELECT_BOTH) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                log_warning("could not drop capabilities; continuing with them");
+}
+
 static void supervisor_teardown(struct supervisor *s) {
         if (s->qemu_pid > 0) {
                 /* We are failing with QEMU still there: take it down with us. */
@@ -683,6 +697,7 @@ int supervisor_run(const struct supervisor_options *o) {
                 log_error("%s: cont failed: %s", o->name, err);
                 goto out;
         }
+        drop_capabilities(&s);
         if (o->run_timeout > 0)
                 s.run_deadline = now_ms() + (int64_t)o->run_timeout * 1000;
         log_notice("VM %s running", o->name);

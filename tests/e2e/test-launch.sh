@@ -24,6 +24,9 @@ check "alpha: QEMU has no effective capabilities" grep -q "^CapEff:[[:space:]]*0
 check "alpha: QEMU has no capability bounding set" grep -q "^CapBnd:[[:space:]]*0000000000000000" "/proc/$qpid/status"
 check "alpha: QEMU runs under seccomp filter mode" grep -q "^Seccomp:[[:space:]]*2" "/proc/$qpid/status"
 check "alpha: QEMU has no supplementary groups" grep -qE "^Groups:[[:space:]]*$" "/proc/$qpid/status"
+check "alpha: the running supervisor keeps only CAP_KILL" \
+        grep -q "^CapEff:[[:space:]]*0000000000000020" "/proc/$LAUNCH_PID/status"
+check "alpha: ... and an empty bounding set" grep -q "^CapBnd:[[:space:]]*0000000000000000" "/proc/$LAUNCH_PID/status"
 check "alpha: runtime sockets are 0600" \
         bash -c '[ "$(stat -c %a "$VRT_RUNTIME_DIR/alpha/monitor.sock")" = 600 ] && [ "$(stat -c %a "$VRT_RUNTIME_DIR/alpha/qmp.sock")" = 600 ]'
 "$VRT_LAUNCH" alpha >"$E2E_DIR/second.log" 2>&1
