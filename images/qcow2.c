@@ -95,21 +95,15 @@ static int check_size(uint64_t size, char *err, size_t errlen) {
         return 0;
 }
 
-int qcow2_overlay_encode(const struct qcow2_overlay_spec *spec, uint8_t **ret_buf, size_t *ret_len,
-                         char *err, size_t errlen) {
+/* Lays out an empty image; backing_file NULL: a standalone image without
+ * the backing-format extension. Arguments are checked by the callers. */
+static int encode(const char *backing_file, const char *backing_format, uint64_t virtual_size, uint8_t **ret_buf,
+                  size_t *ret_len) {
         uint64_t l1_size, l1_bytes, n_clusters, len;
-        size_t fmt_len, name_len, off;
+        size_t off;
         uint8_t *b;
-        int r;
 
-        r = check_spec(spec, err, errlen);
-        if (r < 0)
-                return r;
-        r = check_size(spec->virtual_size, err, errlen);
-        if (r < 0)
-                return r;
-
-        l1_size = (spec->virtual_size + L1_ENTRY_SPAN - 1) / L1_ENTRY_SPAN;
+        l1_size = (virtual_size + L1_ENTRY_SPAN - 1) / L1_ENTRY_SPAN;
         l1_bytes = l1_size * 8;
         /* Header, refcount table, refcount block, then the L1 clusters. One
          * refcount block covers 32768 clusters, far more than these. */
@@ -121,28 +115,33 @@ int qcow2_overlay_encode(const struct qcow2_overlay_spec *spec, uint8_t **ret_bu
         if (!b)
                 return -ENOMEM;
 
-        fmt_len = strlen(spec->backing_format);
-        name_len = strlen(spec->backing_file);
-
         /* Header extensions start right after the header; the backing file
          * name follows the end-of-extensions marker. Both fit easily in the
          * first cluster (name <= 1023 bytes, format <= 5). */
         off = QCOW2_HEADER_LENGTH;
-        put32(b + off, QCOW2_EXT_BACKING_FORMAT);
-        put32(b + off + 4, (uint32_t)fmt_len);
-        memcpy(b + off + 8, spec->backing_format, fmt_len);
-        off += 8 + round_up(fmt_len, 8);
+        if (backing_file) {
+                size_t fmt_len = strlen(backing_format);
+
+                put32(b + off, QCOW2_EXT_BACKING_FORMAT);
+                put32(b + off + 4, (uint32_t)fmt_len);
+                memcpy(b + off + 8, backing_format, fmt_len);
+                off += 8 + round_up(fmt_len, 8);
+        }
         put32(b + off, QCOW2_EXT_END);
         put32(b + off + 4, 0);
         off += 8;
-        memcpy(b + off, spec->backing_file, name_len);
+        if (backing_file) {
+                size_t name_len = strlen(backing_file);
+
+                memcpy(b + off, backing_file, name_len);
+                put64(b + 8, off);                      /* backing_file_offset */
+                put32(b + 16, (uint32_t)name_len);      /* backing_file_size */
+        }
 
         put32(b + 0, QCOW2_MAGIC);
         put32(b + 4, 3);                                /* version */
-        put64(b + 8, off);                              /* backing_file_offset */
-        put32(b + 16, (uint32_t)name_len);              /* backing_file_size */
         put32(b + 20, QCOW2_CLUSTER_BITS);
-        put64(b + 24, spec->virtual_size);
+        put64(b + 24, virtual_size);
         put32(b + 32, 0);                               /* crypt_method: none */
         put32(b + 36, (uint32_t)l1_size);
         put64(b + 40, L1_TABLE_OFFSET);
@@ -165,6 +164,26 @@ int qcow2_overlay_encode(const struct qcow2_overlay_spec *spec, uint8_t **ret_bu
         *ret_buf = b;
         *ret_len = (size_t)len;
         return 0;
+}
+
+int qcow2_overlay_encode(const struct qcow2_overlay_spec *spec, uint8_t **ret_buf, size_t *ret_len,
+                         char *err, size_t errlen) {
+        int r;
+
+        r = check_spec(spec, err, errlen);
+        if (r < 0)
+                return r;
+        r = check_size(spec->virtual_size, err, errlen);
+        if (r < 0)
+                return r;
+        return encode(spec->backing_file, spec->backing_format, spec->virtual_size, ret_buf, ret_len);
+}
+
+int qcow2_image_encode(uint64_t virtual_size, uint8_t **ret_buf, size_t *ret_len, char *err, size_t errlen) {
+        int r = check_size(virtual_size, err, errlen);
+        if (r < 0)
+                return r;
+        return encode(NULL, NULL, virtual_size, ret_buf, ret_len);
 }
 
 int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *ret, char *err, size_t errlen) {
@@ -568,5 +587,39 @@ fail:
         atomic_file_free(af);
         free(buf);
         free(backing_path);
+        return r;
+}
+
+int qcow2_image_create(const char *path, uint64_t virtual_size, char *err, size_t errlen) {
+        struct atomic_file *af = NULL;
+        uint8_t *buf = NULL;
+        char why[512];
+        size_t len;
+        int r;
+
+        if (!path || !*path) {
+                r = -EINVAL;
+                snprintf(err, errlen, "empty file name");
+                goto fail;
+        }
+        /* Rounding must not wrap: a size that would is over the limit anyway. */
+        r = qcow2_image_encode(virtual_size > UINT64_MAX - 511 ? UINT64_MAX & ~UINT64_C(511) : round_up(virtual_size, 512),
+                               &buf, &len, why, sizeof why);
+        if (r < 0) {
+                snprintf(err, errlen, "%s: %s", path, r == -ENOMEM ? "out of memory" : why);
+                goto fail;
+        }
+        r = atomic_file_open(path, 0644, &af, err, errlen);
+        if (r < 0)
+                goto fail;
+        r = write_sparse(af->fd, buf, len);
+        if (r < 0) {
+                snprintf(err, errlen, "%s: write: %s", path, strerror(-r));
+                goto fail;
+        }
+        r = atomic_file_commit(af, err, errlen);
+fail:
+        atomic_file_free(af);
+        free(buf);
         return r;
 }

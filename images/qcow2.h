@@ -1,10 +1,12 @@
-/* qcow2: the native qcow2 overlay writer and header decoder.
+/* qcow2: the native qcow2 overlay and blank image writer and header decoder.
  *
  * The layout follows QEMU's docs/interop/qcow2.txt. An overlay is a version 3
  * image with 64 KiB clusters and 16-bit refcounts: the header cluster (header,
  * backing-format extension, end marker, backing file name), one refcount
- * table cluster, one refcount block and the all-zero L1 table. The encoder is
- * pure; qcow2_overlay_create() does the I/O. */
+ * table cluster, one refcount block and the all-zero L1 table. A blank image
+ * (the disk an OS is installed on) has the same layout without the backing
+ * file name and its extension. The encoders are pure; qcow2_overlay_create()
+ * and qcow2_image_create() do the I/O. */
 #pragma once
 
 #include <stdbool.h>
@@ -68,6 +70,12 @@ bool qcow2_has_magic(const void *buf, size_t len);
 int qcow2_overlay_encode(const struct qcow2_overlay_spec *spec, uint8_t **ret_buf, size_t *ret_len,
                          char *err, size_t errlen);
 
+/* Lays out an empty standalone image (no backing file) of virtual_size
+ * bytes, a non-zero multiple of 512, into a new zero-initialised buffer.
+ * Pure: no I/O. Returns 0 with *ret_buf (free()) and *ret_len, -EINVAL with
+ * a message in err for a size it cannot encode, or -ENOMEM. */
+int qcow2_image_encode(uint64_t virtual_size, uint8_t **ret_buf, size_t *ret_len, char *err, size_t errlen);
+
 /* Decodes the header and header extensions from the first bytes of an
  * image (at least the header, extensions and backing file name; the first
  * cluster suffices). Pure. Returns 0 with *ret, -EINVAL with a message for
@@ -93,3 +101,11 @@ int qcow2_header_read(int fd, struct qcow2_header *ret, char *err, size_t errlen
  * or size). */
 int qcow2_overlay_create(const char *path, const char *backing_file, const char *backing_format,
                          uint64_t min_size, char *err, size_t errlen);
+
+/* Creates the blank image `path` (no backing file) of virtual_size bytes,
+ * rounded up to 512, mode 0644 & ~umask. Crash-safe like
+ * qcow2_overlay_create(): nothing is left behind on failure, and an
+ * existing file is never replaced. Never runs qemu-img.
+ * Returns 0, or a negative errno with one line in err (-EEXIST: target
+ * exists, -ENOENT: directory missing, -EINVAL: bad size). */
+int qcow2_image_create(const char *path, uint64_t virtual_size, char *err, size_t errlen);

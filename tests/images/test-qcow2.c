@@ -76,6 +76,7 @@ static char *hexdump(const uint8_t *b, size_t len) {
         return out;
 }
 
+/* A spec without backing file stands for a blank image of its size. */
 static const struct golden_case {
         const char *file;
         struct qcow2_overlay_spec spec;
@@ -84,6 +85,9 @@ static const struct golden_case {
         /* 5 TiB needs a two-cluster L1 table: five refcounted clusters. */
         { "overlay-raw-5T-spaces-commas.hex", { "../images/Debian 12, generic (amd64).raw", "raw", 5 * TiB } },
         { "overlay-qcow2-1M-absolute.hex", { "/var/lib/vrt/images/tiny.qcow2", "qcow2", 1 << 20 } },
+        { "image-20G.hex", { NULL, NULL, 20 * GiB } },
+        /* 4 TiB + 512: the smallest size whose L1 table (8193 entries) needs a second cluster. */
+        { "image-4T-and-512.hex", { NULL, NULL, 4 * TiB + 512 } },
 };
 
 static const char *golden_dir(void) {
@@ -102,7 +106,10 @@ static void test_golden(void **state) {
                 size_t len = 0, glen = 0;
                 char *dump, *path, *want;
 
-                assert_int_equal(qcow2_overlay_encode(&g->spec, &buf, &len, err, sizeof err), 0);
+                if (g->spec.backing_file)
+                        assert_int_equal(qcow2_overlay_encode(&g->spec, &buf, &len, err, sizeof err), 0);
+                else
+                        assert_int_equal(qcow2_image_encode(g->spec.virtual_size, &buf, &len, err, sizeof err), 0);
                 dump = hexdump(buf, len);
                 path = test_path(golden_dir(), g->file);
                 if (getenv("VRT_REGEN_GOLDEN")) {
@@ -261,6 +268,57 @@ static void test_encode_invalid(void **state) {
         expect_encode_error(&(struct qcow2_overlay_spec){ "b", "raw", 0 }, "virtual size is 0");
         expect_encode_error(&(struct qcow2_overlay_spec){ "b", "raw", GiB + 1 }, "not a multiple of 512");
         expect_encode_error(&(struct qcow2_overlay_spec){ "b", "raw", UINT64_C(1) << 62 }, "exceeds the qcow2 limit");
+}
+
+/* A blank image: the overlay layout without backing name and extension. */
+static void test_image_encode_layout(void **state) {
+        struct qcow2_header h;
+        char err[256] = "";
+        uint8_t *b = NULL;
+        size_t len = 0;
+
+        (void)state;
+        assert_int_equal(qcow2_image_encode(20 * GiB, &b, &len, err, sizeof err), 0);
+        assert_int_equal(len, 3 * 65536 + 40 * 8);
+        assert_memory_equal(b, "QFI\xfb", 4);
+        assert_int_equal(be32(b + 4), 3);
+        assert_int_equal(be64(b + 8), 0);               /* no backing_file_offset */
+        assert_int_equal(be32(b + 16), 0);              /* no backing_file_size */
+        assert_int_equal(be32(b + 20), 16);
+        assert_int_equal(be64(b + 24), 20 * GiB);
+        assert_int_equal(be32(b + 36), 40);
+        assert_int_equal(be64(b + 40), 0x30000);
+        assert_int_equal(be64(b + 48), 0x10000);
+        assert_int_equal(be32(b + 96), 4);
+        assert_int_equal(be32(b + 100), 112);
+        /* The end-of-extensions marker right after the header, then nothing. */
+        for (size_t i = 104; i < 0x10000; i++)
+                assert_int_equal(b[i], 0);
+        assert_int_equal(be64(b + 0x10000), 0x20000);
+        for (int i = 0; i < 4; i++)
+                assert_int_equal(b[0x20000 + 2 * i] << 8 | b[0x20000 + 2 * i + 1], 1);
+        assert_int_equal(b[0x20000 + 8], 0);
+        assert_int_equal(b[0x20000 + 9], 0);
+        assert_int_equal(qcow2_header_decode(b, len, &h, err, sizeof err), 0);
+        assert_false(h.has_backing_file);
+        assert_false(h.has_backing_format);
+        assert_int_equal(h.size, 20 * GiB);
+        free(b);
+}
+
+static void test_image_encode_invalid(void **state) {
+        char err[256] = "";
+        uint8_t *b = NULL;
+        size_t len = 0;
+
+        (void)state;
+        assert_int_equal(qcow2_image_encode(0, &b, &len, err, sizeof err), -EINVAL);
+        assert_true(test_contains(err, "virtual size is 0"));
+        assert_int_equal(qcow2_image_encode(GiB + 1, &b, &len, err, sizeof err), -EINVAL);
+        assert_true(test_contains(err, "not a multiple of 512"));
+        assert_int_equal(qcow2_image_encode(UINT64_C(1) << 62, &b, &len, err, sizeof err), -EINVAL);
+        assert_true(test_contains(err, "exceeds the qcow2 limit"));
+        assert_null(b);
 }
 
 /* ---- decoder ------------------------------------------------------------ */
@@ -747,6 +805,76 @@ static void test_create_small_and_sparse(void **state) {
         free(ov);
 }
 
+/* qcow2_image_create: rounding, sparseness, refusal to replace, errors. */
+static void test_image_create(void **state) {
+        struct fixture *f = *state;
+        struct qcow2_header h;
+        char err[512] = "";
+        char *img = test_path(f->dir, "blank.qcow2");
+        struct stat st;
+        int before;
+
+        assert_int_equal(qcow2_image_create(img, 10 * GiB + 1, err, sizeof err), 0);
+        read_header(img, &h);
+        assert_int_equal(h.size, 10 * GiB + 512);
+        assert_false(h.has_backing_file);
+        assert_int_equal(stat(img, &st), 0);
+        assert_int_equal(st.st_size, 0x30000 + 21 * 8);
+        assert_true((uint64_t)st.st_blocks * 512 <= 16 * 1024);
+        assert_int_equal(st.st_mode & 0777, 0644);
+
+        before = test_count_entries(f->dir);
+        assert_int_equal(qcow2_image_create(img, GiB, err, sizeof err), -EEXIST);
+        assert_true(test_contains(err, "blank.qcow2: already exists"));
+        assert_null(strchr(err, '\n'));
+        read_header(img, &h);
+        assert_int_equal(h.size, 10 * GiB + 512);       /* untouched */
+        assert_int_equal(unlink(img), 0);
+
+        assert_int_equal(qcow2_image_create(img, 0, err, sizeof err), -EINVAL);
+        assert_true(test_contains(err, "blank.qcow2: virtual size is 0"));
+        assert_int_equal(qcow2_image_create(img, UINT64_MAX, err, sizeof err), -EINVAL);
+        assert_true(test_contains(err, "exceeds the qcow2 limit"));
+        assert_int_equal(qcow2_image_create("", GiB, err, sizeof err), -EINVAL);
+        assert_int_equal(qcow2_image_create("/nonexistent-vrt-dir/x.qcow2", GiB, err, sizeof err), -ENOENT);
+        assert_true(test_contains(err, "cannot open directory /nonexistent-vrt-dir"));
+        assert_int_equal(test_count_entries(f->dir), before - 1);
+        free(img);
+}
+
+static int image_create_with_fsize_limit(struct fixture *f, const char *dir) {
+        struct rlimit rl = { 100000, 100000 };
+        char err[512] = "";
+        char *img = test_path(dir, "img.qcow2");
+        int r;
+
+        (void)f;
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+                return 77;
+        r = qcow2_image_create(img, GiB, err, sizeof err);
+        if (r != -EFBIG || !strstr(err, "img.qcow2: write: File too large")) {
+                fprintf(stderr, "r=%d err=%s\n", r, err);
+                return 1;
+        }
+        return 0;
+}
+
+static void test_image_create_write_failure(void **state) {
+        struct fixture *f = *state;
+        char *d = test_path(f->dir, "fsize-image");
+        int st;
+
+        assert_int_equal(mkdir(d, 0755), 0);
+        st = in_child(image_create_with_fsize_limit, f, d);
+        if (st == 77)
+                skip();
+        assert_int_equal(st, 0);
+        assert_int_equal(test_count_entries(d), 0);
+        rmdir(d);
+        free(d);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_golden),
@@ -759,6 +887,8 @@ int main(void) {
                 cmocka_unit_test(test_decode_invalid),
                 cmocka_unit_test(test_decode_duplicate_and_unterminated),
                 cmocka_unit_test(test_decode_v2),
+                cmocka_unit_test(test_image_encode_layout),
+                cmocka_unit_test(test_image_encode_invalid),
                 cmocka_unit_test(test_has_magic),
                 cmocka_unit_test_setup_teardown(test_create_sizes, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_odd_raw_size, setup, teardown),
@@ -767,6 +897,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_create_errors, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_readonly_dir, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_write_failure, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_image_create, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_image_create_write_failure, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_small_and_sparse, setup, teardown),
         };
 

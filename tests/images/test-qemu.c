@@ -423,6 +423,65 @@ static void test_fresh_overlay_size(void **state) {
         free(theirs);
 }
 
+/* A blank image, as `vrt image install` gives the installer: QEMU reads
+ * and writes it, qemu-img finds it clean, libqcow and our chain see one
+ * layer, and it serves as an overlay's backing file. */
+static void test_blank_image(void **state) {
+        const char *dir = *state;
+        char *img = test_path(dir, "blank.qcow2");
+        char *theirs = test_path(dir, "theirs.qcow2");
+        char *ov = test_path(dir, "ov.qcow2");
+        struct json_object *info, *top, *v;
+        struct image_chain *c = NULL;
+        char err[1024] = "";
+        char *out = NULL;
+        uint64_t a, b;
+
+        assert_int_equal(qcow2_image_create(img, 20 * GiB, err, sizeof err), 0);
+        qemu_img_check(img);
+        info = qemu_img_info(img);
+        assert_int_equal(json_object_array_length(info), 1);
+        top = json_object_array_get_idx(info, 0);
+        assert_string_equal(jstr(top, "format"), "qcow2");
+        assert_int_equal(jint(top, "virtual-size"), 20 * GiB);
+        assert_int_equal(jint(top, "cluster-size"), 65536);
+        assert_false(json_object_object_get_ex(top, "backing-filename", &v));
+        json_object_put(info);
+
+        assert_int_equal(image_chain_inspect(img, &c, err, sizeof err), 0);
+        assert_int_equal(c->n_layers, 1);
+        assert_string_equal(c->layers[0].format, "qcow2");
+        assert_null(c->layers[0].backing_file);
+        assert_int_equal(c->layers[0].virtual_size, 20 * GiB);
+        c = image_chain_free(c);
+
+        /* Same apparent size as qemu-img's blank image, less allocated. */
+        run_ok((const char *const[]){ "qemu-img", "create", "-q", "-f", "qcow2", theirs, "20G", NULL });
+        a = test_allocated(img);
+        b = test_allocated(theirs);
+        print_message("fresh 20G image allocated: ours %llu bytes, qemu-img %llu bytes\n", (unsigned long long)a,
+                      (unsigned long long)b);
+        assert_true(a <= b);
+        run_ok((const char *const[]){ "qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", img, theirs, NULL });
+
+        /* Written by QEMU (an installer), then used as a template. */
+        run_ok((const char *const[]){ "qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", "-c",
+                                      "write -P 0xa5 19G 64k", img, NULL });
+        qemu_img_check(img);
+        create_overlay(ov, "blank.qcow2", "qcow2", 0);
+        check_overlay(ov, "blank.qcow2", "qcow2", 20 * GiB, img, 2);
+        assert_int_equal(test_run((const char *const[]){ "qemu-io", "-f", "qcow2", "-c", "read -P 0xa5 19G 64k",
+                                                         ov, NULL },
+                                  &out),
+                         0);
+        assert_true(test_contains(out, "read 65536/65536 bytes"));
+        assert_null(strstr(out, "Pattern verification failed"));
+        free(out);
+        free(img);
+        free(theirs);
+        free(ov);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_check_and_info, setup, teardown),
@@ -430,6 +489,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_libqcow_read_through, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_differential_writes, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_fresh_overlay_size, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_blank_image, setup, teardown),
         };
         const char *probe[] = { "qemu-img", "--version", NULL };
 
