@@ -17,6 +17,8 @@ static const struct command {
         { "status", cmd_status, "status NAME           state and QEMU's view: vCPUs, memory, disks, NICs" },
         { "start", cmd_start, "start NAME...         start VMs (systemd unit, or detached vrt-launch)" },
         { "stop", cmd_stop, "stop NAME...          ACPI power button, escalating; --force: power off now" },
+        { "spool", cmd_spool, "spool [--watch]       carry out requests in inst/ start/ stop/ destroy/" },
+        { "autostart", cmd_autostart, "autostart             start autostart/ VMs and those with autostart=yes" },
         { "create", cmd_create, "create X|FILE|FLAGS   new VM from inst/X.properties, a file or flags" },
         { "destroy", cmd_destroy, "destroy NAME...       stop, delete the disk, mark DESTROYED" },
         { "cleanup", cmd_cleanup, "cleanup               remove the directories of destroyed VMs" },
