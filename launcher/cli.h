@@ -32,3 +32,4 @@ int cmd_list(struct cli *cli, int argc, char **argv);
 int cmd_status(struct cli *cli, int argc, char **argv);
 int cmd_spool(struct cli *cli, int argc, char **argv);
 int cmd_autostart(struct cli *cli, int argc, char **argv);
+int cmd_image(struct cli *cli, int argc, char **argv);

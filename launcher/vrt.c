@@ -22,6 +22,7 @@ static const struct command {
         { "create", cmd_create, "create X|FILE|FLAGS   new VM from inst/X.properties, a file or flags" },
         { "destroy", cmd_destroy, "destroy NAME...       stop, delete the disk, mark DESTROYED" },
         { "cleanup", cmd_cleanup, "cleanup               remove the directories of destroyed VMs" },
+        { "image", cmd_image, "image CMD ...         images: info, overlay, list, protect, install (from an ISO)" },
         { "check", cmd_check, "check                 validate vrt.conf, images, VMs and requests" },
         { "showcmd", cmd_showcmd, "showcmd NAME          print the exact QEMU command line" },
         { "qmp", cmd_qmp, "qmp NAME CMD [ARGS]   run one QMP command on a running VM" },
