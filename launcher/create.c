@@ -247,10 +247,16 @@ static int sweep_one(const char *vm_root, int vmfd, const char *entry, const cha
                 return r;
         }
         lfd = openat(sfd, STAGING_LOCK, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if (lfd < 0 && errno != ENOENT) {
+                /* Cannot tell whether its creator lives: leave it alone. */
+                r = -errno;
+                snprintf(err, errlen, "cannot open %s/%s: %s", path, STAGING_LOCK, strerror(-r));
+                goto done;
+        }
         if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) < 0) {
                 r = -errno;
                 if (r != -EWOULDBLOCK) {
-                        snprintf(err, errlen, "cannot lock %s/%s: %s", entry, STAGING_LOCK, strerror(-r));
+                        snprintf(err, errlen, "cannot lock %s/%s: %s", path, STAGING_LOCK, strerror(-r));
                         goto done;
                 }
                 /* A creator is working here: remember its choices. */

@@ -438,6 +438,20 @@ static void test_sweep_killed_while_building(void **state) {
         free(names);
 }
 
+/* Killed between mkdir and creating .lock (both happen under the registry
+ * lock, so the sweeper knows no live creator is in that moment). */
+static void test_sweep_no_lock_file(void **state) {
+        (void)state;
+        make_staging("early-1", "52:54:00:00:00:05", false);
+        char *lock = pathf("vm/.early-1.creating/.lock");
+        assert_int_equal(unlink(lock), 0);
+        free(lock);
+        assert_int_equal(sweep_now(), 1);
+        char *entries = vm_entries();
+        assert_string_equal(entries, "");
+        free(entries);
+}
+
 static void test_sweep_killed_between_appends(void **state) {
         (void)state;
         char *d = pathf("install");
@@ -777,6 +791,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_create_disk_full, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_malformed_registry, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sweep_killed_while_building, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_sweep_no_lock_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sweep_killed_between_appends, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sweep_killed_after_commit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sweep_spares_live_creator, setup, teardown),

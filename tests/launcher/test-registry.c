@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -330,6 +332,38 @@ static void test_truncate_rollback(void **state) {
         free(n);
 }
 
+/* A write that fails half-way (file size limit: the disk-full case) leaves
+ * no torn line behind. */
+static void test_failed_append_leaves_no_torn_line(void **state) {
+        (void)state;
+        make_install();
+        write_file("install/installed.txt", "first-entry-1\n", 14);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct registry *r = NULL;
+                char err[512];
+                struct rlimit rl = { 20, 20 };
+                signal(SIGXFSZ, SIG_IGN);
+                if (registry_lock(root, &r, err, sizeof err) < 0 || setrlimit(RLIMIT_FSIZE, &rl) < 0)
+                        _exit(1);
+                int ret = registry_add_name(r, "a-rather-long-name", err, sizeof err);
+                if (ret != -EFBIG && ret != -ENOSPC)
+                        _exit(2);
+                if (registry_has_name(r, "a-rather-long-name", NULL) || !strstr(err, "cannot append"))
+                        _exit(3);
+                registry_free(r);
+                _exit(0);
+        }
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        char *n = read_file("install/installed.txt");
+        assert_string_equal(n, "first-entry-1\n");
+        free(n);
+}
+
 #define CHILDREN 8
 #define PER_CHILD 25
 
@@ -448,6 +482,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_append_needs_lock, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_changed_under_lock, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_truncate_rollback, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_failed_append_leaves_no_torn_line, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_concurrent_children, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_lock_excludes, setup, teardown),
         };
