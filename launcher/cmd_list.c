@@ -279,9 +279,17 @@ static void print_status_text(const struct vm_info *v, json_object *st) {
         if (json_object_object_get_ex(st, "block", &x) && json_object_is_type(x, json_type_array)) {
                 for (size_t k = 0; k < json_object_array_length(x); k++) {
                         json_object *b = json_object_array_get_idx(x, k), *s = NULL;
-                        const char *dev = jstr(b, "device");
+                        /* -blockdev disks have no legacy name: show the device id
+                         * from "/machine/peripheral/ID/virtio-backend". */
+                        char id[128] = "";
+                        const char *dev = jstr(b, "device"), *qdev = jstr(b, "qdev");
+                        if ((!dev || !*dev) && qdev && strncmp(qdev, "/machine/peripheral/", 20) == 0) {
+                                snprintf(id, sizeof id, "%s", qdev + 20);
+                                id[strcspn(id, "/")] = '\0';
+                                dev = id;
+                        }
                         if (!dev || !*dev)
-                                dev = jstr(b, "qdev");
+                                dev = qdev;
                         if (!dev || !*dev)
                                 dev = jstr(b, "node-name");
                         json_object_object_get_ex(b, "stats", &s);
