@@ -20,9 +20,11 @@ static int load_disk(struct launch_context *c, char *err, size_t errlen) {
         if (!top)
                 return 0;       /* diskless VM (e.g. direct kernel boot) */
 
+        /* A missing, truncated, looping or mislabelled layer is bad input
+         * (vrt-launch exits 2), whatever errno described it. */
         int r = image_chain_inspect(top, &c->chain, err, errlen);
         if (r < 0)
-                return r;
+                return r == -ENOMEM ? r : -EINVAL;
         c->layers = calloc(c->chain->n_layers, sizeof *c->layers);
         if (!c->layers)
                 return -ENOMEM;
