@@ -503,16 +503,22 @@ static int parse_duration(const char *s, unsigned *ret) {
 }
 
 /* A relative ISO path is looked up in the root first (iso/FILE.iso), then
- * in the working directory. New absolute string, or NULL (ENOMEM). */
+ * in the working directory; when neither has it, the root's path is the one
+ * reported. New absolute string, or NULL (ENOMEM). */
 static char *iso_path(const struct cli *cli, const char *arg) {
-        char *p;
+        char *p, *here;
         if (arg[0] == '/')
                 return strdup(arg);
         p = paths_join(cli->root, arg);
         if (!p || access(p, F_OK) == 0)
                 return p;
-        free(p);
-        return paths_absolute(arg);
+        here = paths_absolute(arg);
+        if (here && access(here, F_OK) == 0) {
+                free(p);
+                return here;
+        }
+        free(here);
+        return p;
 }
 
 static void usage_install(void) {

@@ -172,7 +172,8 @@ static int setup_runtime(struct install *in, const struct qemu_user *u, char *er
         unlink(in->vnc_socket);
         rmdir(in->vnc_dir);
         unlink(in->uefi_vars);
-        if (chmod(p->run_dir, u->socket_gid != (gid_t)-1 ? 0750 : 0700) < 0 ||
+        /* Others may pass through (not list) to reach QEMU's own vnc/. */
+        if (chmod(p->run_dir, u->socket_gid != (gid_t)-1 ? 0751 : 0711) < 0 ||
             (u->socket_gid != (gid_t)-1 && chown(p->run_dir, (uid_t)-1, u->socket_gid) < 0)) {
                 r = -errno;
                 snprintf(err, errlen, "cannot set up %s: %s", p->run_dir, strerror(-r));
@@ -399,6 +400,10 @@ int install_start(const struct install_options *o, struct install **ret, char *e
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGHUP);
+        /* A shell starts background jobs with SIGINT ignored; an ignored
+         * signal would never reach the signalfd, and `kill -INT` must abort. */
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
         in->sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
