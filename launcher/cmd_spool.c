@@ -27,6 +27,7 @@ static struct service_options options_for(struct actions *a, char *const *names)
         if (!a->manager_known) {
                 char note[512];
                 a->manager = SERVICE_DETACHED;
+                /* The spool passes valid names only. */
                 if (service_manager_detect(a->cli->root, a->cli->runtime_dir, names[0], &a->manager, note, sizeof note) < 0 || note[0])
                         cli_error("note: %s", note);
                 a->manager_known = true;

@@ -86,7 +86,12 @@ static int run(struct cli *cli, char **names, size_t n, struct service_options *
         o->root = cli->root;
         o->runtime_dir = cli->runtime_dir;
         if (start) {
-                if (service_manager_detect(cli->root, cli->runtime_dir, names[0], &o->manager, note, sizeof note) < 0) {
+                /* systemd is asked about vrt@NAME.service for a valid NAME. */
+                const char *probe = NULL;
+                for (size_t i = 0; i < n && !probe; i++)
+                        if (config_check_vm_name(names[i], cli->runtime_dir, note, sizeof note) == 0)
+                                probe = names[i];
+                if (service_manager_detect(cli->root, cli->runtime_dir, probe, &o->manager, note, sizeof note) < 0) {
                         cli_error("%s", note);
                         free(res);
                         return CLI_INVALID;

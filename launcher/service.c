@@ -76,8 +76,19 @@ bool service_systemd_booted(void) {
         if (lstat("/run/systemd/system", &st) < 0 || !S_ISDIR(st.st_mode))
                 return false;
         ssize_t n = readlink("/proc/1/exe", exe, sizeof exe - 1);
-        if (n <= 0)
-                return false;
+        if (n <= 0) {
+                /* Only root may read PID 1's exe link; its comm is public. */
+                int fd = open("/proc/1/comm", O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        return false;
+                n = read(fd, exe, sizeof exe - 1);
+                close(fd);
+                if (n <= 0)
+                        return false;
+                exe[n] = '\0';
+                exe[strcspn(exe, "\n")] = '\0';
+                return strcmp(exe, "systemd") == 0;
+        }
         exe[n] = '\0';
         const char *base = strrchr(exe, '/');
         base = base ? base + 1 : exe;
