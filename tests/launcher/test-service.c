@@ -259,6 +259,44 @@ static void test_start_ready_and_timeout(void **state) {
         free(fake);
 }
 
+static void test_start_through_systemctl(void **state) {
+        struct service_options o = opts();
+        struct service_result res[2];
+        char *names[] = { "alpha", "bravo" };
+        char *bin = path_of("bin"), *old = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+        make_vm("alpha");
+        make_vm("bravo");
+        assert_int_equal(mkdir(bin, 0755), 0);
+        /* Stands in for systemctl: records its arguments, fails for bravo
+         * the way systemctl does. */
+        char script[1024];
+        snprintf(script, sizeof script,
+                 "#!/bin/sh\n"
+                 "echo \"$*\" >> %s/systemctl.args\n"
+                 "[ \"$3\" = vrt@alpha.service ] && exit 0\n"
+                 "echo \"Job for $3 failed because the control process exited with error code.\" >&2\n"
+                 "echo \"See systemctl status $3 for details.\" >&2\n"
+                 "exit 1\n",
+                 root);
+        write_file("bin/systemctl", script, 0755);
+        setenv("PATH", bin, 1);
+        o.manager = SERVICE_SYSTEMD;
+        assert_int_equal(service_start(&o, names, 2, res), 1);
+        if (old)
+                setenv("PATH", old, 1);
+        assert_int_equal(res[0].outcome, SERVICE_DONE);
+        assert_string_equal(res[0].message, "started (vrt@alpha.service)");
+        assert_int_equal(res[1].outcome, SERVICE_FAILED);
+        assert_string_equal(res[1].message, "systemctl start vrt@bravo.service failed: "
+                                            "Job for vrt@bravo.service failed because the control process exited with error code.");
+        char *args = read_file("systemctl.args");
+        assert_non_null(strstr(args, "--no-ask-password start vrt@alpha.service\n"));
+        assert_non_null(strstr(args, "--no-ask-password start vrt@bravo.service\n"));
+        free(args);
+        free(old);
+        free(bin);
+}
+
 /* A stand-in supervisor: holds the VM lock, writes the pid file, records
  * the value queued with SIGTERM (or ignores SIGTERM), then exits. */
 static pid_t fake_supervisor(const char *name, bool ignore_term) {
@@ -394,6 +432,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_start_refusals, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_failure_reports_last_line, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_ready_and_timeout, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_start_through_systemctl, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stop_queues_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stop_without_timeout_sends_zero, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stop_gives_up_after_wait, setup, teardown),
