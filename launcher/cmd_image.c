@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,23 @@ static char *resolve_backing(const char *overlay, const char *backing) {
         return p;
 }
 
+/* True if path is a file in ROOT/images: a template, which must stay read-only. */
+static bool is_template(const struct cli *cli, const char *path) {
+        char *images = paths_join(cli->root, "images");
+        char *real_images = images ? realpath(images, NULL) : NULL;
+        char *real = realpath(path, NULL);
+        char *slash = real ? strrchr(real, '/') : NULL;
+        bool r = false;
+        if (slash && real_images) {
+                *slash = '\0';
+                r = strcmp(real, real_images) == 0;
+        }
+        free(images);
+        free(real_images);
+        free(real);
+        return r;
+}
+
 static int image_overlay(struct cli *cli, int argc, char **argv) {
         static const struct option opts[] = {
                 { "size", required_argument, NULL, 's' },
@@ -193,8 +211,8 @@ static int image_overlay(struct cli *cli, int argc, char **argv) {
                          r == -ENAMETOOLONG ? CLI_INVALID : CLI_FAILED;
                 goto out;
         }
-        if (top->writable)
-                fprintf(stderr, "vrt: warning: %s is writable; writing to it would corrupt %s (vrt image protect)\n",
+        if (top->writable && is_template(cli, base_path))
+                fprintf(stderr, "vrt: warning: template %s is writable; writing to it would corrupt %s (vrt image protect)\n",
                         base_path, new);
         status = CLI_OK;
 out:
@@ -424,7 +442,8 @@ static int image_list(struct cli *cli, int argc, char **argv) {
                         goto out;
                 }
         } else {
-                printf("%-24s %8s %9s %-4s %-8s %-6s %4s\n", "NAME", "VIRTUAL", "ALLOCATED", "MODE", "FIRMWARE", "BOOT", "VMS");
+                printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4s\n", "NAME", "FORMAT", "VIRTUAL", "ALLOCATED", "MODE", "FIRMWARE",
+                       "BOOT", "VMS");
         }
         for (size_t i = 0; i < n; i++) {
                 struct template_info t;
@@ -436,11 +455,11 @@ static int image_list(struct cli *cli, int argc, char **argv) {
                         char vs[16], as[16];
                         format_size(l->virtual_size, vs, sizeof vs);
                         format_size(l->allocated_size, as, sizeof as);
-                        printf("%-24s %8s %9s %-4s %-8s %-6s %4u\n", names[i], vs, as, l->writable ? "rw" : "ro",
-                               template_firmware(&t), t.meta->kernel ? "kernel" : "disk", t.users);
+                        printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4u\n", names[i], l->format, vs, as,
+                               l->writable ? "rw" : "ro", template_firmware(&t), t.meta->kernel ? "kernel" : "disk", t.users);
                 } else {
-                        printf("%-24s %8s %9s %-4s %-8s %-6s %4u  error: %s\n", names[i], "-", "-", "-", "-", "-", t.users,
-                               t.error);
+                        printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4u  error: %s\n", names[i], "-", "-", "-", "-", "-", "-",
+                               t.users, t.error);
                 }
                 template_info_done(&t);
         }

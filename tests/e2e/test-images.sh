@@ -196,7 +196,7 @@ make_vm gone
 touch "$VRT_ROOT/vm/gone/DESTROYED"
 "$VRT" image list >"$E2E_DIR/list.txt"
 check "list: testguest used by 7 VMs (destroyed ones left out)" \
-	grep -qE "^testguest +[0-9.]+[KMG] +[0-9.]+[KMG] +ro +bios +kernel +7$" "$E2E_DIR/list.txt"
+	grep -qE "^testguest +qcow2 +[0-9.]+[KMG] +[0-9.]+[KMG] +ro +bios +kernel +7$" "$E2E_DIR/list.txt"
 check "list: staging and other files are not templates" not grep -qE "^(\.|rawdisk)" "$E2E_DIR/list.txt"
 "$VRT" image list --json >"$E2E_DIR/list.json"
 check "list --json: testguest has 7 VMs, read-only, its kernel from the sidecar" \
@@ -213,8 +213,10 @@ chmod 0644 images/loop-a.qcow2
 check "protect: makes a template 0444" [ "$(stat -c %a images/loop-a.qcow2)" = 444 ]
 "$VRT" image protect no-such-image 2>"$E2E_DIR/err"
 check "protect: a missing image -> exit 2" [ $? = 2 ]
-check "overlay: warns about a writable base" \
-	bash -c 'chmod 0644 "$1" && "$0" image overlay "$1" "$2" 2>&1 | grep -q "is writable"' \
+check "overlay: warns about a writable template" \
+	bash -c '"$0" image overlay "$1" "$2" 2>&1 | grep -q "template .*rawdisk.img is writable"' \
 	"$VRT" "$VRT_ROOT/images/rawdisk.img" "$E2E_DIR/warn.ovl"
+check "overlay: ... but not about other writable bases" \
+	bash -c '[ -z "$("$0" image overlay warn.ovl "$1" 2>&1)" ]' "$VRT" "$E2E_DIR/warn2.ovl"
 
 e2e_finish

@@ -106,7 +106,7 @@ check "deb: the sidecar says firmware=bios" grep -qx "firmware=bios" "$IMAGES/de
 check "deb: the template passes qemu-img check" qemu-img check -q "$IMAGES/deb.qcow2"
 check "deb: ... is a standalone qcow2 of 64M" \
 	bash -c 'qemu-img info --output=json "$1" | grep -q "\"virtual-size\": 67108864" && ! qemu-img info "$1" | grep -q "backing file"' _ "$IMAGES/deb.qcow2"
-check "deb: vrt image list shows it read-only" bash -c '"$0" image list | grep -qE "^deb +64M .* ro +bios +disk +0$"' "$VRT"
+check "deb: vrt image list shows it read-only" bash -c '"$0" image list | grep -qE "^deb +qcow2 +64M .* ro +bios +disk +0$"' "$VRT"
 check "deb: the runtime dir is gone" [ ! -e "$run" ]
 check "deb: install.log records it" grep -q "deb: installed" "$VRT_ROOT/log/install.log"
 
