@@ -186,6 +186,22 @@ check "ctrlc: SIGINT ends the install" wait_exit "$INSTALL_PID" 20
 check "ctrlc: ... with status 1" [ "$EXIT_STATUS" = 1 ]
 check "ctrlc: nothing left under images/" images_are deb rb
 
+# --- kill -9: QEMU follows, the staged disk stays and the next install says so ------
+run="$VRT_RUNTIME_DIR/install.killed"
+install_bg killed --iso iso/installer.iso --disk-size 64M --memory 256M --cpus 1 --timeout 120
+wait_for 20 test -S "$run/vnc/vnc.sock"
+qpid=$(cat "$run/qemu.pid" 2>/dev/null)
+kill -KILL "$INSTALL_PID"
+wait_exit "$INSTALL_PID" 10
+check "killed: QEMU dies with vrt" wait_for 5 process_gone "$qpid"
+check "killed: the staged disk is left (nothing could remove it)" test -f "$IMAGES/.killed.qcow2.partial"
+"$VRT" image install killed --iso iso/installer.iso --disk-size 64M 2>"$E2E_DIR/err"
+check "killed: the next install of the name -> exit 1" [ $? = 1 ]
+check "killed: ... naming the staged file and why" grep -q "killed.qcow2.partial exists: .*was killed" "$E2E_DIR/err"
+check "killed: ... and cleaning the stale runtime dir" [ ! -e "$run" ]
+rm -f "$IMAGES/.killed.qcow2.partial"
+check "killed: nothing else left under images/" images_are deb rb
+
 # --- the guest never powers off: timeout -----------------------------------------------
 start=$(date +%s)
 "$VRT" image install slow --iso iso/installer.iso --disk-size 64M --memory 256M --cpus 1 --timeout 2 \
