@@ -63,6 +63,11 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
                 r = -ENOENT;
                 goto fail;
         }
+        if (access(c->paths.destroyed, F_OK) == 0) {
+                snprintf(err, errlen, "VM %s is destroyed (%s exists); `vrt cleanup` removes it", name, c->paths.destroyed);
+                r = -EINVAL;
+                goto fail;
+        }
         r = instance_load(c->paths.instance, name, runtime_dir, &c->inst, err, errlen);
         if (r < 0)
                 goto fail;

@@ -111,6 +111,11 @@ st=$?
 check "foxtrot: unknown key -> exit 2" [ "$st" = 2 ]
 check "foxtrot: ... naming file, line and key" grep -q "instance.properties:4: unknown key colour" "$E2E_DIR/foxtrot.log"
 check "foxtrot: ... nothing in the runtime dir" runtime_empty foxtrot
+make_vm golf
+touch "$VRT_ROOT/vm/golf/DESTROYED"
+"$VRT_LAUNCH" golf >"$E2E_DIR/golf.log" 2>&1
+check "golf: a destroyed VM is refused with exit 2" [ $? = 2 ]
+check "golf: ... saying so" grep -q "is destroyed" "$E2E_DIR/golf.log"
 "$VRT_LAUNCH" no-such-vm >"$E2E_DIR/nosuch.log" 2>&1
 check "unknown VM -> exit 2" [ $? = 2 ]
 "$VRT_LAUNCH" 'Bad_Name' >/dev/null 2>&1
