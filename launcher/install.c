@@ -645,7 +645,8 @@ int install_wait(struct install *in, char *err, size_t errlen) {
                         pfd[n++] = (struct pollfd){ .fd = qmp_get_fd(in->qmp), .events = POLLIN };
                 }
                 int64_t left = deadline - now_ms();
-                r = poll(pfd, (nfds_t)n, left > 0 ? (int)left : 0);
+                /* A timeout of days does not fit poll's int: wake up at least every minute. */
+                r = poll(pfd, (nfds_t)n, left > 0 ? (int)(left < 60000 ? left : 60000) : 0);
                 if (r < 0 && errno != EINTR) {
                         r = -errno;
                         snprintf(err, errlen, "poll: %s", strerror(-r));
