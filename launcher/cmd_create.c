@@ -13,7 +13,9 @@
 #include "launcher/cli.h"
 #include "launcher/config.h"
 #include "launcher/create.h"
+#include "launcher/firstboot.h"
 #include "launcher/paths.h"
+#include "launcher/service.h"
 
 static volatile sig_atomic_t create_cancel;
 
@@ -23,11 +25,13 @@ static void on_signal(int sig) {
 }
 
 static const char usage_text[] =
-        "usage: vrt create [--name NAME] X | FILE.properties\n"
+        "usage: vrt create [--name NAME] [--start] X | FILE.properties\n"
         "       vrt create --image IMAGE --size SIZE [--comment TEXT] [--name NAME]\n"
         "                  [--disk overlay|copy] [--net bridge|user|none] [--bridge BR]\n"
-        "                  [--mac MAC] [--init SCRIPT] [--firmware bios|uefi]\n"
-        "X is ROOT/inst/X.properties; an argument with a '/' or ending in .properties is a file.";
+        "                  [--mac MAC] [--init SCRIPT] [--firmware bios|uefi] [--start]\n"
+        "X is ROOT/inst/X.properties; an argument with a '/' or ending in .properties is a file.\n"
+        "With init=SCRIPT the new VM boots once to run ROOT/init/SCRIPT and powers off;\n"
+        "it is marked created only when the script succeeded. --start then boots it.";
 
 /* Flags that become instance properties, in the order they are written. */
 static const struct flag_key {
@@ -87,7 +91,9 @@ static void rewrite_flag_error(char *err, size_t errlen, const char *fd_path, co
         }
 }
 
-static void print_json(const struct create_result *res, const char *image) {
+/* started: -1 no --start, else whether the VM runs. */
+static void print_json(const struct create_result *res, const char *image, const struct firstboot_result *fb,
+                       int started, const char *error) {
         struct json_object *o = json_object_new_object();
         json_object_object_add(o, "name", json_object_new_string(res->name));
         json_object_object_add(o, "mac", json_object_new_string(res->mac));
@@ -100,8 +106,60 @@ static void print_json(const struct create_result *res, const char *image) {
         if (res->backing_file)
                 json_object_object_add(o, "backing_file", json_object_new_string(res->backing_file));
         json_object_object_add(o, "name_generated", json_object_new_boolean(res->name_generated));
+        json_object_object_add(o, "state", json_object_new_string(firstboot_state_to_string(fb->state)));
+        if (fb->ran) {
+                char *log = paths_join(res->vm_dir, "init.log");
+                json_object_object_add(o, "init_status", fb->init_status >= 0 ? json_object_new_int(fb->init_status) : NULL);
+                json_object_object_add(o, "init_log", log ? json_object_new_string(log) : NULL);
+                free(log);
+        }
+        if (started >= 0)
+                json_object_object_add(o, "started", json_object_new_boolean(started));
+        if (error)
+                json_object_object_add(o, "error", json_object_new_string(error));
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
+}
+
+/* --- first boot and --start (firstboot.h) --- */
+
+struct boot_note {
+        const char *name;
+        bool quiet;
+        char script[256];
+};
+
+static void on_first_boot(const char *script, unsigned timeout_s, void *userdata) {
+        struct boot_note *n = userdata;
+        snprintf(n->script, sizeof n->script, "%s", script);
+        if (!n->quiet)
+                cli_error("note: %s: first boot with init script %s (at most %u s)", n->name, script, timeout_s);
+}
+
+/* Boots the new VM for real, as `vrt start` does. */
+static int start_vm(struct cli *cli, const char *name, bool *ret_started) {
+        struct service_options o = { .root = cli->root, .runtime_dir = cli->runtime_dir };
+        struct service_result sr = { 0 };
+        char note[512], *names[] = { (char *)name };
+        if (service_manager_detect(cli->root, cli->runtime_dir, name, &o.manager, note, sizeof note) < 0) {
+                cli_error("%s", note);
+                return CLI_INVALID;
+        }
+        if (note[0])
+                cli_error("note: %s", note);
+        int r = service_start(&o, names, 1, &sr);
+        if (r < 0) {
+                cli_error("%s: start: %s", name, strerror(-r));
+                return CLI_FAILED;
+        }
+        if (sr.outcome != SERVICE_DONE && sr.outcome != SERVICE_ALREADY) {
+                cli_error("%s: %s", name, sr.message);
+                return CLI_FAILED;
+        }
+        if (!cli->json)
+                cli_error("note: %s: %s", name, sr.message);
+        *ret_started = true;
+        return CLI_OK;
 }
 
 int cmd_create(struct cli *cli, int argc, char **argv) {
@@ -116,6 +174,7 @@ int cmd_create(struct cli *cli, int argc, char **argv) {
                 { "mac", required_argument, NULL, 'm' },
                 { "init", required_argument, NULL, 'I' },
                 { "firmware", required_argument, NULL, 'f' },
+                { "start", no_argument, NULL, 'S' },
                 { "help", no_argument, NULL, 'h' },
                 { 0 },
         };
@@ -126,7 +185,7 @@ int cmd_create(struct cli *cli, int argc, char **argv) {
         int line_flag[N_FLAG_KEYS + 1];
         char err[4096] = "";
         int c, memfd = -1, status = CLI_FAILED, r;
-        bool any_flag = false;
+        bool any_flag = false, start = false;
 
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 if (c == 'h') {
@@ -135,6 +194,10 @@ int cmd_create(struct cli *cli, int argc, char **argv) {
                 }
                 if (c == 'N') {
                         name = optarg;
+                        continue;
+                }
+                if (c == 'S') {
+                        start = true;
                         continue;
                 }
                 size_t i;
@@ -250,12 +313,38 @@ int cmd_create(struct cli *cli, int argc, char **argv) {
                          fd_path[0] ? "command line" : props_path, image_name, res.mac, disk_mode_to_string(res.disk_mode));
         if (res.size_not_applied)
                 cli_error("note: disk=copy keeps the template's size; the size class's larger disk was not applied");
+
+        /* The seed's "VM initialisieren": with init= the VM boots once to
+         * run its script and is marked created only when that succeeded;
+         * without, it is marked created now. The VM exists either way, so
+         * its name is printed either way. */
+        struct boot_note note = { .name = res.name, .quiet = cli->json };
+        struct firstboot_request fbreq = {
+                .root = cli->root,
+                .runtime_dir = cli->runtime_dir,
+                .name = res.name,
+                .cancel = &create_cancel,
+                .on_boot = on_first_boot,
+                .userdata = &note,
+        };
+        struct firstboot_result fb = { 0 };
+        char fberr[4096] = "";
+        bool started = false;
+        r = firstboot_run(&fbreq, &fb, fberr, sizeof fberr);
+        if (fb.ran)
+                actionlog_append(cli->root, "create", "%s: first boot with init script %s: %s", res.name, note.script,
+                                 r == 0 ? "status 0, VM created" : fberr);
+        if (r < 0) {
+                cli_error("%s: %s", res.name, fberr);
+                status = CLI_FAILED;
+        } else {
+                status = start ? start_vm(cli, res.name, &started) : CLI_OK;
+        }
         if (cli->json)
-                print_json(&res, image_name);
+                print_json(&res, image_name, &fb, start ? started : -1, r < 0 ? fberr : NULL);
         else
                 printf("%s\n", res.name);
         create_result_done(&res);
-        status = CLI_OK;
 done:
         if (memfd >= 0)
                 close(memfd);

@@ -16,6 +16,7 @@
 
 #include "images/chain.h"
 #include "images/qcow2.h"
+#include "launcher/firstboot.h"
 #include "launcher/paths.h"
 #include "launcher/props.h"
 #include "launcher/registry.h"
@@ -485,23 +486,13 @@ static int validate(struct creation *c, char *err, size_t errlen) {
                 c->size_not_applied = c->size->disk > c->template_size;
         }
         if (c->inst->init) {
-                char *init_rel = NULL, *init_path = NULL;
-                if (asprintf(&init_rel, "init/%s", c->inst->init) >= 0)
-                        init_path = paths_join(req->root, init_rel);
-                free(init_rel);
-                if (!init_path) {
-                        r = -ENOMEM;
-                        goto done;
-                }
-                if (access(init_path, R_OK) < 0) {
-                        r = -errno;
-                        snprintf(err, errlen, "%s:%u: init=%s: %s: %s", c->inst->path, c->inst->line_init,
-                                 c->inst->init, init_path, strerror(-r));
-                        free(init_path);
+                /* Missing, not a file, too big, binary: refused before anything exists. */
+                r = firstboot_check_script(req->root, c->inst->init, msg, sizeof msg);
+                if (r < 0) {
+                        snprintf(err, errlen, "%s:%u: init=%s: %s", c->inst->path, c->inst->line_init, c->inst->init, msg);
                         r = fail_invalid(r);
                         goto done;
                 }
-                free(init_path);
         }
         c->generate_mac = !c->inst->mac;
         if (c->inst->mac && mac_parse(c->inst->mac, c->mac) < 0) {

@@ -846,6 +846,8 @@ static int boot(struct run *x, char *err, size_t errlen) {
                 x->launcher, "--root", (char *)x->req->root, "--seed-image", x->seed_path,
                 "--init-log", x->p.init_log, "--run-timeout", timeout, (char *)x->req->name, NULL,
         };
+        if (x->req->on_boot)
+                x->req->on_boot(x->inst->init, x->res->timeout, x->req->userdata);
         pid_t pid = spawn(argv, x->envp, x->log_fd);
         if (pid < 0) {
                 snprintf(err, errlen, "cannot start %s: %s", x->launcher, strerror((int)-pid));

@@ -87,6 +87,9 @@ struct firstboot_request {
         /* When it becomes non-zero the first boot is stopped (SIGTERM to
          * vrt-launch, which powers the guest down) and fails. */
         volatile sig_atomic_t *cancel;
+        /* Called right before the VM boots with the script (may be NULL). */
+        void (*on_boot)(const char *script, unsigned timeout_s, void *userdata);
+        void *userdata;
 };
 
 struct firstboot_result {
