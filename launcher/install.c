@@ -4,8 +4,6 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <poll.h>
-#include <pwd.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,41 +103,6 @@ static int check_options(const struct install_options *o, char *err, size_t errl
 }
 
 /* QEMU runs as the configured user when we are root, as the caller otherwise. */
-struct qemu_user {
-        bool drop;
-        uid_t uid;
-        gid_t gid;
-        gid_t socket_gid;       /* operator group for the sockets, -1: none */
-};
-
-static int resolve_user(const struct host_config *h, struct qemu_user *u, char *err, size_t errlen) {
-        *u = (struct qemu_user){ .socket_gid = (gid_t)-1 };
-        if (geteuid() != 0)
-                return 0;
-        struct passwd *pw = getpwnam(h->user);
-        if (!pw) {
-                snprintf(err, errlen, "%s: user=%s does not exist (create it: useradd --system --no-create-home --shell /usr/sbin/nologin %s)",
-                         h->path, h->user, h->user);
-                return -EINVAL;
-        }
-        if (pw->pw_uid == 0) {
-                snprintf(err, errlen, "%s: user=%s is root; QEMU must run unprivileged", h->path, h->user);
-                return -EINVAL;
-        }
-        u->drop = true;
-        u->uid = pw->pw_uid;
-        u->gid = pw->pw_gid;
-        if (h->group) {
-                struct group *gr = getgrnam(h->group);
-                if (!gr) {
-                        snprintf(err, errlen, "%s: group=%s does not exist", h->path, h->group);
-                        return -EINVAL;
-                }
-                u->socket_gid = gr->gr_gid;
-        }
-        return 0;
-}
-
 /* Files QEMU writes belong to its user; nothing else does. */
 static int hand_over(const char *path, const struct qemu_user *u, mode_t mode, char *err, size_t errlen) {
         if (!u->drop)
@@ -390,7 +353,7 @@ int install_start(const struct install_options *o, struct install **ret, char *e
                          in->host->ovmf_code, in->host->ovmf_vars, conf);
                 goto fail;
         }
-        r = resolve_user(in->host, &u, err, errlen);
+        r = spawn_resolve_user(in->host, &u, err, errlen);
         if (r < 0)
                 goto fail;
 

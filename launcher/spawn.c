@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +98,35 @@ static void child_run(const struct spawn_request *req, pid_t parent) {
         char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL };
         execve(req->argv[0], req->argv, envp);
         child_fail(req->argv[0], errno);
+}
+
+int spawn_resolve_user(const struct host_config *h, struct qemu_user *ret, char *err, size_t errlen) {
+        struct qemu_user u = { .socket_gid = (gid_t)-1 };
+        if (geteuid() == 0) {
+                struct passwd *pw = getpwnam(h->user);
+                if (!pw) {
+                        snprintf(err, errlen, "%s: user=%s does not exist (create it: useradd --system --no-create-home --shell /usr/sbin/nologin %s)",
+                                 h->path, h->user, h->user);
+                        return -EINVAL;
+                }
+                if (pw->pw_uid == 0) {
+                        snprintf(err, errlen, "%s: user=%s is root; QEMU must run unprivileged", h->path, h->user);
+                        return -EINVAL;
+                }
+                u.drop = true;
+                u.uid = pw->pw_uid;
+                u.gid = pw->pw_gid;
+                if (h->group) {
+                        struct group *gr = getgrnam(h->group);
+                        if (!gr) {
+                                snprintf(err, errlen, "%s: group=%s does not exist", h->path, h->group);
+                                return -EINVAL;
+                        }
+                        u.socket_gid = gr->gr_gid;
+                }
+        }
+        *ret = u;
+        return 0;
 }
 
 int spawn_child(const struct spawn_request *req, pid_t *ret_pid, int *ret_pidfd, char *err, size_t errlen) {

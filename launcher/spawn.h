@@ -3,7 +3,24 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
+
+#include "launcher/config.h"
+
+/* Who QEMU runs as. When vrt runs as root: vrt.conf's user= (never root),
+ * plus group= for the operator sockets. Otherwise QEMU simply runs as the
+ * caller (development use) and drop is false. */
+struct qemu_user {
+        bool drop;
+        uid_t uid;
+        gid_t gid;
+        gid_t socket_gid;       /* operator group for the sockets, -1: none */
+};
+
+/* Looks up host->user and host->group. Returns 0, or -EINVAL with a
+ * message naming vrt.conf when either does not exist or user is root. */
+int spawn_resolve_user(const struct host_config *host, struct qemu_user *ret, char *err, size_t errlen);
 
 struct spawn_fd {
         int fd;                 /* in the parent */

@@ -3,10 +3,8 @@
 #include <cap-ng.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <json-c/json.h>
 #include <poll.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdbool.h>
@@ -54,10 +52,7 @@ struct supervisor {
         int sig_fd, pidfd;
         pid_t qemu_pid;
         struct qmp *qmp;
-        bool drop_privileges;
-        uid_t uid;
-        gid_t gid;
-        gid_t socket_gid;
+        struct qemu_user user;
         unsigned shutdown_timeout;
         enum stop_stage stage;
         int64_t deadline;       /* CLOCK_MONOTONIC milliseconds */
@@ -134,38 +129,6 @@ static void tail_join(const struct supervisor *s, char *buf, size_t len) {
         }
 }
 
-static int resolve_user(struct supervisor *s, char *err, size_t errlen) {
-        const struct host_config *h = s->ctx.host;
-        s->socket_gid = (gid_t)-1;
-        if (geteuid() != 0) {
-                /* Not root: QEMU simply runs as the caller (development use). */
-                s->drop_privileges = false;
-                return 0;
-        }
-        struct passwd *pw = getpwnam(h->user);
-        if (!pw) {
-                snprintf(err, errlen, "%s: user=%s does not exist (create it: useradd --system --no-create-home --shell /usr/sbin/nologin %s)",
-                         h->path, h->user, h->user);
-                return -EINVAL;
-        }
-        if (pw->pw_uid == 0) {
-                snprintf(err, errlen, "%s: user=%s is root; QEMU must run unprivileged", h->path, h->user);
-                return -EINVAL;
-        }
-        s->drop_privileges = true;
-        s->uid = pw->pw_uid;
-        s->gid = pw->pw_gid;
-        if (h->group) {
-                struct group *gr = getgrnam(h->group);
-                if (!gr) {
-                        snprintf(err, errlen, "%s: group=%s does not exist", h->path, h->group);
-                        return -EINVAL;
-                }
-                s->socket_gid = gr->gr_gid;
-        }
-        return 0;
-}
-
 /* The per-VM UEFI variable store starts as a copy of the host's template. */
 static int ensure_uefi_vars(struct supervisor *s, char *err, size_t errlen) {
         const char *dst = s->ctx.paths.uefi_vars;
@@ -224,14 +187,14 @@ fail:
 /* QEMU writes the VM's own disk layer and UEFI variables, nothing else. */
 static int grant_vm_files(struct supervisor *s, char *err, size_t errlen) {
         const char *files[2] = { NULL, NULL };
-        if (!s->drop_privileges)
+        if (!s->user.drop)
                 return 0;
         if (s->ctx.launch.n_disk > 0)
                 files[0] = s->ctx.launch.disk[0].path;
         if (qemu_launch_firmware(&s->ctx.launch) == FIRMWARE_UEFI)
                 files[1] = s->ctx.paths.uefi_vars;
         for (size_t i = 0; i < 2; i++)
-                if (files[i] && (chown(files[i], s->uid, s->gid) < 0 || chmod(files[i], 0600) < 0)) {
+                if (files[i] && (chown(files[i], s->user.uid, s->user.gid) < 0 || chmod(files[i], 0600) < 0)) {
                         int r = -errno;
                         snprintf(err, errlen, "cannot hand %s to user %s: %s", files[i], s->ctx.host->user, strerror(-r));
                         return r;
@@ -289,15 +252,15 @@ static int setup_network(struct supervisor *s, char *err, size_t errlen) {
 
 static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
         const struct vm_paths *p = &s->ctx.paths;
-        mode_t mode = s->socket_gid != (gid_t)-1 ? 0660 : 0600;
+        mode_t mode = s->user.socket_gid != (gid_t)-1 ? 0660 : 0600;
         int r;
 
         s->lock_fd = runtime_lock(p, err, errlen);
         if (s->lock_fd < 0)
                 return s->lock_fd;
         runtime_clean(p);       /* leftovers of a crashed run */
-        if (chmod(p->run_dir, s->socket_gid != (gid_t)-1 ? 0750 : 0700) < 0 ||
-            (s->socket_gid != (gid_t)-1 && chown(p->run_dir, (uid_t)-1, s->socket_gid) < 0)) {
+        if (chmod(p->run_dir, s->user.socket_gid != (gid_t)-1 ? 0750 : 0700) < 0 ||
+            (s->user.socket_gid != (gid_t)-1 && chown(p->run_dir, (uid_t)-1, s->user.socket_gid) < 0)) {
                 r = -errno;
                 snprintf(err, errlen, "cannot set up %s: %s", p->run_dir, strerror(-r));
                 return r;
@@ -312,10 +275,10 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
         s->qmp_listen = runtime_listen(p->qmp_sock, 0600, (gid_t)-1, err, errlen);
         if (s->qmp_listen < 0)
                 return s->qmp_listen;
-        s->monitor_listen = runtime_listen(p->monitor_sock, mode, s->socket_gid, err, errlen);
+        s->monitor_listen = runtime_listen(p->monitor_sock, mode, s->user.socket_gid, err, errlen);
         if (s->monitor_listen < 0)
                 return s->monitor_listen;
-        s->console_listen = runtime_listen(p->console_sock, mode, s->socket_gid, err, errlen);
+        s->console_listen = runtime_listen(p->console_sock, mode, s->user.socket_gid, err, errlen);
         if (s->console_listen < 0)
                 return s->console_listen;
 
@@ -365,16 +328,16 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
                 .fds = fds,
                 .n_fds = n,
                 .stdout_fd = s->out_write,
-                .drop_privileges = s->drop_privileges,
-                .uid = s->uid,
-                .gid = s->gid,
+                .drop_privileges = s->user.drop,
+                .uid = s->user.uid,
+                .gid = s->user.gid,
         };
         r = spawn_child(&req, &s->qemu_pid, &s->pidfd, err, errlen);
         strv_free(argv);
         close_fd(&s->out_write);
         if (r < 0)
                 return r;
-        log_info("started QEMU pid %d%s", (int)s->qemu_pid, s->drop_privileges ? "" : " (not root: running QEMU as the caller)");
+        log_info("started QEMU pid %d%s", (int)s->qemu_pid, s->user.drop ? "" : " (not root: running QEMU as the caller)");
 
         char qpid[4200];
         snprintf(qpid, sizeof qpid, "%s/qemu.pid", s->ctx.paths.run_dir);
@@ -661,7 +624,7 @@ int supervisor_run(const struct supervisor_options *o) {
                 s.ctx.launch.seed_image = o->seed_image;
                 s.ctx.launch.fd_init_log = LAUNCH_FD_INIT_LOG;
         }
-        if ((r = resolve_user(&s, err, sizeof err)) < 0 ||
+        if ((r = spawn_resolve_user(s.ctx.host, &s.user, err, sizeof err)) < 0 ||
             (r = open_init_log(&s, o, err, sizeof err)) < 0 ||
             (r = setup_runtime(&s, err, sizeof err)) < 0 ||
             (r = ensure_uefi_vars(&s, err, sizeof err)) < 0 ||
