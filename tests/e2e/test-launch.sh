@@ -29,6 +29,11 @@ check "alpha: the running supervisor keeps only CAP_KILL" \
 check "alpha: ... and an empty bounding set" grep -q "^CapBnd:[[:space:]]*0000000000000000" "/proc/$LAUNCH_PID/status"
 check "alpha: runtime sockets are 0600" \
         bash -c '[ "$(stat -c %a "$VRT_RUNTIME_DIR/alpha/monitor.sock")" = 600 ] && [ "$(stat -c %a "$VRT_RUNTIME_DIR/alpha/qmp.sock")" = 600 ]'
+"$VRT" qmp alpha no-such-command >"$E2E_DIR/qmp-err.out" 2>"$E2E_DIR/qmp-err.log"
+check "alpha: a QMP error exits 1" [ $? = 1 ]
+check "alpha: ... with QEMU's error.desc" grep -q "The command no-such-command has not been found" "$E2E_DIR/qmp-err.log"
+"$VRT" qmp alpha query-status '{"bad json' >/dev/null 2>&1
+check "alpha: malformed QMP arguments exit 2" [ $? = 2 ]
 "$VRT_LAUNCH" alpha >"$E2E_DIR/second.log" 2>&1
 second=$?
 check "alpha: a second vrt-launch fails with exit 2" [ "$second" = 2 ]
@@ -116,6 +121,10 @@ touch "$VRT_ROOT/vm/golf/DESTROYED"
 "$VRT_LAUNCH" golf >"$E2E_DIR/golf.log" 2>&1
 check "golf: a destroyed VM is refused with exit 2" [ $? = 2 ]
 check "golf: ... saying so" grep -q "is destroyed" "$E2E_DIR/golf.log"
+# Under systemd, stderr is the journal: lines carry <N> priority prefixes.
+: > "$E2E_DIR/journal.log"
+JOURNAL_STREAM="$(stat -c %d:%i "$E2E_DIR/journal.log")" "$VRT_LAUNCH" foxtrot 2>>"$E2E_DIR/journal.log"
+check "journal stream: errors carry the <3> priority prefix" grep -q "^<3>.*unknown key colour" "$E2E_DIR/journal.log"
 "$VRT_LAUNCH" no-such-vm >"$E2E_DIR/nosuch.log" 2>&1
 check "unknown VM -> exit 2" [ $? = 2 ]
 "$VRT_LAUNCH" 'Bad_Name' >/dev/null 2>&1
