@@ -11,6 +11,7 @@
 
 #include "launcher/cli.h"
 #include "launcher/config.h"
+#include "launcher/firstboot.h"
 #include "launcher/paths.h"
 #include "launcher/runtime.h"
 #include "qmp/qmp.h"
@@ -19,7 +20,7 @@
 
 struct vm_info {
         char *name;
-        const char *state;      /* running, stopped, destroyed, invalid */
+        const char *state;      /* running, stopped, destroyed, invalid, init-pending, init-failed */
         struct instance *inst;  /* NULL when it does not load */
         char error[512];
         pid_t pid;              /* the supervisor, 0 when not running */
@@ -57,7 +58,9 @@ static bool vm_info_load(const struct cli *cli, const char *name, struct vm_info
         } else if (!v->inst) {
                 v->state = "invalid";
         } else {
-                v->state = "stopped";
+                /* A stopped VM whose first boot did not (yet) succeed says so. */
+                enum firstboot_state fs = firstboot_state_of(p.vm_dir, v->inst->init != NULL);
+                v->state = fs == FIRSTBOOT_CREATED ? "stopped" : firstboot_state_to_string(fs);
         }
         vm_paths_done(&p);
         return true;

@@ -9,6 +9,7 @@
 #include "launcher/cli.h"
 #include "launcher/config.h"
 #include "launcher/create.h"
+#include "launcher/firstboot.h"
 #include "launcher/destroy.h"
 #include "launcher/service.h"
 #include "launcher/spool.h"
@@ -63,6 +64,21 @@ static int do_instantiate(void *userdata, const char *path, char **ret_name, cha
         free(default_name);
         if (r < 0)
                 return r;
+        /* As `vrt create`: with init= the VM boots once to run its script
+         * and is marked created only when that succeeded. */
+        struct firstboot_request fbreq = {
+                .root = a->cli->root,
+                .runtime_dir = a->cli->runtime_dir,
+                .name = res.name,
+        };
+        struct firstboot_result fb = { 0 };
+        char fberr[1024] = "";
+        r = firstboot_run(&fbreq, &fb, fberr, sizeof fberr);
+        if (r < 0) {
+                snprintf(err, errlen, "%s: created, but its first boot failed: %s", res.name, fberr);
+                create_result_done(&res);
+                return r;
+        }
         *ret_name = res.name;
         res.name = NULL;
         create_result_done(&res);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "launcher/config.h"
+#include "launcher/firstboot.h"
 #include "launcher/paths.h"
 #include "launcher/runtime.h"
 #include "launcher/strv.h"
@@ -662,6 +663,17 @@ static void start_finished(const struct service_options *o, const char *name, st
                 result_set(res, SERVICE_FAILED, "vrt-launch exited with status %d: %s", status, line);
 }
 
+/* A VM whose init script never finished would boot unconfigured. */
+static bool first_boot_pending(const struct service_options *o, const char *name, const struct vm_paths *p) {
+        struct instance *inst = NULL;
+        char err[512];
+        if (instance_load(p->instance, name, o->runtime_dir, &inst, err, sizeof err) < 0)
+                return false;   /* vrt-launch reports a broken instance itself */
+        bool pending = inst->init && firstboot_state_of(p->vm_dir, true) == FIRSTBOOT_PENDING;
+        instance_free(inst);
+        return pending;
+}
+
 int service_start(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
         struct start_job *jobs = calloc(n ? n : 1, sizeof *jobs);
         char *launcher = NULL, *systemctl = NULL;
@@ -692,6 +704,11 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
                 j->have_paths = true;
                 if (stat(j->p.destroyed, &st) == 0) {
                         result_set(res, SERVICE_INVALID, "VM is destroyed (%s exists); not starting it", j->p.destroyed);
+                        continue;
+                }
+                if (first_boot_pending(o, names[i], &j->p)) {
+                        result_set(res, SERVICE_INVALID, "its first boot (init=) has not completed; "
+                                   "`vrt destroy` it and create it again, or remove init= from %s", j->p.instance);
                         continue;
                 }
                 pid_t pid = running_pid(&j->p);

@@ -181,6 +181,25 @@ check "timeout: its runtime dir is gone" runtime_empty fb-hang
 check "timeout: the seed is deleted" hasnt fb-hang seed.iso
 sed -i '/^init_timeout=/d' "$VRT_ROOT/vrt.conf"
 
+# States in vrt list, and no start of a VM whose init never finished.
+check "list: a failed first boot shows as init-failed" \
+        bash -c '"$0" list | grep -qE "^fb-fail +init-failed"' "$VRT"
+mv "$(vmdir fb-fail)/INIT-FAILED" "$E2E_DIR/init-failed.saved"
+check "list: a first boot that never finished shows as init-pending" \
+        bash -c '"$0" list | grep -qE "^fb-fail +init-pending"' "$VRT"
+"$VRT" start fb-fail >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "start: an init-pending VM is refused with exit 2" [ $? = 2 ]
+check "start: ... saying its first boot has not completed" grep -q "first boot (init=) has not completed" "$E2E_DIR/out" "$E2E_DIR/err"
+mv "$E2E_DIR/init-failed.saved" "$(vmdir fb-fail)/INIT-FAILED"
+
+# The spool's inst/ runs the first boot too, as vrt create does.
+printf 'image=testguest\nsize=tiny\nnet=none\ninit=quick.sh\n' >"$VRT_ROOT/inst/fb-spool.properties"
+"$VRT" spool inst >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "spool inst: a request with init= is instantiated" [ $? = 0 ]
+check "spool inst: ... its first boot ran (status 0 in init.log)" log_has fb-spool "VRT-INIT-STATUS: 0"
+check "spool inst: ... and it is marked CREATED" has fb-spool CREATED
+check "spool inst: ... the request moved to inst/done" test -e "$VRT_ROOT/inst/done/fb-spool.properties"
+
 check "the template is unchanged" [ "$(template_sum)" = "$template_before" ]
 check "no QEMU left at all" not pgrep -f "guest=fb-[a-z]*,debug-threads"
 e2e_finish
