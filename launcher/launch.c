@@ -115,7 +115,10 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
                 .fd_console = LAUNCH_FD_CONSOLE,
                 .fd_console_log = LAUNCH_FD_CONSOLE_LOG,
                 .fd_tap = c->inst->net == NET_BRIDGE ? LAUNCH_FD_TAP : -1,
-                .fd_vhost = -1,
+                /* Decided here, not when the supervisor opens it, so that
+                 * `vrt showcmd` prints the argv vrt-launch will use. */
+                .fd_vhost = c->inst->net == NET_BRIDGE && access("/dev/vhost-net", R_OK | W_OK) == 0
+                            ? LAUNCH_FD_VHOST : -1,
                 .fd_init_log = -1,
         };
         r = load_disk(c, err, errlen);

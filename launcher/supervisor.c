@@ -244,8 +244,10 @@ static int setup_network(struct supervisor *s, char *err, size_t errlen) {
         r = bridge_attach(bridge, ifname, err, errlen);
         if (r < 0)
                 return r;
-        if (tap_vhost_open(&s->vhost_fd) == 0)
-                s->ctx.launch.fd_vhost = LAUNCH_FD_VHOST;
+        if (s->ctx.launch.fd_vhost >= 0 && tap_vhost_open(&s->vhost_fd) < 0) {
+                log_warning("cannot open /dev/vhost-net; virtio-net runs in QEMU instead");
+                s->ctx.launch.fd_vhost = -1;
+        }
         log_info("tap %s attached to bridge %s%s", ifname, bridge, s->vhost_fd >= 0 ? " (vhost-net)" : "");
         return 0;
 }
