@@ -116,7 +116,9 @@ int props_parse_file(const char *path, props_handler handler, void *userdata,
         int fd = -1, r;
         struct stat st;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* O_NONBLOCK: opening a FIFO (e.g. a symlink dropped into inst/)
+         * must not hang; the S_ISREG check below refuses it. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0) {
                 r = -errno;
                 snprintf(err, errlen, "%s: %s", path, strerror(-r));

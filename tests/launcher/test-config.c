@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -75,6 +76,21 @@ static void test_props_missing_file(void **state) {
         int n = 0;
         assert_int_equal(props_parse_file("/nonexistent/x.properties", count_handler, &n, err, sizeof err), -ENOENT);
         assert_string_equal(err, "/nonexistent/x.properties: No such file or directory");
+}
+
+/* A FIFO (or a symlink to one) is refused at once instead of blocking
+ * until some writer opens it. */
+static void test_props_fifo(void **state) {
+        char err[512], *path;
+        int n = 0;
+        assert_true(asprintf(&path, "%s/fifo.properties", dir) > 0);
+        assert_int_equal(mkfifo(path, 0600), 0);
+        alarm(10);
+        assert_int_equal(props_parse_file(path, count_handler, &n, err, sizeof err), -EINVAL);
+        alarm(0);
+        assert_non_null(strstr(err, "not a regular file"));
+        unlink(path);
+        free(path);
 }
 
 static void test_sizes(void **state) {
@@ -304,6 +320,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_props_syntax),
                 cmocka_unit_test(test_props_missing_file),
+                cmocka_unit_test(test_props_fifo),
                 cmocka_unit_test(test_sizes),
                 cmocka_unit_test(test_vm_names),
                 cmocka_unit_test(test_enum_tables),
