@@ -4,12 +4,14 @@
 #include <json-c/json.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "launcher/cli.h"
@@ -22,6 +24,13 @@
 #include "qmp/qmp.h"
 
 #define CLI_QMP_TIMEOUT_MS 10000
+#define CONSOLE_LINGER_MS 1000  /* reading on after piped input ended */
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int has_suffix(const char *s, const char *suffix) {
         size_t a = strlen(s), b = strlen(suffix);
@@ -255,9 +264,17 @@ int cmd_console(struct cli *cli, int argc, char **argv) {
                 fprintf(stderr, "Connected to %s (escape character is ^])\r\n", argv[1]);
         }
         int in_open = 1;
+        int64_t linger_until = 0;
         for (;;) {
                 struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = STDIN_FILENO, .events = POLLIN } };
-                if (poll(pfd, in_open ? 2 : 1, -1) < 0) {
+                int timeout = -1;
+                if (!in_open) {
+                        int64_t left = linger_until - now_ms();
+                        if (left <= 0)
+                                break;
+                        timeout = (int)left;
+                }
+                if (poll(pfd, in_open ? 2 : 1, timeout) < 0) {
                         if (errno == EINTR)
                                 continue;
                         break;
@@ -273,9 +290,13 @@ int cmd_console(struct cli *cli, int argc, char **argv) {
                 if (in_open && pfd[1].revents) {
                         ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
                         if (n <= 0) {
-                                /* End of input (a script): stop sending, keep reading. */
+                                /* End of input (a script): stop sending, show the
+                                 * guest's answer for a moment, then leave. No
+                                 * half-close: QEMU would drop the connection at
+                                 * once, and a guest that does not read its serial
+                                 * port (paused, busy) would never let it end. */
                                 in_open = 0;
-                                shutdown(fd, SHUT_WR);
+                                linger_until = now_ms() + CONSOLE_LINGER_MS;
                                 continue;
                         }
                         if (tio_saved && memchr(buf, 0x1d, (size_t)n))

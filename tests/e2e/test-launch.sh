@@ -40,6 +40,20 @@ check "alpha: a second vrt-launch fails with exit 2" [ "$second" = 2 ]
 check "alpha: ... saying the VM is already running" grep -q "already running" "$E2E_DIR/second.log"
 console_cmd alpha 'echo marker-$((6*7))'
 check "alpha: console answers a command" wait_for 10 console_has alpha marker-42
+# Piped input: vrt console shows the answer, then leaves on its own.
+printf 'echo piped-$((6*7))\n' | timeout 10 "$VRT" console alpha >"$E2E_DIR/console-pipe.out" 2>&1
+check "alpha: vrt console with piped input exits 0 after the input ends" [ $? = 0 ]
+check "alpha: ... after printing the guest's answer" grep -q "^piped-42" "$E2E_DIR/console-pipe.out"
+# A paused guest stops reading its serial port once the UART's 16-byte
+# FIFO is full, so QEMU never sees the end of the input: no hang either.
+"$VRT" qmp alpha stop >/dev/null
+start_ms=$(( $(date +%s%N) / 1000000 ))
+printf '# more than sixteen bytes for a paused guest\n' | timeout 10 "$VRT" console alpha >/dev/null 2>&1
+st=$?
+took=$(( $(date +%s%N) / 1000000 - start_ms ))
+"$VRT" qmp alpha cont >/dev/null
+check "alpha: vrt console on a paused guest exits 0 after piped input ends" [ "$st" = 0 ]
+check "alpha: ... within about a second ($took ms)" [ "$took" -lt 5000 ]
 kill -TERM "$LAUNCH_PID"
 check "alpha: SIGTERM ends vrt-launch" wait_exit "$LAUNCH_PID" 30
 check "alpha: ... with status 0" [ "$EXIT_STATUS" = 0 ]
