@@ -343,36 +343,52 @@ static void claim_dir_name(char *buf, size_t len, pid_t pid) {
         snprintf(buf, len, ".claim-%s-%d", host[0] ? host : "localhost", (int)pid);
 }
 
-/* Moves dir_fd/from to dir_fd/sub/name, or name.1, name.2, ... when taken.
- * Returns the final name's suffix number (0 for none) or a negative errno. */
-static int move_into(int dir_fd, const char *from, const char *sub, const char *name, char *final, size_t finallen) {
+/* True when dir_fd/name is a real directory (not a symlink) of ours: inst/
+ * may be writable by those who drop requests, and nothing they put there
+ * may redirect where this root process moves or writes files. */
+static bool own_dir_at(int dir_fd, const char *name) {
+        struct stat st;
+        return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid();
+}
+
+/* Moves dir_fd/from to dir_fd/sub/name, or name.1, name.2, ... when taken,
+ * and with a reason writes it next to it as NAME.error. sub is used only
+ * as a real directory, never through a symlink. Returns the final name's
+ * suffix number (0 for none) or a negative errno. */
+static int move_into(int dir_fd, const char *from, const char *sub, const char *name, const char *reason) {
+        int sub_fd, r = -EEXIST;
         if (mkdirat(dir_fd, sub, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        sub_fd = openat(dir_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub_fd < 0)
                 return -errno;
         for (int i = 0; i < 1000; i++) {
                 char to[1024];
                 struct stat st;
                 if (i == 0)
-                        snprintf(to, sizeof to, "%s/%s", sub, name);
+                        snprintf(to, sizeof to, "%s", name);
                 else
-                        snprintf(to, sizeof to, "%s/%s.%d", sub, name, i);
-                if (fstatat(dir_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                        snprintf(to, sizeof to, "%s.%d", name, i);
+                if (fstatat(sub_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0)
                         continue;
-                if (renameat(dir_fd, from, dir_fd, to) < 0)
-                        return -errno;
-                snprintf(final, finallen, "%s", to);
-                return i;
+                if (renameat(dir_fd, from, sub_fd, to) < 0) {
+                        r = -errno;
+                        break;
+                }
+                if (reason) {
+                        char path[1100];
+                        snprintf(path, sizeof path, "%s.error", to);
+                        int fd = openat(sub_fd, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+                        if (fd >= 0) {
+                                dprintf(fd, "%s\n", reason);
+                                close(fd);
+                        }
+                }
+                r = i;
+                break;
         }
-        return -EEXIST;
-}
-
-static void write_error_file(int dir_fd, const char *moved_to, const char *reason) {
-        char path[1100];
-        snprintf(path, sizeof path, "%s.error", moved_to);
-        int fd = openat(dir_fd, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0)
-                return;
-        dprintf(fd, "%s\n", reason);
-        close(fd);
+        close(sub_fd);
+        return r;
 }
 
 /* Puts the requests of a dead run on this host back into inst/. */
@@ -395,22 +411,31 @@ static void requeue_stale_claims(const struct spool *s, int dfd) {
                 long pid = strtol(de->d_name + strlen(mine), &end, 10);
                 if (*end || pid <= 0 || pid == getpid())
                         continue;
+                /* Only a claim directory a run made: never one planted as a
+                 * symlink (its entries would be moved out of anywhere). */
+                if (!own_dir_at(dfd, de->d_name))
+                        continue;
                 /* One look at whether its run still lives (EPERM: it does). */
                 if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
                         continue;
-                struct names files = { 0 };
-                char *cdir = NULL;
-                if (asprintf(&cdir, "%s/inst/%s", s->root, de->d_name) >= 0 && list_dir(cdir, &files) == 0) {
-                        for (size_t i = 0; i < files.n; i++) {
-                                char from[1024];
-                                snprintf(from, sizeof from, "%s/%s", de->d_name, files.v[i]);
-                                if (renameat(dfd, from, dfd, files.v[i]) == 0)
-                                        note(s, SPOOL_INST, false, "inst/%s: requeued (its run, pid %ld, ended unfinished)", files.v[i], pid);
-                        }
-                        unlinkat(dfd, de->d_name, AT_REMOVEDIR);
+                int cfd = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (cfd < 0)
+                        continue;
+                int lfd = fcntl(cfd, F_DUPFD_CLOEXEC, 3);
+                DIR *cd = lfd >= 0 ? fdopendir(lfd) : NULL;
+                if (!cd && lfd >= 0)
+                        close(lfd);
+                struct dirent *ce;
+                while (cd && (ce = readdir(cd))) {
+                        if (ce->d_name[0] == '.')
+                                continue;
+                        if (renameat(cfd, ce->d_name, dfd, ce->d_name) == 0)
+                                note(s, SPOOL_INST, false, "inst/%s: requeued (its run, pid %ld, ended unfinished)", ce->d_name, pid);
                 }
-                names_done(&files);
-                free(cdir);
+                if (cd)
+                        closedir(cd);
+                close(cfd);
+                unlinkat(dfd, de->d_name, AT_REMOVEDIR);
         }
         closedir(d);
 }
@@ -438,7 +463,7 @@ static int run_inst(const struct spool *s, struct spool_stats *st) {
         for (size_t i = 0; r == 0 && i < entries.n; i++) {
                 const char *e = entries.v[i];
                 struct stat sb;
-                char taken[1024], final[1100], err[1024] = "", *vm = NULL;
+                char taken[1024], err[1024] = "", *vm = NULL;
                 if (!has_suffix(e, ".properties") || fstatat(dfd, e, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
                     !(S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)))
                         continue;
@@ -448,26 +473,37 @@ static int run_inst(const struct spool *s, struct spool_stats *st) {
                                 note(s, SPOOL_INST, true, "cannot create inst/%s: %s", claim, strerror(-r));
                                 break;
                         }
+                        if (!own_dir_at(dfd, claim)) {
+                                r = -ENOTDIR;
+                                note(s, SPOOL_INST, true, "inst/%s: not a directory of ours; inst/ not processed", claim);
+                                break;
+                        }
                         have_claim_dir = true;
                 }
                 snprintf(taken, sizeof taken, "%s/%s", claim, e);
                 if (renameat(dfd, e, dfd, taken) < 0)
                         continue;       /* another run took it */
                 char *path = NULL;
-                int k = asprintf(&path, "%s/%s", dir, taken) < 0 ? -ENOMEM
-                        : s->h->instantiate(s->h->userdata, path, &vm, err, sizeof err);
+                int k;
+                /* Claimed, so it cannot change any more: a symlink is not
+                 * followed (it would make root read any file on the host). */
+                if (fstatat(dfd, taken, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode)) {
+                        snprintf(err, sizeof err, "inst/%s: not a regular file (symbolic links are not followed)", e);
+                        k = -EINVAL;
+                } else {
+                        k = asprintf(&path, "%s/%s", dir, taken) < 0 ? -ENOMEM
+                                : s->h->instantiate(s->h->userdata, path, &vm, err, sizeof err);
+                }
                 free(path);
                 if (k == 0) {
-                        int m = move_into(dfd, taken, "done", e, final, sizeof final);
+                        int m = move_into(dfd, taken, "done", e, NULL);
                         note(s, SPOOL_INST, false, "inst/%s: created VM %s%s%s", e, vm ? vm : "?",
                              m < 0 ? "; cannot move the request to inst/done: " : "", m < 0 ? strerror(-m) : "");
                         st->done++;
                 } else {
                         if (!err[0])
                                 snprintf(err, sizeof err, "%s", strerror(-k));
-                        int m = move_into(dfd, taken, "failed", e, final, sizeof final);
-                        if (m >= 0)
-                                write_error_file(dfd, final, err);
+                        int m = move_into(dfd, taken, "failed", e, err);
                         note(s, SPOOL_INST, true, "inst/%s: failed: %s%s", e, err,
                              m < 0 ? " (and it cannot be moved to inst/failed)" : "");
                         st->failed++;

@@ -462,6 +462,68 @@ static void test_inst_stale_claim_requeued(void **state) {
         free(log);
 }
 
+/* inst/ may be writable by whoever drops requests: nothing there may make
+ * the spool (root) read a file elsewhere, or move or write files elsewhere. */
+static void test_inst_symlinks_not_followed(void **state) {
+        struct spool s = spool_for_test();
+        struct spool_stats st = { 0 };
+        char host[65] = "", rel[256], *outside = path_of("outside"), *target;
+        mkdir_rel("outside");
+        write_file("outside/secret", "root:SECRET-HASH:19000:0:99999:7:::\n");
+        write_file("outside/victim.properties", "image=testguest\nsize=tiny\n");
+        char *link = path_of("inst/link.properties");
+        assert_true(asprintf(&target, "%s/secret", outside) > 0);
+        assert_int_equal(symlink(target, link), 0);
+        free(target);
+        free(link);
+        /* A claim directory of a dead run that is really a symlink. */
+        pid_t dead = fork();
+        assert_true(dead >= 0);
+        if (dead == 0)
+                _exit(0);
+        assert_int_equal(waitpid(dead, NULL, 0), dead);
+        gethostname(host, sizeof host - 1);
+        for (char *p = host; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+                        *p = '_';
+        snprintf(rel, sizeof rel, "inst/.claim-%s-%d", host, (int)dead);
+        link = path_of(rel);
+        assert_int_equal(symlink(outside, link), 0);
+        free(link);
+
+        assert_int_equal(spool_run_queue(&s, SPOOL_INST, &st), 0);
+        assert_string_equal(fake.calls, "");
+        assert_int_equal(st.failed, 1);
+        assert_true(exists("outside/victim.properties"));
+        assert_false(exists("inst/victim.properties"));
+        assert_true(exists("inst/failed/link.properties"));
+        char *why = read_file("inst/failed/link.properties.error");
+        assert_non_null(strstr(why, "not a regular file"));
+        assert_null(strstr(why, "SECRET"));
+        free(why);
+        char *log = read_file("log/create.log");
+        assert_null(strstr(log, "SECRET"));
+        free(log);
+
+        /* inst/done and inst/failed planted as symlinks: requests are not
+         * moved, nor error files written, through them. */
+        char *done = path_of("inst/done");
+        assert_int_equal(symlink(outside, done), 0);
+        free(done);
+        char *failed = path_of("inst/failed");
+        assert_int_equal(create_remove_tree(failed), 0);
+        assert_int_equal(symlink(outside, failed), 0);
+        free(failed);
+        write_file("inst/ok.properties", "image=testguest\nsize=tiny\n");
+        write_file("inst/bad.properties", "colour=blue\n");
+        memset(&st, 0, sizeof st);
+        assert_int_equal(spool_run_queue(&s, SPOOL_INST, &st), 0);
+        assert_false(exists("outside/ok.properties"));
+        assert_false(exists("outside/bad.properties"));
+        assert_false(exists("outside/bad.properties.error"));
+        free(outside);
+}
+
 static void test_autostart(void **state) {
         struct spool s = spool_for_test();
         struct spool_stats st = { 0 };
@@ -577,6 +639,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_overlapping_start_runs_act_once, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_inst, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_inst_stale_claim_requeued, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_inst_symlinks_not_followed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_autostart, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_watch_rescan, setup, teardown),
