@@ -482,6 +482,16 @@ static int validate(struct creation *c, char *err, size_t errlen) {
                 c->disk_size = c->size->disk > c->template_size ? c->size->disk : c->template_size;
                 c->disk_size = (c->disk_size + 511) & ~(uint64_t)511;
         } else {
+                /* A copy keeps the template's header: a relative backing
+                 * file would then be looked up in vm/NAME/ and not found. */
+                const char *bf = chain->layers[0].backing_file;
+                if (bf && bf[0] != '/') {
+                        snprintf(err, errlen, "%s:%u: image=%s: disk=copy cannot copy template %s: it is an overlay on %s, "
+                                 "which would not resolve from the VM's directory (use disk=overlay)",
+                                 c->inst->path, c->inst->line_image, c->inst->image, c->template_path, bf);
+                        r = -EINVAL;
+                        goto done;
+                }
                 c->disk_size = c->template_size;
                 c->size_not_applied = c->size->disk > c->template_size;
         }

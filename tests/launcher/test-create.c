@@ -284,6 +284,31 @@ static void test_create_copy_and_sizes(void **state) {
         assert_false(exists("vm/mini-1"));
 }
 
+/* A template that is itself an overlay (relative backing file, as `vrt
+ * image overlay` writes) cannot be copied: the copy's backing file would
+ * not resolve from vm/NAME. Refused as bad input, nothing left behind; an
+ * overlay over it works. */
+static void test_create_copy_of_layered_template(void **state) {
+        struct create_result res = { 0 };
+        char err[2048] = "";
+        (void)state;
+        char *layered = pathf("images/layered.qcow2");
+        char *argv[] = { (char *)"qemu-img", (char *)"create", (char *)"-q", (char *)"-f", (char *)"qcow2",
+                         (char *)"-b", (char *)"tmpl.qcow2", (char *)"-F", (char *)"qcow2", layered, NULL };
+        assert_int_equal(run_argv(argv), 0);
+        free(layered);
+        assert_int_equal(create_from("image=layered\nsize=tiny\ndisk=copy\nname=lay-1\n", NULL, &res, err, sizeof err), -EINVAL);
+        assert_non_null(strstr(err, "t.properties:1: image=layered: disk=copy cannot copy template"));
+        assert_null(strchr(err, '\n'));
+        char *entries = vm_entries(), *names = slurp("install/installed.txt");
+        assert_string_equal(entries, "");
+        assert_string_equal(names, "");
+        free(entries);
+        free(names);
+        assert_int_equal(create_from("image=layered\nsize=tiny\nname=lay-2\n", NULL, &res, err, sizeof err), 0);
+        create_result_done(&res);
+}
+
 struct bad_case {
         const char *props;
         const char *expect;     /* substring of the one-line error */
@@ -786,6 +811,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_create_overlay, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_names, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_copy_and_sizes, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_create_copy_of_layered_template, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_bad_input_leaves_nothing, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_cancel, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_disk_full, setup, teardown),
