@@ -68,7 +68,16 @@ static void child_run(const struct spawn_request *req, pid_t parent) {
         for (size_t i = 0; i < req->n_fds; i++)
                 if (dup2(moved[i], req->fds[i].target) < 0)   /* dup2 clears FD_CLOEXEC */
                         child_fail("dup2", errno);
-        /* Everything else goes: nothing of the supervisor leaks into QEMU. */
+        /* Everything else goes: nothing of the supervisor leaks into QEMU,
+         * including what it inherited without FD_CLOEXEC at a number below
+         * the highest target that is no target itself. */
+        for (int fd = 3; fd <= max_target; fd++) {
+                bool wanted = false;
+                for (size_t i = 0; i < req->n_fds; i++)
+                        wanted = wanted || req->fds[i].target == fd;
+                if (!wanted)
+                        close(fd);
+        }
         if (syscall(SYS_close_range, (unsigned)max_target + 1, ~0U, 0) < 0)
                 for (int fd = max_target + 1; fd < 65536; fd++)
                         close(fd);
