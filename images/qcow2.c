@@ -557,15 +557,24 @@ int qcow2_overlay_create(const char *path, const char *backing_file, const char 
                 goto fail;
         }
 
+        /* Rounding must not wrap: a size that would is over the limit anyway,
+         * and a wrapped one would let an overlay be smaller than its base. */
+        if (base_size > UINT64_MAX - 511) {
+                r = -EINVAL;
+                snprintf(err, errlen, "%s: backing file %s: virtual size %llu exceeds the qcow2 limit", path,
+                         backing_path, (unsigned long long)base_size);
+                goto fail;
+        }
         spec.virtual_size = round_up(base_size, 512);
         if (min_size) {
-                if (round_up(min_size, 512) < spec.virtual_size) {
+                uint64_t want = min_size > UINT64_MAX - 511 ? UINT64_MAX & ~UINT64_C(511) : round_up(min_size, 512);
+                if (want < spec.virtual_size) {
                         r = -EINVAL;
                         snprintf(err, errlen, "%s: size %llu is smaller than backing file %s (%llu bytes)", path,
                                  (unsigned long long)min_size, backing_path, (unsigned long long)base_size);
                         goto fail;
                 }
-                spec.virtual_size = round_up(min_size, 512);
+                spec.virtual_size = want;
         }
 
         r = qcow2_overlay_encode(&spec, &buf, &len, why, sizeof why);

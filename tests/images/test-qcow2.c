@@ -551,6 +551,34 @@ static void test_create_sizes(void **state) {
         free(ov);
 }
 
+/* Sizes near 2^64 must not wrap when rounded to 512: neither a requested
+ * size (it exceeds the limit) nor a backing image's declared size (the
+ * overlay would be smaller than its base). */
+static void test_create_size_overflow(void **state) {
+        struct fixture *f = *state;
+        struct qcow2_overlay_spec spec = { "base.raw", "raw", 2 * GiB };
+        char err[512] = "";
+        char *ov = test_path(f->dir, "huge.qcow2"), *big = test_path(f->dir, "big.qcow2");
+        uint8_t *b = NULL;
+        size_t len;
+
+        assert_int_equal(qcow2_overlay_create(ov, "base.qcow2", "qcow2", UINT64_MAX, err, sizeof err), -EINVAL);
+        assert_true(test_contains(err, "exceeds the qcow2 limit"));
+        assert_int_equal(qcow2_overlay_create(ov, "base.qcow2", "qcow2", UINT64_MAX - 100, err, sizeof err), -EINVAL);
+        assert_true(test_contains(err, "exceeds the qcow2 limit"));
+
+        /* A base whose header claims almost 2^64 bytes. */
+        assert_int_equal(qcow2_overlay_encode(&spec, &b, &len, err, sizeof err), 0);
+        put64(b + 24, UINT64_MAX - 100);
+        test_write_file(big, b, len);
+        free(b);
+        assert_int_equal(qcow2_overlay_create(ov, "big.qcow2", "qcow2", 2 * GiB, err, sizeof err), -EINVAL);
+        assert_int_equal(qcow2_overlay_create(ov, "big.qcow2", "qcow2", 0, err, sizeof err), -EINVAL);
+        assert_int_equal(access(ov, F_OK), -1);
+        free(ov);
+        free(big);
+}
+
 static void test_create_odd_raw_size(void **state) {
         struct fixture *f = *state;
         struct qcow2_header h;
@@ -891,6 +919,7 @@ int main(void) {
                 cmocka_unit_test(test_image_encode_invalid),
                 cmocka_unit_test(test_has_magic),
                 cmocka_unit_test_setup_teardown(test_create_sizes, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_create_size_overflow, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_odd_raw_size, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_relative_backing, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_spaces_commas, setup, teardown),
