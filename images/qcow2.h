@@ -20,6 +20,9 @@
 #define QCOW2_EXT_BACKING_FORMAT 0xe2792acaU
 #define QCOW2_BACKING_FILE_MAX 1023             /* spec limit on backing_file_size */
 #define QCOW2_FORMAT_NAME_MAX 31                /* longest backing format name we keep */
+/* The largest virtual size we encode: a 32 MiB L1 table (QEMU's limit) of
+ * 64 KiB clusters maps 2 PiB. */
+#define QCOW2_MAX_VIRTUAL_SIZE (UINT64_C(1) << 51)
 
 #define QCOW2_INCOMPAT_DIRTY (UINT64_C(1) << 0)
 #define QCOW2_INCOMPAT_CORRUPT (UINT64_C(1) << 1)

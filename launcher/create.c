@@ -480,6 +480,15 @@ static int validate(struct creation *c, char *err, size_t errlen) {
                         goto done;
                 }
                 c->disk_size = c->size->disk > c->template_size ? c->size->disk : c->template_size;
+                /* Checked before rounding, which would wrap near 2^64. */
+                if (c->disk_size > QCOW2_MAX_VIRTUAL_SIZE) {
+                        char a[32];
+                        format_size(c->disk_size, a);
+                        snprintf(err, errlen, "%s:%u: size=%s: its disk of %s exceeds the qcow2 limit of 2P",
+                                 c->inst->path, c->inst->line_size, c->inst->size, a);
+                        r = -EINVAL;
+                        goto done;
+                }
                 c->disk_size = (c->disk_size + 511) & ~(uint64_t)511;
         } else {
                 /* A copy keeps the template's header: a relative backing

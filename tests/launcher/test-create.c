@@ -278,6 +278,17 @@ static void test_create_copy_and_sizes(void **state) {
         assert_int_equal(create_from("image=tmpl\nsize=big\nname=big-1\n", NULL, &res, err, sizeof err), 0);
         assert_int_equal(res.disk_size, 1 << 30);
         create_result_done(&res);
+        /* ... not beyond what qcow2 can address, nor wrap when rounded ... */
+        put("vrt.conf", "accel=tcg\nsize.tiny.cpus=1\nsize.tiny.memory=128M\n"
+                        "size.huge.disk=18446744073709551615\nsize.vast.disk=4096T\n");
+        assert_int_equal(create_from("image=tmpl\nsize=huge\nname=huge-1\n", NULL, &res, err, sizeof err), -EINVAL);
+        assert_non_null(strstr(err, "t.properties:2: size=huge: its disk of 18446744073709551615 bytes exceeds the qcow2 limit"));
+        assert_int_equal(create_from("image=tmpl\nsize=vast\nname=vast-1\n", NULL, &res, err, sizeof err), -EINVAL);
+        assert_non_null(strstr(err, "t.properties:2: size=vast: its disk of 4096T exceeds the qcow2 limit"));
+        assert_false(exists("vm/huge-1"));
+        assert_false(exists("vm/vast-1"));
+        put("vrt.conf", "accel=tcg\nsize.tiny.cpus=1\nsize.tiny.memory=128M\n"
+                        "size.big.disk=1G\nsize.mini.disk=1M\n");
         /* ... but cannot shrink below the template. */
         assert_int_equal(create_from("image=tmpl\nsize=mini\nname=mini-1\n", NULL, &res, err, sizeof err), -EINVAL);
         assert_non_null(strstr(err, "t.properties:2: size=mini: its disk of 1M is smaller than template tmpl (64M)"));
