@@ -24,6 +24,12 @@
 #define DESTROY_QMP_TIMEOUT_MS 5000
 #define DESTROY_POLL_MS 50
 #define REMOVING_SUFFIX ".removing"
+/* A QEMU whose supervisor is gone may hold its disk a moment longer. */
+#define DESTROY_DISK_BUSY_MS 3000
+/* QEMU (file-posix) locks bytes from 100 on of every image it has open,
+ * with OFD locks, which NFS carries to the server. */
+#define QEMU_LOCK_START 100
+#define QEMU_LOCK_LEN 200
 
 static long long now_ms(void) {
         struct timespec ts;
@@ -192,6 +198,25 @@ static int write_marker(const struct vm_paths *p, bool *already, char *err, size
         return r;
 }
 
+/* The runtime lock is local to this host, but the root may be shared: a
+ * QEMU on another host sees no lock here. Its image locks are visible
+ * everywhere. Returns the path of a disk some QEMU holds, or NULL (also
+ * when locks cannot be tested: then only the runtime lock protects). */
+static const char *disk_in_use(const struct vm_paths *p) {
+        const char *disks[2] = { p->overlay, p->copy };
+        for (size_t i = 0; i < 2; i++) {
+                int fd = open(disks[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+                if (fd < 0)
+                        continue;
+                struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = QEMU_LOCK_START, .l_len = QEMU_LOCK_LEN };
+                bool held = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+                close(fd);
+                if (held)
+                        return disks[i];
+        }
+        return NULL;
+}
+
 static int fsync_dir(const char *path) {
         int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
@@ -246,15 +271,30 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
         }
 
         unsigned timeout = shutdown_timeout_for(root, &p, name);
-        long long deadline = now_ms() + 1000LL * ((force ? 0 : timeout) + DESTROY_ESCALATION_S);
+        long long deadline = now_ms() + 1000LL * ((force ? 0 : timeout) + DESTROY_ESCALATION_S), busy_until = 0;
         for (;;) {
                 r = stop_vm(&p, force, deadline, &res.was_running, err, errlen);
                 if (r < 0)
                         goto done;
                 /* Hold the lock: no start between our check and the marker. */
                 lock_fd = runtime_lock(&p, msg, sizeof msg);
-                if (lock_fd >= 0)
-                        break;
+                if (lock_fd >= 0) {
+                        const char *busy = disk_in_use(&p);
+                        if (!busy)
+                                break;
+                        close(lock_fd);
+                        lock_fd = -1;
+                        if (busy_until == 0)
+                                busy_until = now_ms() + DESTROY_DISK_BUSY_MS;
+                        if (now_ms() >= busy_until || now_ms() >= deadline) {
+                                snprintf(err, errlen, "%s is in use by a QEMU process that this host does not supervise "
+                                         "(running on another host sharing the root?); not destroyed", busy);
+                                r = -EBUSY;
+                                goto done;
+                        }
+                        sleep_ms(DESTROY_POLL_MS);
+                        continue;
+                }
                 if (lock_fd != -EBUSY) {
                         r = lock_fd;
                         snprintf(err, errlen, "%s", msg);

@@ -5,7 +5,10 @@
  * logs stays. Idempotent, and safe when several run at once (on one host
  * or several sharing the root): the VM's runtime lock is held while the
  * marker is written and the disk deleted, so no start slips in between,
- * and every step tolerates its work being done already.
+ * and every step tolerates its work being done already. That lock is
+ * local to a host; a disk that a QEMU holds (its image locks reach across
+ * NFS) is never deleted, so a VM running on another host sharing the root
+ * is not destroyed under it.
  *
  * destroy_cleanup(): remove the directories of destroyed VMs that do not
  * run. A directory is first renamed to vm/.NAME.removing (one rename wins
@@ -31,7 +34,8 @@ struct destroy_result {
  * of a graceful shutdown. Returns 0 (also when it was destroyed already);
  * -EINVAL for a bad name, -ENOENT for a VM that never existed (neither a
  * directory nor a registered name); -ETIMEDOUT when the VM did not stop;
- * another negative errno on failure. One line in err on failure. */
+ * -EBUSY when a QEMU this host does not supervise holds the disk; another
+ * negative errno on failure. One line in err on failure. */
 int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool force,
                struct destroy_result *ret, char *err, size_t errlen);
 

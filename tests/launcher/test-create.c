@@ -661,6 +661,72 @@ static void test_destroy_not_running(void **state) {
         assert_int_equal(destroy_vm(root, run, "Bad_Name", false, &d, err, sizeof err), -EINVAL);
 }
 
+/* A VM running on another host sharing the root: no supervisor here, but
+ * its QEMU holds image locks on the disk (as QEMU's file-posix does, OFD
+ * locks from byte 100). Destroy refuses and deletes nothing; once the lock
+ * is gone it destroys. With qemu-system-x86_64 at hand, a real QEMU holds
+ * the disk too. */
+static void test_destroy_disk_held_elsewhere(void **state) {
+        struct create_result res = { 0 };
+        struct destroy_result d = { 0 };
+        char err[2048] = "";
+        (void)state;
+        assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=far-1\n", NULL, &res, err, sizeof err), 0);
+        create_result_done(&res);
+        char *disk = pathf("vm/far-1/hdd.ovl");
+        int fd = open(disk, O_RDWR | O_CLOEXEC);
+        assert_true(fd >= 0);
+        struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1 };
+        assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
+        assert_int_equal(destroy_vm(root, run, "far-1", true, &d, err, sizeof err), -EBUSY);
+        assert_non_null(strstr(err, "hdd.ovl is in use by a QEMU process"));
+        assert_true(exists("vm/far-1/hdd.ovl"));
+        assert_false(exists("vm/far-1/DESTROYED"));
+        close(fd);
+
+        char *qemu_argv[] = { (char *)"qemu-system-x86_64", (char *)"-S", (char *)"-nodefaults", (char *)"-display",
+                              (char *)"none", (char *)"-accel", (char *)"tcg", (char *)"-machine", (char *)"q35", (char *)"-blockdev",
+                              NULL, (char *)"-blockdev", (char *)"{\"driver\":\"qcow2\",\"file\":\"f\",\"node-name\":\"d\"}",
+                              (char *)"-device", (char *)"virtio-blk-pci,drive=d", NULL };
+        char *file_node = NULL;
+        assert_true(asprintf(&file_node, "{\"driver\":\"file\",\"filename\":\"%s\",\"node-name\":\"f\"}", disk) > 0);
+        qemu_argv[10] = file_node;
+        if (access("/usr/bin/qemu-system-x86_64", X_OK) == 0) {
+                pid_t q = fork();
+                assert_true(q >= 0);
+                if (q == 0) {
+                        int null = open("/dev/null", O_RDWR);
+                        dup2(null, 0);
+                        dup2(null, 1);
+                        dup2(null, 2);
+                        prctl(PR_SET_PDEATHSIG, SIGKILL);
+                        execv("/usr/bin/qemu-system-x86_64", qemu_argv);
+                        _exit(127);
+                }
+                /* Wait until QEMU has opened the disk. */
+                for (int i = 0; i < 200; i++) {
+                        struct flock probe = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 200 };
+                        int pfd = open(disk, O_RDONLY | O_CLOEXEC);
+                        assert_true(pfd >= 0);
+                        assert_int_equal(fcntl(pfd, F_OFD_GETLK, &probe), 0);
+                        close(pfd);
+                        if (probe.l_type != F_UNLCK)
+                                break;
+                        usleep(50 * 1000);
+                }
+                assert_int_equal(destroy_vm(root, run, "far-1", true, &d, err, sizeof err), -EBUSY);
+                assert_true(exists("vm/far-1/hdd.ovl"));
+                kill(q, SIGKILL);
+                assert_int_equal(waitpid(q, NULL, 0), q);
+        }
+        free(file_node);
+        free(disk);
+
+        assert_int_equal(destroy_vm(root, run, "far-1", true, &d, err, sizeof err), 0);
+        assert_false(exists("vm/far-1/hdd.ovl"));
+        assert_true(exists("vm/far-1/DESTROYED"));
+}
+
 /* A stand-in supervisor: holds the VM's lock, writes its pid, is called
  * vrt-launch, and reports the SIGTERM's queued value before it exits. */
 static pid_t fake_supervisor(const char *name, int report_fd) {
@@ -835,6 +901,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_parallel_creates, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_destroy_not_running, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_destroy_running, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_destroy_disk_held_elsewhere, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cleanup, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
