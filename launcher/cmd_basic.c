@@ -172,6 +172,12 @@ static int running_vm(struct cli *cli, const char *name, struct vm_paths *p) {
         }
         if (vm_paths_init(p, cli->root, cli->runtime_dir, name) < 0)
                 return CLI_FAILED;
+        /* An unknown name is bad input, as for vrt status/stop/showcmd. */
+        if (!runtime_is_running(p) && access(p->vm_dir, F_OK) < 0) {
+                cli_error("no such VM %s (%s: %s)", name, p->vm_dir, strerror(errno));
+                vm_paths_done(p);
+                return CLI_INVALID;
+        }
         if (!runtime_is_running(p)) {
                 cli_error("VM %s is not running", name);
                 vm_paths_done(p);

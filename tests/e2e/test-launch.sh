@@ -141,6 +141,14 @@ JOURNAL_STREAM="$(stat -c %d:%i "$E2E_DIR/journal.log")" "$VRT_LAUNCH" foxtrot 2
 check "journal stream: errors carry the <3> priority prefix" grep -q "^<3>.*unknown key colour" "$E2E_DIR/journal.log"
 "$VRT_LAUNCH" no-such-vm >"$E2E_DIR/nosuch.log" 2>&1
 check "unknown VM -> exit 2" [ $? = 2 ]
+"$VRT" qmp no-such-vm query-status >/dev/null 2>"$E2E_DIR/qmp-nosuch.log"
+check "vrt qmp of an unknown VM -> exit 2" [ $? = 2 ]
+check "... saying there is no such VM" grep -q "no such VM no-such-vm" "$E2E_DIR/qmp-nosuch.log"
+"$VRT" console no-such-vm </dev/null >/dev/null 2>&1
+check "vrt console of an unknown VM -> exit 2" [ $? = 2 ]
+"$VRT" qmp alpha query-status >/dev/null 2>"$E2E_DIR/qmp-stopped.log"
+check "vrt qmp of a stopped VM -> exit 1" [ $? = 1 ]
+check "... saying it is not running" grep -q "VM alpha is not running" "$E2E_DIR/qmp-stopped.log"
 "$VRT_LAUNCH" 'Bad_Name' >/dev/null 2>&1
 check "invalid VM name -> exit 2" [ $? = 2 ]
 
