@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -29,6 +31,19 @@
 static char base[64];
 static char root[128], run[128];
 static bool have_qemu_img;
+
+/* destroy waits for a supervisor with poll() on its pidfd, at most 1000 s
+ * per call. When set, the next such long poll returns at once as if that
+ * time had passed; all others are real. */
+static bool expire_next_long_poll;
+int poll(struct pollfd *fds, nfds_t n, int timeout) {
+        if (expire_next_long_poll && timeout >= 1000000) {
+                expire_next_long_poll = false;
+                return 0;
+        }
+        struct timespec ts = { timeout / 1000, (long)(timeout % 1000) * 1000000L };
+        return (int)syscall(SYS_ppoll, fds, n, timeout < 0 ? NULL : &ts, NULL, (size_t)8);
+}
 
 /* --- helpers --- */
 
@@ -800,6 +815,20 @@ static void test_destroy_running(void **state) {
         assert_int_equal(value, 1);
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(exists("vm/r-2/DESTROYED"));
+
+        /* A shutdown timeout beyond one poll's 1000 s: the first 1000 s
+         * passing is no reason to give up. */
+        assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=r-3\nshutdown_timeout=3600\n", NULL, &res, err, sizeof err), 0);
+        create_result_done(&res);
+        pid = fake_supervisor("r-3", report[1]);
+        memset(&d, 0, sizeof d);
+        expire_next_long_poll = true;
+        assert_int_equal(destroy_vm(root, run, "r-3", false, &d, err, sizeof err), 0);
+        assert_false(expire_next_long_poll);
+        assert_true(d.was_running);
+        assert_int_equal(read(report[0], &value, sizeof value), sizeof value);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(exists("vm/r-3/DESTROYED"));
         close(report[0]);
         close(report[1]);
 }
