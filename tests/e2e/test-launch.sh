@@ -38,6 +38,11 @@ check "alpha: malformed QMP arguments exit 2" [ $? = 2 ]
 second=$?
 check "alpha: a second vrt-launch fails with exit 2" [ "$second" = 2 ]
 check "alpha: ... saying the VM is already running" grep -q "already running" "$E2E_DIR/second.log"
+echo "earlier output" > "$E2E_DIR/alpha-init.log"
+"$VRT_LAUNCH" --seed-image /dev/null --init-log "$E2E_DIR/alpha-init.log" alpha >"$E2E_DIR/second-fb.log" 2>&1
+second=$?
+check "alpha: a second first-boot vrt-launch fails with exit 2" [ "$second" = 2 ]
+check "alpha: ... without truncating the init log it names" grep -q "earlier output" "$E2E_DIR/alpha-init.log"
 console_cmd alpha 'echo marker-$((6*7))'
 check "alpha: console answers a command" wait_for 10 console_has alpha marker-42
 # Piped input: vrt console shows the answer, then leaves on its own.
