@@ -147,6 +147,19 @@ static int check_extents(int fd, const char *path, const struct qcow2_header *h,
                 snprintf(err, errlen, "%s: cannot read the L1 table: %s", path, n < 0 ? strerror(-r) : "short read");
                 goto fail;
         }
+        /* Every L2 table is a cluster of its own. More of them than the
+         * file has clusters is corruption, and would have the loop below
+         * scan the same tables over and over: a 32 MiB L1 table over one
+         * 2 MiB L2 table is 2^40 entries, hours of CPU for a 34 MiB file. */
+        uint64_t n_l2 = 0;
+        for (uint32_t i = 0; i < h->l1_size; i++)
+                n_l2 += (get64(l1 + 8 * (size_t)i) & OFFSET_MASK) != 0;
+        if (n_l2 > file_size / cs) {
+                r = -EIO;
+                snprintf(err, errlen, "%s: corrupt qcow2 image: %llu L2 tables do not fit in a file of %llu bytes",
+                         path, (unsigned long long)n_l2, (unsigned long long)file_size);
+                goto fail;
+        }
         for (uint32_t i = 0; i < h->l1_size; i++) {
                 uint64_t l2_off = get64(l1 + 8 * (size_t)i) & OFFSET_MASK;
 

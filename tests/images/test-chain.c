@@ -366,6 +366,18 @@ static void test_header_policy(void **state) {
         /* An L1 entry pointing at an unaligned L2 table. */
         CASE(0x30006, 0x02, -EIO, "bad.qcow2: corrupt qcow2 image: unaligned L2 table offset 512");
 #undef CASE
+        /* L1 entries sharing one L2 table, more of them than the file has
+         * clusters: refused before the tables are read (a large L1 table
+         * over one big L2 table would otherwise take hours). */
+        {
+                char *many = make_overlay(dir, "many.qcow2", "base.raw", "raw", 8 * GiB);
+                uint8_t l1[16 * 8] = { 0 };
+                for (size_t i = 0; i < 16; i++)
+                        put32(l1 + 8 * i + 4, 0x10000);
+                test_patch_file(many, 0x30000, l1, sizeof l1);
+                expect_error(many, -EIO, "many.qcow2: corrupt qcow2 image: 16 L2 tables do not fit in a file of");
+                free(many);
+        }
         /* Control characters from a header never reach the message. */
         expect_error(ctl, -ENOENT, "backing file");
         {
