@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static int mkdir_p(const char *path, mode_t mode) {
@@ -37,8 +38,12 @@ static char *qemu_pid_path(const struct vm_paths *p) {
         return asprintf(&s, "%s/qemu.pid", p->run_dir) < 0 ? NULL : s;
 }
 
+/* How long a start waits for a momentary shared lock to go away. */
+#define LOCK_BUSY_WAITS 20
+#define LOCK_BUSY_WAIT_MS 10
+
 int runtime_lock(const struct vm_paths *p, char *err, size_t errlen) {
-        int r, fd = -1;
+        int r, fd = -1, busy_waits = 0;
 
         r = mkdir_p(p->run_dir, 0755);
         if (r < 0) {
@@ -63,6 +68,15 @@ int runtime_lock(const struct vm_paths *p, char *err, size_t errlen) {
                 if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
                         r = -errno;
                         close(fd);
+                        /* runtime_is_running() holds a shared lock for a
+                         * moment (vrt list, vrt stop, the spool): wait that
+                         * out rather than report a start as a second one. */
+                        if (r == -EWOULDBLOCK && busy_waits++ < LOCK_BUSY_WAITS) {
+                                struct timespec ts = { 0, LOCK_BUSY_WAIT_MS * 1000000L };
+                                nanosleep(&ts, NULL);
+                                attempt--;
+                                continue;
+                        }
                         if (r == -EWOULDBLOCK) {
                                 pid_t pid = 0;
                                 runtime_read_pid(p->pid_file, &pid);
