@@ -267,6 +267,15 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot set up %s: %s", p->run_dir, strerror(-r));
                 return r;
         }
+        /* The operator group may use the sockets, so vrt list, vrt qmp and
+         * vrt console run by its members must see that the VM runs: they
+         * probe the lock. */
+        if (s->user.socket_gid != (gid_t)-1 &&
+            (fchown(s->lock_fd, (uid_t)-1, s->user.socket_gid) < 0 || fchmod(s->lock_fd, 0640) < 0)) {
+                r = -errno;
+                snprintf(err, errlen, "cannot set up %s: %s", p->lock_file, strerror(-r));
+                return r;
+        }
         r = runtime_write_pid(p->pid_file, getpid());
         if (r < 0) {
                 snprintf(err, errlen, "cannot write %s: %s", p->pid_file, strerror(-r));

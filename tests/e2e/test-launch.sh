@@ -117,6 +117,19 @@ check "delta: a new start after the crash is not blocked" wait_for 30 \
 check "delta: quit over the monitor ends vrt-launch" wait_exit "$LAUNCH_PID" 10
 check "delta: ... with status 0" [ "$EXIT_STATUS" = 0 ]
 
+# --- group=: its members may use the sockets, and vrt sees the VM run ---
+make_vm hotel
+echo "group=nogroup" >> "$VRT_ROOT/vrt.conf"
+launch hotel
+check "hotel: ready" wait_ready hotel
+as_operator() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@" >/dev/null; }
+check "hotel: an operator of group= can use vrt qmp" as_operator "$VRT" qmp hotel query-status
+check "hotel: ... and vrt list shows the VM running" \
+        bash -c 'setpriv --reuid=nobody --regid=nogroup --clear-groups "$0" list | grep -q "^hotel  *running"' "$VRT"
+"$VRT" qmp hotel quit >/dev/null
+check "hotel: quit ends vrt-launch" wait_exit "$LAUNCH_PID" 10
+sed -i '/^group=/d' "$VRT_ROOT/vrt.conf"
+
 # --- QEMU fails to start: its own words reach the operator ---
 make_vm echo
 echo "size.huge.cpus=1" >> "$VRT_ROOT/vrt.conf"
