@@ -238,6 +238,12 @@ static int host_config_set(const char *key, const char *value, unsigned line, vo
                                 snprintf(err, errlen, "%s: empty value", key);
                                 return -EINVAL;
                         }
+                        if (strcmp(key, "accel") == 0)
+                                c->line_accel = line;
+                        else if (strcmp(key, "machine") == 0)
+                                c->line_machine = line;
+                        else if (strcmp(key, "qemu") == 0)
+                                c->line_qemu = line;
                         return set_string(strings[i].dst, value);
                 }
         if (strcmp(key, "shutdown_timeout") == 0 || strcmp(key, "init_timeout") == 0) {
@@ -264,16 +270,16 @@ static int host_config_check(struct host_config *c, char *err, size_t errlen) {
                                 bad = 1;
                 free(copy);
                 if (bad || c->accel[0] == ':' || strstr(c->accel, "::")) {
-                        snprintf(err, errlen, "%s: invalid accel \"%s\" (kvm, tcg or kvm:tcg)", c->path, c->accel);
+                        snprintf(err, errlen, "%s:%u: invalid accel \"%s\" (kvm, tcg or kvm:tcg)", c->path, c->line_accel, c->accel);
                         return -EINVAL;
                 }
         }
         if (strspn(c->machine, "abcdefghijklmnopqrstuvwxyz0123456789-._") != strlen(c->machine)) {
-                snprintf(err, errlen, "%s: invalid machine \"%s\"", c->path, c->machine);
+                snprintf(err, errlen, "%s:%u: invalid machine \"%s\"", c->path, c->line_machine, c->machine);
                 return -EINVAL;
         }
         if (c->qemu[0] != '/') {
-                snprintf(err, errlen, "%s: qemu must be an absolute path, got \"%s\"", c->path, c->qemu);
+                snprintf(err, errlen, "%s:%u: qemu must be an absolute path, got \"%s\"", c->path, c->line_qemu, c->qemu);
                 return -EINVAL;
         }
         return 0;

@@ -43,6 +43,7 @@ struct host_config {
         unsigned init_timeout;
         struct size_class *sizes;
         size_t n_sizes;
+        unsigned line_accel, line_machine, line_qemu;   /* for messages; 0 = default */
 };
 
 struct instance {

@@ -219,12 +219,12 @@ static void test_host_config(void **state) {
         assert_string_equal(host_error("size.small.memory=1K\n"), "vrt.conf:1: size.small.memory: invalid memory size \"1K\" (e.g. 512M, 2G; at least 16M)");
         assert_string_equal(host_error("size.small.colour=1\n"), "vrt.conf:1: unknown key size.small.colour (sizes have cpus, memory, disk)");
         assert_string_equal(host_error("size.cpus=1\n"), "vrt.conf:1: invalid size key size.cpus (expected size.NAME.cpus|memory|disk)");
-        assert_string_equal(host_error("qemu=qemu-system-x86_64\n"), "vrt.conf: qemu must be an absolute path, got \"qemu-system-x86_64\"");
-        assert_string_equal(host_error("accel=xen\n"), "vrt.conf: invalid accel \"xen\" (kvm, tcg or kvm:tcg)");
-        assert_string_equal(host_error("accel=kvm::tcg\n"), "vrt.conf: invalid accel \"kvm::tcg\" (kvm, tcg or kvm:tcg)");
+        assert_string_equal(host_error("qemu=qemu-system-x86_64\n"), "vrt.conf:1: qemu must be an absolute path, got \"qemu-system-x86_64\"");
+        assert_string_equal(host_error("accel=xen\n"), "vrt.conf:1: invalid accel \"xen\" (kvm, tcg or kvm:tcg)");
+        assert_string_equal(host_error("accel=kvm::tcg\n"), "vrt.conf:1: invalid accel \"kvm::tcg\" (kvm, tcg or kvm:tcg)");
         assert_string_equal(host_error("bridge=\n"), "vrt.conf:1: bridge: empty value");
         assert_string_equal(host_error("user=vrt\nuser=root\n"), "vrt.conf:2: duplicate key user");
-        assert_string_equal(host_error("machine=q35,accel=kvm\n"), "vrt.conf: invalid machine \"q35,accel=kvm\"");
+        assert_string_equal(host_error("machine=q35,accel=kvm\n"), "vrt.conf:1: invalid machine \"q35,accel=kvm\"");
 }
 
 static const char *instance_error(const char *text) {
