@@ -1,4 +1,5 @@
 #include "launcher/firstboot.h"
+#include "launcher/fileio.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -72,9 +73,9 @@ enum firstboot_state firstboot_state_of(const char *vm_dir, bool has_init) {
 
 static int read_script(const char *root, const char *script, char **ret, size_t *ret_len, char *err, size_t errlen) {
         char *rel = NULL, *path = NULL, *buf = NULL;
-        struct stat st;
+        char msg[1024];
         size_t len = 0;
-        int fd = -1, r;
+        int r;
 
         if (asprintf(&rel, "init/%s", script) < 0)
                 return -ENOMEM;
@@ -82,54 +83,16 @@ static int read_script(const char *root, const char *script, char **ret, size_t 
         free(rel);
         if (!path)
                 return -ENOMEM;
-        /* O_NONBLOCK: a FIFO put there must not hang us. */
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-        if (fd < 0) {
-                r = -errno;
-                snprintf(err, errlen, "init script %s: %s", path, strerror(-r));
+        r = fileio_read_regular(path, FIRSTBOOT_SCRIPT_MAX, &buf, &len, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "init script %s", msg);
                 goto fail;
         }
-        if (fstat(fd, &st) < 0) {
-                r = -errno;
-                snprintf(err, errlen, "init script %s: %s", path, strerror(-r));
-                goto fail;
-        }
-        if (!S_ISREG(st.st_mode)) {
-                r = -EINVAL;
-                snprintf(err, errlen, "init script %s: not a regular file", path);
-                goto fail;
-        }
-        if (st.st_size > (off_t)FIRSTBOOT_SCRIPT_MAX) {
-                r = -EINVAL;
-                snprintf(err, errlen, "init script %s: %lld bytes, at most %u", path, (long long)st.st_size,
-                         FIRSTBOOT_SCRIPT_MAX);
-                goto fail;
-        }
-        buf = malloc((size_t)st.st_size + 1);
-        if (!buf) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        while (len < (size_t)st.st_size) {
-                ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        r = -errno;
-                        snprintf(err, errlen, "init script %s: %s", path, strerror(-r));
-                        goto fail;
-                }
-                if (n == 0)
-                        break;          /* it shrank meanwhile: take what is there */
-                len += (size_t)n;
-        }
-        buf[len] = '\0';
         if (memchr(buf, '\0', len)) {
                 r = -EINVAL;
                 snprintf(err, errlen, "init script %s: contains NUL bytes (a script must be text)", path);
                 goto fail;
         }
-        close(fd);
         free(path);
         if (ret) {
                 *ret = buf;
@@ -139,8 +102,6 @@ static int read_script(const char *root, const char *script, char **ret, size_t 
         }
         return 0;
 fail:
-        if (fd >= 0)
-                close(fd);
         free(buf);
         free(path);
         return r;

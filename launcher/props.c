@@ -1,4 +1,5 @@
 #include "launcher/props.h"
+#include "launcher/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -113,50 +114,11 @@ done:
 int props_parse_file(const char *path, props_handler handler, void *userdata,
                      char *err, size_t errlen) {
         char *buf = NULL;
-        int fd = -1, r;
-        struct stat st;
-
-        /* O_NONBLOCK: opening a FIFO (e.g. a symlink dropped into inst/)
-         * must not hang; the S_ISREG check below refuses it. */
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0) {
-                r = -errno;
-                snprintf(err, errlen, "%s: %s", path, strerror(-r));
-                goto fail;
-        }
-        if (fstat(fd, &st) < 0) {
-                r = -errno;
-                snprintf(err, errlen, "%s: %s", path, strerror(-r));
-                goto fail;
-        }
-        if (!S_ISREG(st.st_mode) || st.st_size > PROPS_MAX_FILE) {
-                r = -EINVAL;
-                snprintf(err, errlen, "%s: not a regular file of at most 1 MiB", path);
-                goto fail;
-        }
-        buf = malloc((size_t)st.st_size + 1);
-        if (!buf) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        size_t got = 0;
-        while (got < (size_t)st.st_size) {
-                ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        r = -errno;
-                        snprintf(err, errlen, "%s: %s", path, strerror(-r));
-                        goto fail;
-                }
-                if (n == 0)
-                        break;
-                got += (size_t)n;
-        }
-        r = props_parse_buffer(path, buf, got, handler, userdata, err, errlen);
-fail:
+        size_t len = 0;
+        int r = fileio_read_regular(path, PROPS_MAX_FILE, &buf, &len, err, errlen);
+        if (r < 0)
+                return r;
+        r = props_parse_buffer(path, buf, len, handler, userdata, err, errlen);
         free(buf);
-        if (fd >= 0)
-                close(fd);
         return r;
 }

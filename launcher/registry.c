@@ -1,4 +1,5 @@
 #include "launcher/registry.h"
+#include "launcher/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,58 +25,12 @@ int registry_check_name(const char *name) {
 
 /* Reads a whole list; a missing file is empty. */
 static int read_list(const char *path, char **ret_buf, size_t *ret_len, char *err, size_t errlen) {
-        struct stat st;
-        char *buf = NULL;
-        size_t got = 0;
-        int fd, r;
-
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0 && errno == ENOENT) {
+        int r = fileio_read_regular(path, REGISTRY_MAX_FILE, ret_buf, ret_len, err, errlen);
+        if (r == -ENOENT) {
                 *ret_buf = NULL;
                 *ret_len = 0;
                 return 0;
         }
-        if (fd < 0) {
-                r = -errno;
-                snprintf(err, errlen, "%s: %s", path, strerror(-r));
-                return r;
-        }
-        if (fstat(fd, &st) < 0) {
-                r = -errno;
-                snprintf(err, errlen, "%s: %s", path, strerror(-r));
-                goto fail;
-        }
-        if (!S_ISREG(st.st_mode) || st.st_size > REGISTRY_MAX_FILE) {
-                r = -EINVAL;
-                snprintf(err, errlen, "%s: not a regular file of at most 64 MiB", path);
-                goto fail;
-        }
-        buf = malloc((size_t)st.st_size + 1);
-        if (!buf) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        while (got < (size_t)st.st_size) {
-                ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        r = -errno;
-                        snprintf(err, errlen, "%s: %s", path, strerror(-r));
-                        goto fail;
-                }
-                if (n == 0)
-                        break;
-                got += (size_t)n;
-        }
-        buf[got] = '\0';
-        close(fd);
-        *ret_buf = buf;
-        *ret_len = got;
-        return 0;
-fail:
-        free(buf);
-        close(fd);
         return r;
 }
 
