@@ -522,13 +522,27 @@ fail:
         return r;
 }
 
+/* The one crash-safe write of an encoded image: all of it or nothing. */
+static int write_image(const char *path, const uint8_t *buf, size_t len, char *err, size_t errlen) {
+        struct atomic_file *af = NULL;
+        int r = atomic_file_open(path, 0644, &af, err, errlen);
+        if (r < 0)
+                return r;
+        r = write_sparse(af->fd, buf, len);
+        if (r < 0)
+                snprintf(err, errlen, "%s: write: %s", path, strerror(-r));
+        else
+                r = atomic_file_commit(af, err, errlen);
+        atomic_file_free(af);
+        return r;
+}
+
 int qcow2_overlay_create(const char *path, const char *backing_file, const char *backing_format,
                          uint64_t min_size, char *err, size_t errlen) {
         struct qcow2_overlay_spec spec = {
                 .backing_file = backing_file,
                 .backing_format = backing_format,
         };
-        struct atomic_file *af = NULL;
         char *backing_path = NULL;
         uint8_t *buf = NULL;
         uint64_t base_size = 0;
@@ -584,24 +598,14 @@ int qcow2_overlay_create(const char *path, const char *backing_file, const char 
                 goto fail;
         }
 
-        r = atomic_file_open(path, 0644, &af, err, errlen);
-        if (r < 0)
-                goto fail;
-        r = write_sparse(af->fd, buf, len);
-        if (r < 0) {
-                snprintf(err, errlen, "%s: write: %s", path, strerror(-r));
-                goto fail;
-        }
-        r = atomic_file_commit(af, err, errlen);
+        r = write_image(path, buf, len, err, errlen);
 fail:
-        atomic_file_free(af);
         free(buf);
         free(backing_path);
         return r;
 }
 
 int qcow2_image_create(const char *path, uint64_t virtual_size, char *err, size_t errlen) {
-        struct atomic_file *af = NULL;
         uint8_t *buf = NULL;
         char why[512];
         size_t len;
@@ -619,17 +623,8 @@ int qcow2_image_create(const char *path, uint64_t virtual_size, char *err, size_
                 snprintf(err, errlen, "%s: %s", path, r == -ENOMEM ? "out of memory" : why);
                 goto fail;
         }
-        r = atomic_file_open(path, 0644, &af, err, errlen);
-        if (r < 0)
-                goto fail;
-        r = write_sparse(af->fd, buf, len);
-        if (r < 0) {
-                snprintf(err, errlen, "%s: write: %s", path, strerror(-r));
-                goto fail;
-        }
-        r = atomic_file_commit(af, err, errlen);
+        r = write_image(path, buf, len, err, errlen);
 fail:
-        atomic_file_free(af);
         free(buf);
         return r;
 }
