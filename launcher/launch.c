@@ -13,10 +13,19 @@ static int load_disk(struct launch_context *c, char *err, size_t errlen) {
         const char *top = NULL;
         struct stat st;
 
-        if (stat(c->paths.overlay, &st) == 0)
-                top = c->paths.overlay;
-        else if (stat(c->paths.copy, &st) == 0)
-                top = c->paths.copy;
+        /* Only a disk that is not there at all makes a diskless VM: a
+         * dangling symlink or a failing stat (NFS) must not boot the
+         * kernel without its disk. lstat, so the chain check names it. */
+        const char *cand[] = { c->paths.overlay, c->paths.copy };
+        for (size_t i = 0; i < 2 && !top; i++) {
+                if (lstat(cand[i], &st) == 0)
+                        top = cand[i];
+                else if (errno != ENOENT) {
+                        int r = -errno;
+                        snprintf(err, errlen, "%s: %s", cand[i], strerror(-r));
+                        return r;
+                }
+        }
         if (!top)
                 return 0;       /* diskless VM (e.g. direct kernel boot) */
 

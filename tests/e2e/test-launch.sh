@@ -157,6 +157,15 @@ check "golf: ... saying so" grep -q "is destroyed" "$E2E_DIR/golf.log"
 : > "$E2E_DIR/journal.log"
 JOURNAL_STREAM="$(stat -c %d:%i "$E2E_DIR/journal.log")" "$VRT_LAUNCH" foxtrot 2>>"$E2E_DIR/journal.log"
 check "journal stream: errors carry the <3> priority prefix" grep -q "^<3>.*unknown key colour" "$E2E_DIR/journal.log"
+# A disk that is there but cannot be opened is no reason to boot without it.
+make_vm india
+ln -s "$E2E_DIR/not-mounted/hdd.ovl" "$VRT_ROOT/vm/india/hdd.ovl"
+"$VRT" showcmd india >"$E2E_DIR/india.out" 2>"$E2E_DIR/india.log"
+check "india: a dangling hdd.ovl symlink -> showcmd exits 2" [ $? = 2 ]
+check "india: ... naming the disk" grep -q "vm/india/hdd.ovl" "$E2E_DIR/india.log"
+timeout 30 "$VRT_LAUNCH" india >"$E2E_DIR/india-launch.log" 2>&1
+check "india: ... and vrt-launch exits 2" [ $? = 2 ]
+check "india: ... nothing in the runtime dir" runtime_empty india
 "$VRT_LAUNCH" no-such-vm >"$E2E_DIR/nosuch.log" 2>&1
 check "unknown VM -> exit 2" [ $? = 2 ]
 "$VRT" qmp no-such-vm query-status >/dev/null 2>"$E2E_DIR/qmp-nosuch.log"
