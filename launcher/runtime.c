@@ -175,12 +175,15 @@ int runtime_write_pid(const char *path, pid_t pid) {
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0)
                 return -errno;
-        if (write(fd, buf, (size_t)n) != n || close(fd) < 0 || rename(tmp, path) < 0) {
-                int r = errno ? -errno : -EIO;
+        ssize_t w = write(fd, buf, (size_t)n);
+        int r = w == n ? 0 : w < 0 ? -errno : -EIO;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
                 unlink(tmp);
-                return r;
-        }
-        return 0;
+        return r;
 }
 
 int runtime_read_pid(const char *path, pid_t *ret) {

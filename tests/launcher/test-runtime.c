@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -122,11 +123,46 @@ static void test_lock_held_is_busy(void **state) {
         reap(holder);
 }
 
+static int count_fds(void) {
+        int n = 0;
+        for (int fd = 0; fd < 1024; fd++)
+                n += fcntl(fd, F_GETFD) >= 0;
+        return n;
+}
+
+/* A pid file that cannot be written: the error, no descriptor left open,
+ * no temporary file left behind. */
+static void test_write_pid_failure_leaks_nothing(void **state) {
+        (void)state;
+        char err[256] = "", *tmp = NULL;
+        int fd = runtime_lock(&paths, err, sizeof err);
+        assert_true(fd >= 0);
+        struct rlimit old, none = { 0, 0 };
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+        none.rlim_max = old.rlim_max;
+        signal(SIGXFSZ, SIG_IGN);
+        int before = count_fds();
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &none), 0);
+        int r = runtime_write_pid(paths.pid_file, 4711);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+        assert_int_equal(r, -EFBIG);
+        assert_int_equal(count_fds(), before);
+        assert_true(asprintf(&tmp, "%s.tmp", paths.pid_file) > 0);
+        assert_int_equal(access(tmp, F_OK), -1);
+        free(tmp);
+        pid_t pid = 0;
+        assert_int_equal(runtime_write_pid(paths.pid_file, 4711), 0);
+        assert_int_equal(runtime_read_pid(paths.pid_file, &pid), 0);
+        assert_int_equal(pid, 4711);
+        close(fd);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_lock_and_is_running, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_lock_waits_out_a_probe, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_lock_held_is_busy, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_write_pid_failure_leaks_nothing, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
