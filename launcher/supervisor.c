@@ -155,8 +155,20 @@ static int ensure_uefi_vars(struct supervisor *s, char *err, size_t errlen) {
                 ssize_t n = read(in, buf, sizeof buf);
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n < 0 || (n > 0 && write(out, buf, (size_t)n) != n)) {
-                        r = -errno;
+                /* A short write (disk full) is retried, so the error
+                 * reported is the real one, not a stale errno. */
+                for (ssize_t done = 0; n > 0 && done < n;) {
+                        ssize_t w = write(out, buf + done, (size_t)(n - done));
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0) {
+                                n = -1;
+                                break;
+                        }
+                        done += w;
+                }
+                if (n < 0) {
+                        r = errno ? -errno : -EIO;
                         snprintf(err, errlen, "cannot copy UEFI variables to %s: %s", tmp, strerror(-r));
                         goto fail;
                 }

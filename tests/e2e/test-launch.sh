@@ -141,6 +141,13 @@ check "echo: QEMU that cannot start -> exit 1" [ "$st" = 1 ]
 check "echo: ... with QEMU's message" grep -qi "memory" "$E2E_DIR/echo.log"
 check "echo: ... and nothing left in the runtime dir" runtime_empty echo
 
+# --- the UEFI variable store cannot be written (disk full): exit 1, the real reason ---
+make_vm juliet firmware=uefi
+(trap '' XFSZ; ulimit -f 8; "$VRT_LAUNCH" juliet) >"$E2E_DIR/juliet.log" 2>&1
+check "juliet: UEFI variables that cannot be written -> exit 1" [ $? = 1 ]
+check "juliet: ... saying why" grep -q "cannot copy UEFI variables.*File too large" "$E2E_DIR/juliet.log"
+check "juliet: ... no partial variable store left" not test -e "$VRT_ROOT/vm/juliet/OVMF_VARS.fd.tmp"
+
 # --- bad input: clear error, exit 2, nothing created ---
 make_vm foxtrot "colour=blue"
 "$VRT_LAUNCH" foxtrot >"$E2E_DIR/foxtrot.log" 2>&1
