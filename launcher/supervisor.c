@@ -479,6 +479,10 @@ static int exit_status(struct supervisor *s, const siginfo_t *si) {
                 log_error("QEMU exited with status %d%s%s", si->si_status, tail[0] ? ": " : "", tail);
         else
                 log_error("QEMU was killed by signal %s%s%s", strsignal(si->si_status), tail[0] ? "; last output: " : "", tail);
+        /* The operator asked for a stop and the VM is stopped: a service
+         * manager must not restart it (vrt@.service: SuccessExitStatus=3). */
+        if (s->stage != STAGE_RUNNING)
+                return SUPERVISOR_EXIT_FORCED;
         return SUPERVISOR_EXIT_FAILED;
 }
 

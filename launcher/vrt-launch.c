@@ -14,7 +14,8 @@ static void usage(FILE *f) {
                 "       vrt-launch --seed-image ISO --init-log FILE [--run-timeout S] NAME   (first boot)\n"
                 "Runs VM NAME in the foreground until it powers off.\n"
                 "Exit status: 0 powered off, 1 QEMU failed or crashed, 2 bad configuration,\n"
-                "3 stopped forcibly after the shutdown timeout, 4 the run timeout elapsed.\n");
+                "3 stopped forcibly (after the shutdown timeout, or QEMU died while stopping),\n"
+                "4 the run timeout elapsed.\n");
 }
 
 int main(int argc, char **argv) {

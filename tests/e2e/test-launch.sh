@@ -84,6 +84,18 @@ check "bravo: ... logging the quit step" grep -q "sending quit" "$E2E_DIR/bravo.
 check "bravo: ... and the guest never powered off itself" not console_has bravo VRT-TESTGUEST-POWEROFF
 check "bravo: runtime dir removed" runtime_empty bravo
 
+# --- QEMU dies while being stopped: still a stop, not a crash to restart ---
+make_vm hotel
+image_cmdline_append "vrt.ignore_acpi=1"
+launch hotel
+check "hotel: ready" wait_ready hotel
+cp "$E2E_DIR/props.bak" "$VRT_ROOT/images/testguest.properties"
+kill -TERM "$LAUNCH_PID"
+wait_for 5 grep -q "system_powerdown" "$E2E_DIR/hotel.launch.log"
+kill -9 "$(cat "$VRT_RUNTIME_DIR/hotel/qemu.pid")"
+check "hotel: QEMU killed during the stop ends vrt-launch" wait_exit "$LAUNCH_PID" 10
+check "hotel: ... with status 3 (stopped), not 1" [ "$EXIT_STATUS" = 3 ]
+
 # --- guest powers itself off ---
 make_vm charlie
 launch charlie
