@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "images/qcow2.h"
+#include "images/io.h"
 
 /* Bits 9-55 of L1 and standard L2 entries hold the host offset. */
 #define OFFSET_MASK UINT64_C(0x00fffffffffffe00)
@@ -39,23 +40,6 @@ static uint64_t get64(const uint8_t *p) {
         for (int i = 0; i < 8; i++)
                 v = v << 8 | p[i];
         return v;
-}
-
-static ssize_t pread_full(int fd, void *buf, size_t len, off_t offset) {
-        size_t done = 0;
-
-        while (done < len) {
-                ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, offset + (off_t)done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                done += (size_t)n;
-        }
-        return (ssize_t)done;
 }
 
 /* Other image formats that must not be taken for raw when probing the top

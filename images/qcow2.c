@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "images/atomic_file.h"
+#include "images/io.h"
 
 #define CLUSTER_SIZE (UINT64_C(1) << QCOW2_CLUSTER_BITS)
 /* One L1 entry maps one L2 table of CLUSTER_SIZE/8 entries. */
@@ -329,39 +330,6 @@ int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *ret, c
         }
 
         *ret = h;
-        return 0;
-}
-
-/* Reads up to len bytes at offset; fewer only at end of file. */
-static ssize_t pread_full(int fd, void *buf, size_t len, off_t offset) {
-        size_t done = 0;
-
-        while (done < len) {
-                ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, offset + (off_t)done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                done += (size_t)n;
-        }
-        return (ssize_t)done;
-}
-
-static int pwrite_full(int fd, const void *buf, size_t len, off_t offset) {
-        size_t done = 0;
-
-        while (done < len) {
-                ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, offset + (off_t)done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                done += (size_t)n;
-        }
         return 0;
 }
 

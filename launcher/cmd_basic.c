@@ -22,15 +22,10 @@
 #include "launcher/runtime.h"
 #include "launcher/strv.h"
 #include "qmp/qmp.h"
+#include "launcher/util.h"
 
 #define CLI_QMP_TIMEOUT_MS 10000
 #define CONSOLE_LINGER_MS 1000  /* reading on after piped input ended */
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int has_suffix(const char *s, const char *suffix) {
         size_t a = strlen(s), b = strlen(suffix);

@@ -20,6 +20,7 @@
 #include "launcher/registry.h"
 #include "launcher/runtime.h"
 #include "qmp/qmp.h"
+#include "launcher/util.h"
 
 #define DESTROY_QMP_TIMEOUT_MS 5000
 #define DESTROY_POLL_MS 50
@@ -30,12 +31,6 @@
  * with OFD locks, which NFS carries to the server. */
 #define QEMU_LOCK_START 100
 #define QEMU_LOCK_LEN 200
-
-static long long now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(long ms) {
         struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -103,13 +98,13 @@ static int send_sigterm(int pidfd, int value) {
 /* Stops the VM's supervisor, if one runs, and waits until it is gone or
  * the deadline passes. The lock held without a pid file means a supervisor
  * is starting or another destroy is at work: wait for either to finish. */
-static int stop_vm(const struct vm_paths *p, bool force, long long deadline, bool *was_running,
+static int stop_vm(const struct vm_paths *p, bool force, int64_t deadline, bool *was_running,
                    char *err, size_t errlen) {
         pid_t signalled = 0;
 
         while (runtime_is_running(p)) {
                 pid_t pid = 0;
-                long long left = deadline - now_ms();
+                int64_t left = deadline - now_ms();
                 if (left <= 0) {
                         snprintf(err, errlen, "VM did not stop in time (supervisor still holds %s)", p->lock_file);
                         return -ETIMEDOUT;
@@ -273,7 +268,7 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
         }
 
         unsigned timeout = shutdown_timeout_for(root, &p, name);
-        long long deadline = now_ms() + 1000LL * ((force ? 0 : timeout) + DESTROY_ESCALATION_S), busy_until = 0;
+        int64_t deadline = now_ms() + INT64_C(1000) * ((force ? 0 : timeout) + DESTROY_ESCALATION_S), busy_until = 0;
         for (;;) {
                 r = stop_vm(&p, force, deadline, &res.was_running, err, errlen);
                 if (r < 0)

@@ -25,6 +25,7 @@
 #include "launcher/spawn.h"
 #include "launcher/strv.h"
 #include "qmp/qmp.h"
+#include "launcher/util.h"
 
 /* Descriptor numbers inside QEMU, as for vrt-launch. */
 enum {
@@ -37,18 +38,6 @@ enum {
 #define QMP_TIMEOUT_MS 30000    /* TCG under sanitizers can be slow to greet */
 #define QUIT_WAIT_MS 5000
 #define KILL_WAIT_MS 5000
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void close_fd(int *fd) {
-        if (*fd >= 0)
-                close(*fd);
-        *fd = -1;
-}
 
 static char *join_rel(const char *dir, const char *fmt, const char *name) {
         char *rel = NULL, *s;

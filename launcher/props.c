@@ -1,5 +1,6 @@
 #include "launcher/props.h"
 #include "launcher/fileio.h"
+#include "launcher/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,15 +11,6 @@
 #include <unistd.h>
 
 #define PROPS_MAX_FILE (1024 * 1024)
-
-static char *trim(char *s) {
-        while (*s == ' ' || *s == '\t')
-                s++;
-        size_t n = strlen(s);
-        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
-                s[--n] = '\0';
-        return s;
-}
 
 static int key_is_valid(const char *key) {
         if (!*key)
@@ -58,7 +50,7 @@ int props_parse_buffer(const char *name, const char *text, size_t len,
                         goto done;
                 }
 
-                char *s = trim(line);
+                char *s = str_trim(line);
                 if (*s == '\0' || *s == '#')
                         continue;
                 char *eq = strchr(s, '=');
@@ -68,8 +60,8 @@ int props_parse_buffer(const char *name, const char *text, size_t len,
                         goto done;
                 }
                 *eq = '\0';
-                char *key = trim(s);
-                char *value = trim(eq + 1);
+                char *key = str_trim(s);
+                char *value = str_trim(eq + 1);
                 if (!key_is_valid(key)) {
                         snprintf(err, errlen, "%s:%u: invalid key \"%.64s\"", name, lineno, key);
                         r = -EINVAL;

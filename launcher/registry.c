@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "launcher/paths.h"
+#include "launcher/util.h"
 
 #define REGISTRY_MAX_FILE (64 * 1024 * 1024)
 
@@ -32,15 +33,6 @@ static int read_list(const char *path, char **ret_buf, size_t *ret_len, char *er
                 return 0;
         }
         return r;
-}
-
-static char *trim(char *s) {
-        while (*s == ' ' || *s == '\t')
-                s++;
-        size_t n = strlen(s);
-        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
-                s[--n] = '\0';
-        return s;
 }
 
 /* Calls add() for every entry line of buf (comments and blank lines
@@ -83,7 +75,7 @@ static int parse_list(struct registry *r, const char *path, char *buf, size_t le
                         return -EINVAL;
                 }
                 line[l] = '\0';
-                char *s = trim(line);
+                char *s = str_trim(line);
                 if (*s == '\0' || *s == '#')
                         continue;
                 if (macs) {

@@ -25,6 +25,7 @@
 #include "launcher/runtime.h"
 #include "launcher/strv.h"
 #include "qmp/qmp.h"
+#include "launcher/util.h"
 
 extern char **environ;
 
@@ -47,18 +48,6 @@ enum service_manager service_manager_from_string(const char *s) {
                 if (strcmp(s, manager_names[i]) == 0)
                         return (enum service_manager)i;
         return _SERVICE_MANAGER_INVALID;
-}
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void close_fd(int *fd) {
-        if (*fd >= 0)
-                close(*fd);
-        *fd = -1;
 }
 
 static void result_set(struct service_result *res, enum service_outcome outcome, const char *fmt, ...)

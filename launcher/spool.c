@@ -23,6 +23,7 @@
 #include "launcher/config.h"
 #include "launcher/create.h"
 #include "launcher/paths.h"
+#include "launcher/util.h"
 
 /* Bursts of requests (`touch start/a start/b`) are taken in one run. */
 #define WATCH_DEBOUNCE_MS 20
@@ -54,12 +55,6 @@ enum spool_queue spool_queue_from_string(const char *s) {
                 if (strcmp(s, queue_names[i]) == 0)
                         return (enum spool_queue)i;
         return _SPOOL_QUEUE_INVALID;
-}
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* One line to the queue's log and to the caller's report hook. */

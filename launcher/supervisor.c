@@ -27,6 +27,7 @@
 #include "net/bridge.h"
 #include "net/tap.h"
 #include "qmp/qmp.h"
+#include "launcher/util.h"
 
 #define QMP_TIMEOUT_MS 30000    /* TCG under sanitizers can be slow to greet */
 #define QUIT_WAIT_S 10
@@ -65,18 +66,6 @@ struct supervisor {
         char tail[TAIL_LINES][256];
         unsigned tail_next;
 };
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void close_fd(int *fd) {
-        if (*fd >= 0)
-                close(*fd);
-        *fd = -1;
-}
 
 /* Keeps QEMU's last output lines for the crash message, and logs them. */
 static void output_line(struct supervisor *s, const char *line) {
