@@ -19,6 +19,7 @@
 #include "launcher/install.h"
 #include "launcher/paths.h"
 #include "launcher/props.h"
+#include "launcher/strv.h"
 
 #define DEFAULT_INSTALL_MEMORY (UINT64_C(2) << 30)
 #define DEFAULT_INSTALL_CPUS 2
@@ -46,11 +47,6 @@ static void format_size(uint64_t v, char *buf, size_t len) {
 
 static void print_json(struct json_object *o) {
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-}
-
-static int has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
 }
 
 /* FILE, or a template NAME meaning ROOT/images/NAME.qcow2 when no file of
@@ -297,56 +293,6 @@ static unsigned count_users(const struct image_users *u, const char *name) {
         return n;
 }
 
-static int cmp_str(const void *a, const void *b) {
-        return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Names of the templates: ROOT/images/NAME.qcow2, hidden files left out
- * (an install's staging file is one). */
-static int template_names(const char *root, char ***ret, size_t *ret_n) {
-        char *dir = paths_join(root, "images");
-        char **names = NULL;
-        size_t n = 0;
-        DIR *d;
-        struct dirent *de;
-        int r = 0;
-
-        if (!dir)
-                return -ENOMEM;
-        d = opendir(dir);
-        free(dir);
-        if (!d) {
-                *ret = NULL;
-                *ret_n = 0;
-                return errno == ENOENT ? 0 : -errno;
-        }
-        while ((de = readdir(d))) {
-                if (de->d_name[0] == '.' || !has_suffix(de->d_name, ".qcow2"))
-                        continue;
-                char *name = strndup(de->d_name, strlen(de->d_name) - strlen(".qcow2"));
-                char **grown = name ? realloc(names, (n + 1) * sizeof *names) : NULL;
-                if (!grown) {
-                        free(name);
-                        r = -ENOMEM;
-                        break;
-                }
-                names = grown;
-                names[n++] = name;
-        }
-        closedir(d);
-        if (r < 0) {
-                for (size_t i = 0; i < n; i++)
-                        free(names[i]);
-                free(names);
-                return r;
-        }
-        if (n)
-                qsort(names, n, sizeof *names, cmp_str);
-        *ret = names;
-        *ret_n = n;
-        return 0;
-}
-
 struct template_info {
         char *path;
         struct image_chain *chain;      /* NULL: see error */
@@ -415,17 +361,22 @@ static struct json_object *template_to_json(const char *name, const struct templ
 static int image_list(struct cli *cli, int argc, char **argv) {
         struct image_users users;
         struct json_object *arr = NULL;
-        char **names = NULL;
-        size_t n = 0;
+        struct strv names = { 0 };
+        char *images_dir = NULL;
         int r, status = CLI_OK;
 
         if (argc != 1) {
                 cli_error("usage: vrt image list [--json]");
                 return CLI_INVALID;
         }
-        r = template_names(cli->root, &names, &n);
+        /* Templates are ROOT/images/NAME.qcow2; an install's hidden
+         * staging file is not one yet. */
+        images_dir = paths_join(cli->root, "images");
+        r = images_dir ? strv_add_dir(&names, images_dir, ".qcow2", false) : -ENOMEM;
+        free(images_dir);
         if (r < 0) {
                 cli_error("cannot read %s/images: %s", cli->root, strerror(-r));
+                strv_done(&names);
                 return CLI_FAILED;
         }
         r = collect_users(cli->root, &users);
@@ -445,20 +396,21 @@ static int image_list(struct cli *cli, int argc, char **argv) {
                 printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4s\n", "NAME", "FORMAT", "VIRTUAL", "ALLOCATED", "MODE", "FIRMWARE",
                        "BOOT", "VMS");
         }
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < names.n; i++) {
+                const char *name = names.items[i];
                 struct template_info t;
-                template_info_load(cli->root, names[i], &users, &t);
+                template_info_load(cli->root, name, &users, &t);
                 if (arr) {
-                        json_object_array_add(arr, template_to_json(names[i], &t));
+                        json_object_array_add(arr, template_to_json(name, &t));
                 } else if (t.chain && t.meta) {
                         const struct image_layer *l = &t.chain->layers[0];
                         char vs[16], as[16];
                         format_size(l->virtual_size, vs, sizeof vs);
                         format_size(l->allocated_size, as, sizeof as);
-                        printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4u\n", names[i], l->format, vs, as,
+                        printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4u\n", name, l->format, vs, as,
                                l->writable ? "rw" : "ro", template_firmware(&t), t.meta->kernel ? "kernel" : "disk", t.users);
                 } else {
-                        printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4u  error: %s\n", names[i], "-", "-", "-", "-", "-", "-",
+                        printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4u  error: %s\n", name, "-", "-", "-", "-", "-", "-",
                                t.users, t.error);
                 }
                 template_info_done(&t);
@@ -468,9 +420,7 @@ static int image_list(struct cli *cli, int argc, char **argv) {
 out:
         json_object_put(arr);
         users_done(&users);
-        for (size_t i = 0; i < n; i++)
-                free(names[i]);
-        free(names);
+        strv_done(&names);
         return status;
 }
 

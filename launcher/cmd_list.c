@@ -1,5 +1,4 @@
 /* vrt list, vrt status: what exists under ROOT/vm and what runs. */
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
@@ -14,6 +13,7 @@
 #include "launcher/firstboot.h"
 #include "launcher/paths.h"
 #include "launcher/runtime.h"
+#include "launcher/strv.h"
 #include "qmp/qmp.h"
 
 #define STATUS_QMP_TIMEOUT_MS 5000
@@ -66,61 +66,6 @@ static bool vm_info_load(const struct cli *cli, const char *name, struct vm_info
         return true;
 }
 
-static int cmp_str(const void *a, const void *b) {
-        return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The sorted names of the directories in ROOT/vm. */
-static int vm_names(const char *root, char ***ret, size_t *ret_n) {
-        char *dir = paths_join(root, "vm");
-        char **names = NULL;
-        size_t n = 0, cap = 0;
-        if (!dir)
-                return -ENOMEM;
-        DIR *d = opendir(dir);
-        free(dir);
-        if (!d) {
-                if (errno != ENOENT)
-                        return -errno;
-                *ret = NULL;
-                *ret_n = 0;
-                return 0;
-        }
-        struct dirent *de;
-        int r = 0;
-        while ((de = readdir(d))) {
-                if (de->d_name[0] == '.')
-                        continue;
-                if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
-                        continue;
-                if (n == cap) {
-                        char **nn = realloc(names, (cap = cap ? 2 * cap : 32) * sizeof *nn);
-                        if (!nn) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        names = nn;
-                }
-                if (!(names[n] = strdup(de->d_name))) {
-                        r = -ENOMEM;
-                        break;
-                }
-                n++;
-        }
-        closedir(d);
-        if (r < 0) {
-                for (size_t i = 0; i < n; i++)
-                        free(names[i]);
-                free(names);
-                return r;
-        }
-        if (n)
-                qsort(names, n, sizeof *names, cmp_str);
-        *ret = names;
-        *ret_n = n;
-        return 0;
-}
-
 static void format_uptime(long long s, char *buf, size_t len) {
         if (s < 0)
                 snprintf(buf, len, "-");
@@ -166,8 +111,7 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                 { 0 },
         };
         bool all = false;
-        char **names = NULL;
-        size_t n = 0;
+        struct strv names = { 0 };
         int c;
         while ((c = getopt_long(argc, argv, "ah", opts, NULL)) >= 0)
                 switch (c) {
@@ -184,9 +128,12 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                 cli_error("usage: vrt list [--all] [--json]");
                 return CLI_INVALID;
         }
-        int r = vm_names(cli->root, &names, &n);
+        char *vm_dir = paths_join(cli->root, "vm");
+        int r = vm_dir ? strv_add_dir(&names, vm_dir, NULL, true) : -ENOMEM;
+        free(vm_dir);
         if (r < 0) {
                 cli_error("cannot read %s/vm: %s", cli->root, strerror(-r));
+                strv_done(&names);
                 return CLI_FAILED;
         }
         json_object *arr = cli->json ? json_object_new_array() : NULL;
@@ -194,10 +141,10 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
         if (!cli->json)
                 printf("%-24s %-10s %-20s %-8s %-17s %-8s %-8s %s\n",
                        "NAME", "STATE", "IMAGE", "SIZE", "MAC", "PID", "UPTIME", "COMMENT");
-        for (size_t k = 0; k < n; k++) {
+        for (size_t k = 0; k < names.n; k++) {
                 struct vm_info v;
-                if (!vm_info_load(cli, names[k], &v)) {
-                        cli_error("%s: %s", names[k], v.error);
+                if (!vm_info_load(cli, names.items[k], &v)) {
+                        cli_error("%s: %s", names.items[k], v.error);
                         status = CLI_FAILED;
                         vm_info_done(&v);
                         continue;
@@ -222,9 +169,7 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                 print_json(arr);
                 json_object_put(arr);
         }
-        for (size_t k = 0; k < n; k++)
-                free(names[k]);
-        free(names);
+        strv_done(&names);
         return status;
 }
 

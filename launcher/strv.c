@@ -1,5 +1,6 @@
 #include "launcher/strv.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,6 +41,32 @@ void strv_addf(struct strv *v, const char *fmt, ...) {
                 s = NULL;
         va_end(ap);
         strv_take(v, s);
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int strv_add_dir(struct strv *v, const char *dir, const char *suffix, bool dirs_only) {
+        size_t first = v->n, slen = suffix ? strlen(suffix) : 0;
+        DIR *d = opendir(dir);
+        struct dirent *de;
+
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while (!v->error && (de = readdir(d))) {
+                size_t len = strlen(de->d_name);
+                if (de->d_name[0] == '.' || (dirs_only && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
+                        continue;
+                if (suffix && (len <= slen || strcmp(de->d_name + len - slen, suffix) != 0))
+                        continue;
+                strv_take(v, strndup(de->d_name, len - slen));
+        }
+        closedir(d);
+        if (v->error)
+                return v->error;
+        qsort(v->items + first, v->n - first, sizeof *v->items, cmp_str);
+        return 0;
 }
 
 void strv_done(struct strv *v) {
