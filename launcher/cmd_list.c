@@ -90,7 +90,20 @@ static json_object *vm_info_json(const struct vm_info *v) {
         json_object_object_add(o, "state", json_object_new_string(v->state));
         json_object_object_add(o, "image", string_or_null(i ? i->image : NULL));
         json_object_object_add(o, "size", string_or_null(i ? i->size : NULL));
-        json_object_object_add(o, "mac", string_or_null(i ? i->mac : NULL));
+        json_object_object_add(o, "mac", string_or_null(i ? i->nics[0].mac : NULL));
+        if (i) {
+                json_object *nics = json_object_new_array();
+                for (unsigned k = 0; k < i->n_nics && nics; k++) {
+                        const struct nic *n = &i->nics[k];
+                        json_object *x = json_object_new_object();
+                        json_object_object_add(x, "net", json_object_new_string(net_mode_to_string(n->net)));
+                        json_object_object_add(x, "bridge", string_or_null(n->net == NET_BRIDGE ? n->bridge : NULL));
+                        json_object_object_add(x, "mac", string_or_null(n->mac));
+                        json_object_object_add(x, "hostfwd", string_or_null(n->hostfwd));
+                        json_object_array_add(nics, x);
+                }
+                json_object_object_add(o, "nics", nics);
+        }
         json_object_object_add(o, "pid", v->pid > 0 ? json_object_new_int(v->pid) : NULL);
         json_object_object_add(o, "uptime_seconds", v->uptime >= 0 ? json_object_new_int64(v->uptime) : NULL);
         json_object_object_add(o, "comment", string_or_null(i ? i->comment : NULL));
@@ -159,7 +172,7 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                                 snprintf(pid, sizeof pid, v.pid > 0 ? "%d" : "-", (int)v.pid);
                                 printf("%-24s %-10s %-20s %-8s %-17s %-8s %-8s %s\n", v.name, v.state,
                                        i && i->image ? i->image : "-", i && i->size ? i->size : "-",
-                                       i && i->mac ? i->mac : "-", pid, up,
+                                       i && i->nics[0].mac ? i->nics[0].mac : "-", pid, up,
                                        i && i->comment ? i->comment : (i ? "" : v.error));
                         }
                 }
@@ -208,7 +221,9 @@ static void print_status_text(const struct vm_info *v, json_object *st) {
                 printf("pid:       %d\nuptime:    %s\n", (int)v->pid, up);
         if (i) {
                 printf("image:     %s\nsize:      %s\n", i->image ? i->image : "-", i->size ? i->size : "-");
-                printf("mac:       %s\nnet:       %s\n", i->mac ? i->mac : "-", net_mode_to_string(i->net));
+                printf("mac:       %s\nnet:       %s\n", i->nics[0].mac ? i->nics[0].mac : "-", net_mode_to_string(i->nics[0].net));
+                for (unsigned k = 1; k < i->n_nics; k++)
+                        printf("net.%u:     %s %s\n", k, net_mode_to_string(i->nics[k].net), i->nics[k].mac ? i->nics[k].mac : "-");
                 if (i->comment && *i->comment)
                         printf("comment:   %s\n", i->comment);
                 printf("autostart: %s\n", i->autostart ? "yes" : "no");

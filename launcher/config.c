@@ -376,6 +376,116 @@ static int parse_yes_no(const char *value, bool *ret) {
         return 0;
 }
 
+/* "net", "bridge", "mac", "hostfwd" (NIC 0) or the same with ".N", N in
+ * 1..VM_NICS_MAX-1 written without leading zeros: returns the base key and
+ * sets *ret_index, or NULL for any other key. */
+static const char *nic_key(const char *key, unsigned *ret_index) {
+        static const char *const bases[] = { "net", "bridge", "mac", "hostfwd" };
+        for (size_t i = 0; i < sizeof bases / sizeof *bases; i++) {
+                size_t n = strlen(bases[i]);
+                if (strncmp(key, bases[i], n) != 0)
+                        continue;
+                if (key[n] == '\0') {
+                        *ret_index = 0;
+                        return bases[i];
+                }
+                if (key[n] == '.' && key[n + 1] >= '1' && key[n + 1] < '0' + VM_NICS_MAX && key[n + 2] == '\0') {
+                        *ret_index = (unsigned)(key[n + 1] - '0');
+                        return bases[i];
+                }
+        }
+        return NULL;
+}
+
+static int nic_set(struct nic *nic, const char *base, unsigned idx, const char *value, unsigned line,
+                   char *err, size_t errlen) {
+        char key[16];
+        if (idx)
+                snprintf(key, sizeof key, "%s.%u", base, idx);
+        else
+                snprintf(key, sizeof key, "%s", base);
+        if (!nic->line_first)
+                nic->line_first = line;
+        if (strcmp(base, "net") == 0) {
+                nic->net = net_mode_from_string(value);
+                if (nic->net < 0 || (idx && nic->net == NET_NONE)) {
+                        snprintf(err, errlen, "invalid %s \"%s\" (%s)", key, value, idx ? "bridge or user" : "bridge, user or none");
+                        return -EINVAL;
+                }
+                nic->line_net = line;
+                return 0;
+        }
+        if (strcmp(base, "bridge") == 0) {
+                if (!*value || strlen(value) > 15 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != strlen(value)) {
+                        snprintf(err, errlen, "invalid %s name \"%s\" (at most 15 characters)", key, value);
+                        return -EINVAL;
+                }
+                return set_string(&nic->bridge, value);
+        }
+        if (strcmp(base, "mac") == 0) {
+                uint8_t mac[MAC_LEN];
+                char canon[MAC_STRLEN], why[256];
+                if (mac_parse(value, mac) < 0) {
+                        snprintf(err, errlen, "invalid %s \"%s\" (six hex pairs like 52:54:00:12:34:56)", key, value);
+                        return -EINVAL;
+                }
+                if (mac_validate(mac, why, sizeof why) < 0) {
+                        snprintf(err, errlen, "invalid %s \"%s\": %s", key, value, why);
+                        return -EINVAL;
+                }
+                /* Stored lowercase, as the registry compares and writes it. */
+                mac_format(mac, canon);
+                nic->line_mac = line;
+                return set_string(&nic->mac, canon);
+        }
+        /* hostfwd: tcp:[hostaddr]:hostport-[guestaddr]:guestport;... — only
+         * characters of that grammar, so nothing else reaches QEMU. */
+        if (!*value || strspn(value, "tcpud0123456789.:-;") != strlen(value)) {
+                snprintf(err, errlen, "invalid %s \"%s\" (e.g. tcp::2222-:22;udp::5353-:53)", key, value);
+                return -EINVAL;
+        }
+        return set_string(&nic->hostfwd, value);
+}
+
+/* The NICs as a whole: numbered without gaps, each extra one with its net.N,
+ * hostfwd only on user networking, no MAC twice. */
+static int nics_check(struct instance *inst, char *err, size_t errlen) {
+        inst->n_nics = 1;
+        for (unsigned i = 1; i < VM_NICS_MAX; i++)
+                if (inst->nics[i].line_first)
+                        inst->n_nics = i + 1;
+        for (unsigned i = 0; i < inst->n_nics; i++) {
+                const struct nic *n = &inst->nics[i];
+                char sfx[4] = "";
+                if (i)
+                        snprintf(sfx, sizeof sfx, ".%u", i);
+                if (i && !n->line_first) {
+                        snprintf(err, errlen, "%s:%u: NIC %u has keys but NIC %u has no net.%u= (NICs are numbered from 1 without gaps)",
+                                 inst->path, inst->nics[inst->n_nics - 1].line_first, inst->n_nics - 1, i, i);
+                        return -EINVAL;
+                }
+                if (i && !n->line_net) {
+                        snprintf(err, errlen, "%s:%u: NIC %u needs net.%u= (bridge or user)", inst->path, n->line_first, i, i);
+                        return -EINVAL;
+                }
+                if (i && inst->nics[0].net == NET_NONE) {
+                        snprintf(err, errlen, "%s:%u: net.%u= with net=none (line %u): the first NIC is net=",
+                                 inst->path, n->line_net, i, inst->nics[0].line_net);
+                        return -EINVAL;
+                }
+                if (n->hostfwd && n->net != NET_USER) {
+                        snprintf(err, errlen, "%s:%u: hostfwd%s needs net%s=user", inst->path, n->line_first, sfx, sfx);
+                        return -EINVAL;
+                }
+                for (unsigned k = 0; n->mac && k < i; k++)
+                        if (inst->nics[k].mac && strcmp(inst->nics[k].mac, n->mac) == 0) {
+                                snprintf(err, errlen, "%s:%u: mac%s=%s is the MAC of NIC %u too", inst->path, n->line_mac, sfx, n->mac, k);
+                                return -EINVAL;
+                        }
+        }
+        return 0;
+}
+
 static int instance_set(const char *key, const char *value, unsigned line, void *userdata, char *err, size_t errlen) {
         struct instance_parse *p = userdata;
         struct instance *inst = p->inst;
@@ -416,50 +526,14 @@ static int instance_set(const char *key, const char *value, unsigned line, void 
                 inst->line_init = line;
                 return set_string(&inst->init, value);
         }
-        if (strcmp(key, "bridge") == 0) {
-                if (!*value || strlen(value) > 15 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != strlen(value)) {
-                        snprintf(err, errlen, "invalid bridge name \"%s\" (at most 15 characters)", value);
-                        return -EINVAL;
-                }
-                return set_string(&inst->bridge, value);
-        }
-        if (strcmp(key, "mac") == 0) {
-                uint8_t mac[MAC_LEN];
-                char canon[MAC_STRLEN], why[256];
-                if (mac_parse(value, mac) < 0) {
-                        snprintf(err, errlen, "invalid mac \"%s\" (six hex pairs like 52:54:00:12:34:56)", value);
-                        return -EINVAL;
-                }
-                if (mac_validate(mac, why, sizeof why) < 0) {
-                        snprintf(err, errlen, "invalid mac \"%s\": %s", value, why);
-                        return -EINVAL;
-                }
-                /* Stored lowercase, as the registry compares and writes it. */
-                mac_format(mac, canon);
-                inst->line_mac = line;
-                return set_string(&inst->mac, canon);
-        }
-        if (strcmp(key, "hostfwd") == 0) {
-                /* tcp:[hostaddr]:hostport-[guestaddr]:guestport;... — only
-                 * characters of that grammar, so nothing else reaches QEMU. */
-                if (!*value || strspn(value, "tcpud0123456789.:-;") != strlen(value)) {
-                        snprintf(err, errlen, "invalid hostfwd \"%s\" (e.g. tcp::2222-:22;udp::5353-:53)", value);
-                        return -EINVAL;
-                }
-                return set_string(&inst->hostfwd, value);
-        }
+        unsigned idx;
+        const char *base = nic_key(key, &idx);
+        if (base)
+                return nic_set(&inst->nics[idx], base, idx, value, line, err, errlen);
         if (strcmp(key, "disk") == 0) {
                 inst->disk = disk_mode_from_string(value);
                 if (inst->disk < 0) {
                         snprintf(err, errlen, "invalid disk \"%s\" (overlay or copy)", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
-        if (strcmp(key, "net") == 0) {
-                inst->net = net_mode_from_string(value);
-                if (inst->net < 0) {
-                        snprintf(err, errlen, "invalid net \"%s\" (bridge, user or none)", value);
                         return -EINVAL;
                 }
                 return 0;
@@ -501,7 +575,8 @@ int instance_load(const char *path, const char *default_name, const char *runtim
         if (!inst->path)
                 goto fail;
         inst->disk = DISK_OVERLAY;
-        inst->net = NET_BRIDGE;
+        for (unsigned i = 0; i < VM_NICS_MAX; i++)
+                inst->nics[i].net = NET_BRIDGE;
         inst->firmware = FIRMWARE_BIOS;
 
         struct instance_parse p = { inst, runtime_dir };
@@ -535,11 +610,9 @@ int instance_load(const char *path, const char *default_name, const char *runtim
                 r = -EINVAL;
                 goto fail;
         }
-        if (inst->hostfwd && inst->net != NET_USER) {
-                snprintf(err, errlen, "%s: hostfwd needs net=user", path);
-                r = -EINVAL;
+        r = nics_check(inst, err, errlen);
+        if (r < 0)
                 goto fail;
-        }
         *ret = inst;
         return 0;
 fail:
@@ -565,9 +638,11 @@ struct instance *instance_free(struct instance *inst) {
         free(inst->size);
         free(inst->comment);
         free(inst->init);
-        free(inst->bridge);
-        free(inst->mac);
-        free(inst->hostfwd);
+        for (unsigned i = 0; i < VM_NICS_MAX; i++) {
+                free(inst->nics[i].bridge);
+                free(inst->nics[i].mac);
+                free(inst->nics[i].hostfwd);
+        }
         free(inst);
         return NULL;
 }
@@ -581,15 +656,22 @@ char *instance_to_string(const struct instance *inst) {
         /* Seed keys first, as the seed's instance.properties has them. */
         fprintf(f, "image=%s\nsize=%s\ncomment=%s\nname=%s\n", inst->image, inst->size,
                 inst->comment ? inst->comment : "", inst->name);
-        fprintf(f, "disk=%s\nnet=%s\n", disk_mode_to_string(inst->disk), net_mode_to_string(inst->net));
+        fprintf(f, "disk=%s\n", disk_mode_to_string(inst->disk));
+        for (unsigned i = 0; i < inst->n_nics; i++) {
+                const struct nic *n = &inst->nics[i];
+                char sfx[4] = "";
+                if (i)
+                        snprintf(sfx, sizeof sfx, ".%u", i);
+                fprintf(f, "net%s=%s\n", sfx, net_mode_to_string(n->net));
+                if (n->bridge)
+                        fprintf(f, "bridge%s=%s\n", sfx, n->bridge);
+                if (n->mac)
+                        fprintf(f, "mac%s=%s\n", sfx, n->mac);
+                if (n->hostfwd)
+                        fprintf(f, "hostfwd%s=%s\n", sfx, n->hostfwd);
+        }
         if (inst->firmware_set)
                 fprintf(f, "firmware=%s\n", firmware_to_string(inst->firmware));
-        if (inst->bridge)
-                fprintf(f, "bridge=%s\n", inst->bridge);
-        if (inst->mac)
-                fprintf(f, "mac=%s\n", inst->mac);
-        if (inst->hostfwd)
-                fprintf(f, "hostfwd=%s\n", inst->hostfwd);
         if (inst->init)
                 fprintf(f, "init=%s\n", inst->init);
         if (inst->autostart)

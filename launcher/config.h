@@ -8,6 +8,9 @@
 #include <stdint.h>
 
 #define VM_NAME_MAX 63
+/* NIC 0 has the seed's keys (net=, bridge=, mac=, hostfwd=); NIC N the same
+ * keys with a suffix, net.N= and so on, for N in 1..VM_NICS_MAX-1. */
+#define VM_NICS_MAX 8
 #define UNIX_PATH_MAX_BYTES 108
 
 enum disk_mode { DISK_OVERLAY, DISK_COPY, _DISK_MODE_MAX, _DISK_MODE_INVALID = -1 };
@@ -46,6 +49,14 @@ struct host_config {
         unsigned line_accel, line_machine, line_qemu;   /* for messages; 0 = default */
 };
 
+struct nic {
+        enum net_mode net;      /* NET_NONE only for NIC 0: the VM has no NIC */
+        char *bridge;           /* NULL = host default */
+        char *mac;              /* NULL = none assigned yet */
+        char *hostfwd;          /* net=user only: QEMU hostfwd rules, ';'-separated */
+        unsigned line_net, line_mac, line_first;        /* line_first: its first key, 0 = none */
+};
+
 struct instance {
         char *path;             /* for messages */
         char *name;
@@ -53,16 +64,14 @@ struct instance {
         char *size;
         char *comment;
         char *init;
-        char *bridge;           /* NULL = host default */
-        char *mac;              /* NULL = none assigned yet */
-        char *hostfwd;          /* net=user only: QEMU hostfwd rules, ';'-separated */
+        struct nic nics[VM_NICS_MAX];
+        unsigned n_nics;        /* 1 + the extra NICs; nics[0].net == NET_NONE: no NIC at all */
         enum disk_mode disk;
-        enum net_mode net;
         enum firmware firmware;
         bool firmware_set;
         bool autostart;
         unsigned shutdown_timeout;      /* 0 = host default */
-        unsigned line_image, line_size, line_init, line_mac, line_name;
+        unsigned line_image, line_size, line_init, line_name;
 };
 
 struct image_meta {

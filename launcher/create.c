@@ -29,11 +29,11 @@
 #define NAME_TRIES 200
 #define MAC_TRIES 1000
 
-/* A staging directory whose creator is alive. */
+/* A staging directory whose creator is alive, and the MACs it chose. */
 struct live_staging {
         char name[VM_NAME_MAX + 1];
-        uint8_t mac[MAC_LEN];
-        bool has_mac;
+        uint8_t macs[VM_NICS_MAX][MAC_LEN];
+        unsigned n_macs;
 };
 
 struct creation {
@@ -51,10 +51,9 @@ struct creation {
         uint64_t disk_size;
         bool size_not_applied;
         bool generate_name;
-        bool generate_mac;
         char name[VM_NAME_MAX + 1];
-        uint8_t mac[MAC_LEN];
-        char mac_str[MAC_STRLEN];
+        uint8_t macs[VM_NICS_MAX][MAC_LEN];     /* one per NIC, inst->n_nics of them */
+        char mac_strs[VM_NICS_MAX][MAC_STRLEN];
         char staging_name[VM_NAME_MAX + sizeof STAGING_SUFFIX + 2];
         char *staging;                  /* ROOT/vm/.NAME.creating */
         int staging_fd;                 /* the staging directory */
@@ -164,12 +163,12 @@ static void format_size(uint64_t v, char buf[32]) {
                 snprintf(buf, 32, "%" PRIu64 "%c", v, units[u]);
 }
 
-/* --- staging control files: .intent (name, mac) and .commit (sizes) --- */
+/* --- staging control files: .intent (name, mac, mac.N) and .commit (sizes) --- */
 
 struct control {
         char name[VM_NAME_MAX + 1];
-        uint8_t mac[MAC_LEN];
-        bool has_mac;
+        uint8_t macs[VM_NICS_MAX][MAC_LEN];
+        unsigned n_macs;
         long long names_size, macs_size;
         bool has_sizes;
 };
@@ -182,8 +181,10 @@ static int control_set(const char *key, const char *value, unsigned line, void *
                 snprintf(c->name, sizeof c->name, "%s", value);
                 return 0;
         }
-        if (strcmp(key, "mac") == 0) {
-                c->has_mac = mac_parse(value, c->mac) == 0;
+        if (strncmp(key, "mac", 3) == 0 && (key[3] == '\0' || key[3] == '.')) {
+                /* Order does not matter here: only the set of MACs is used. */
+                if (c->n_macs < VM_NICS_MAX && mac_parse(value, c->macs[c->n_macs]) == 0)
+                        c->n_macs++;
                 return 0;
         }
         if (strcmp(key, "names_size") == 0 || strcmp(key, "macs_size") == 0) {
@@ -269,9 +270,9 @@ static int sweep_one(const char *vm_root, int vmfd, const char *entry, const cha
                 }
                 *live = n;
                 control_read(path, STAGING_INTENT, &c);
-                n[*n_live] = (struct live_staging){ .has_mac = c.has_mac };
+                n[*n_live] = (struct live_staging){ .n_macs = c.n_macs };
                 snprintf(n[*n_live].name, sizeof n[*n_live].name, "%s", name);
-                memcpy(n[*n_live].mac, c.mac, MAC_LEN);
+                memcpy(n[*n_live].macs, c.macs, sizeof c.macs);
                 (*n_live)++;
                 r = 0;
                 goto done;
@@ -513,12 +514,14 @@ static int validate(struct creation *c, char *err, size_t errlen) {
                         goto done;
                 }
         }
-        c->generate_mac = !c->inst->mac;
-        if (c->inst->mac && mac_parse(c->inst->mac, c->mac) < 0) {
-                /* config.c validated it already; be safe anyway. */
-                snprintf(err, errlen, "%s:%u: invalid mac \"%s\"", c->inst->path, c->inst->line_mac, c->inst->mac);
-                r = -EINVAL;
-                goto done;
+        for (unsigned i = 0; i < c->inst->n_nics; i++) {
+                const struct nic *n = &c->inst->nics[i];
+                if (n->mac && mac_parse(n->mac, c->macs[i]) < 0) {
+                        /* config.c validated it already; be safe anyway. */
+                        snprintf(err, errlen, "%s:%u: invalid mac \"%s\"", c->inst->path, n->line_mac, n->mac);
+                        r = -EINVAL;
+                        goto done;
+                }
         }
         r = 0;
 done:
@@ -538,9 +541,18 @@ static bool live_has_name(const struct creation *c, const char *name) {
 
 static const struct live_staging *live_has_mac(const struct creation *c, const uint8_t mac[MAC_LEN]) {
         for (size_t i = 0; i < c->n_live; i++)
-                if (c->live[i].has_mac && memcmp(c->live[i].mac, mac, MAC_LEN) == 0)
-                        return &c->live[i];
+                for (unsigned k = 0; k < c->live[i].n_macs; k++)
+                        if (memcmp(c->live[i].macs[k], mac, MAC_LEN) == 0)
+                                return &c->live[i];
         return NULL;
+}
+
+/* True when one of this VM's NICs before NIC n has the MAC. */
+static bool own_has_mac(const struct creation *c, unsigned n, const uint8_t mac[MAC_LEN]) {
+        for (unsigned i = 0; i < n; i++)
+                if (memcmp(c->macs[i], mac, MAC_LEN) == 0)
+                        return true;
+        return false;
 }
 
 static bool name_is_free(const struct creation *c, const struct registry *reg, const char *name) {
@@ -647,44 +659,58 @@ static int choose_name(struct creation *c, const struct registry *reg, char *err
         return -EADDRNOTAVAIL;
 }
 
-static int choose_mac(struct creation *c, const struct registry *reg, char *err, size_t errlen) {
-        unsigned line = 0;
-        if (!c->generate_mac) {
-                const struct live_staging *l;
-                if (registry_has_mac(reg, c->mac, &line)) {
-                        snprintf(err, errlen, "%s:%u: mac=%s is already registered (%s:%u); MACs are never reused",
-                                 c->inst->path, c->inst->line_mac, c->inst->mac, reg->macs_path, line);
-                        return -EINVAL;
-                }
-                if ((l = live_has_mac(c, c->mac))) {
-                        snprintf(err, errlen, "%s:%u: mac=%s is being given to %s right now by another vrt create",
-                                 c->inst->path, c->inst->line_mac, c->inst->mac, l->name);
-                        return -EINVAL;
-                }
-        } else {
-                int attempt;
-                for (attempt = 0; attempt < MAC_TRIES; attempt++) {
-                        int r = mac_generate(c->mac);
-                        if (r < 0) {
-                                snprintf(err, errlen, "cannot generate a MAC: %s", strerror(-r));
-                                return r;
+/* A MAC for each NIC: the one its mac= names, which must be free, or a
+ * generated one. */
+static int choose_macs(struct creation *c, const struct registry *reg, char *err, size_t errlen) {
+        for (unsigned i = 0; i < c->inst->n_nics; i++) {
+                const struct nic *n = &c->inst->nics[i];
+                uint8_t *mac = c->macs[i];
+                unsigned line = 0;
+                if (n->mac) {
+                        const struct live_staging *l;
+                        char key[8] = "mac";
+                        if (i)
+                                snprintf(key, sizeof key, "mac.%u", i);
+                        if (registry_has_mac(reg, mac, &line)) {
+                                snprintf(err, errlen, "%s:%u: %s=%s is already registered (%s:%u); MACs are never reused",
+                                         c->inst->path, n->line_mac, key, n->mac, reg->macs_path, line);
+                                return -EINVAL;
                         }
-                        if (!registry_has_mac(reg, c->mac, NULL) && !live_has_mac(c, c->mac))
-                                break;
+                        if ((l = live_has_mac(c, mac))) {
+                                snprintf(err, errlen, "%s:%u: %s=%s is being given to %s right now by another vrt create",
+                                         c->inst->path, n->line_mac, key, n->mac, l->name);
+                                return -EINVAL;
+                        }
+                } else {
+                        int attempt;
+                        for (attempt = 0; attempt < MAC_TRIES; attempt++) {
+                                int r = mac_generate(mac);
+                                if (r < 0) {
+                                        snprintf(err, errlen, "cannot generate a MAC: %s", strerror(-r));
+                                        return r;
+                                }
+                                /* Given MACs of later NICs count as taken. */
+                                bool taken = false;
+                                for (unsigned k = i + 1; k < c->inst->n_nics; k++)
+                                        taken |= c->inst->nics[k].mac && memcmp(c->macs[k], mac, MAC_LEN) == 0;
+                                if (!taken && !own_has_mac(c, i, mac) && !registry_has_mac(reg, mac, NULL) &&
+                                    !live_has_mac(c, mac))
+                                        break;
+                        }
+                        if (attempt == MAC_TRIES) {
+                                snprintf(err, errlen, "no free MAC address found in %d tries", MAC_TRIES);
+                                return -EADDRNOTAVAIL;
+                        }
                 }
-                if (attempt == MAC_TRIES) {
-                        snprintf(err, errlen, "no free MAC address found in %d tries", MAC_TRIES);
-                        return -EADDRNOTAVAIL;
-                }
+                mac_format(mac, c->mac_strs[i]);
         }
-        mac_format(c->mac, c->mac_str);
         return 0;
 }
 
 /* Phase 1, under the registry lock: sweep, choose, reserve the staging dir. */
 static int reserve(struct creation *c, char *err, size_t errlen) {
         struct registry *reg = NULL;
-        char intent[VM_NAME_MAX + MAC_STRLEN + 32];
+        char intent[VM_NAME_MAX + VM_NICS_MAX * (MAC_STRLEN + 8) + 16];
         int r;
 
         r = registry_lock(c->req->root, &reg, err, errlen);
@@ -701,7 +727,7 @@ static int reserve(struct creation *c, char *err, size_t errlen) {
         r = choose_name(c, reg, err, errlen);
         if (r < 0)
                 goto done;
-        r = choose_mac(c, reg, err, errlen);
+        r = choose_macs(c, reg, err, errlen);
         if (r < 0)
                 goto done;
 
@@ -726,7 +752,9 @@ static int reserve(struct creation *c, char *err, size_t errlen) {
                 r = -errno;
                 goto fail_staging;
         }
-        snprintf(intent, sizeof intent, "name=%s\nmac=%s\n", c->name, c->mac_str);
+        int len = snprintf(intent, sizeof intent, "name=%s\nmac=%s\n", c->name, c->mac_strs[0]);
+        for (unsigned i = 1; i < c->inst->n_nics; i++)
+                len += snprintf(intent + len, sizeof intent - (size_t)len, "mac.%u=%s\n", i, c->mac_strs[i]);
         r = write_file_at(c->staging_fd, STAGING_INTENT, intent, 0644);
         if (r < 0)
                 goto fail_staging;
@@ -764,17 +792,19 @@ static int build(struct creation *c, char *err, size_t errlen) {
         char msg[1024];
         int r;
 
-        /* The file records the name and MAC the VM got. */
-        char *s = strdup(c->name), *m = strdup(c->mac_str);
-        if (!s || !m) {
-                free(s);
-                free(m);
+        /* The file records the name and MACs the VM got. */
+        char *s = strdup(c->name);
+        if (!s)
                 return -ENOMEM;
-        }
         free(c->inst->name);
         c->inst->name = s;
-        free(c->inst->mac);
-        c->inst->mac = m;
+        for (unsigned i = 0; i < c->inst->n_nics; i++) {
+                char *m = strdup(c->mac_strs[i]);
+                if (!m)
+                        return -ENOMEM;
+                free(c->inst->nics[i].mac);
+                c->inst->nics[i].mac = m;
+        }
         text = instance_to_string(c->inst);
         if (!text)
                 return -ENOMEM;
@@ -841,12 +871,14 @@ static int commit(struct creation *c, char *err, size_t errlen) {
         r = sweep(c->req->root, reg, c->staging_name, &c->live, &c->n_live, err, errlen);
         if (r < 0)
                 goto fail;
-        if (registry_has_name(reg, c->name, NULL) || registry_has_mac(reg, c->mac, NULL)) {
-                /* Cannot happen while every creator follows the protocol. */
-                snprintf(err, errlen, "name %s or MAC %s was registered by someone else meanwhile", c->name, c->mac_str);
-                r = -EEXIST;
-                goto fail;
-        }
+        for (unsigned i = 0; i < c->inst->n_nics; i++)
+                if (registry_has_name(reg, c->name, NULL) || registry_has_mac(reg, c->macs[i], NULL)) {
+                        /* Cannot happen while every creator follows the protocol. */
+                        snprintf(err, errlen, "name %s or MAC %s was registered by someone else meanwhile",
+                                 c->name, c->mac_strs[i]);
+                        r = -EEXIST;
+                        goto fail;
+                }
         names_size = reg->names_size;
         macs_size = reg->macs_size;
         snprintf(sizes, sizeof sizes, "names_size=%lld\nmacs_size=%lld\n", (long long)names_size, (long long)macs_size);
@@ -858,9 +890,11 @@ static int commit(struct creation *c, char *err, size_t errlen) {
                 goto fail;
         }
         appended = true;
-        r = registry_add_mac(reg, c->mac, err, errlen);
-        if (r < 0)
-                goto fail;
+        for (unsigned i = 0; i < c->inst->n_nics; i++) {
+                r = registry_add_mac(reg, c->macs[i], err, errlen);
+                if (r < 0)
+                        goto fail;
+        }
         /* The commit point: from here on the VM exists. */
         r = registry_add_name(reg, c->name, err, errlen);
         if (r < 0)
@@ -955,7 +989,7 @@ int create_vm(const struct create_request *req, struct create_result *ret, char 
         }
 
         res.name = strdup(c.name);
-        res.mac = strdup(c.mac_str);
+        res.mac = strdup(c.mac_strs[0]);
         res.vm_dir = paths_join(c.vm_root, c.name);
         res.disk = res.vm_dir ? paths_join(res.vm_dir, c.inst->disk == DISK_OVERLAY ? "hdd.ovl" : "hdd.img") : NULL;
         res.template_path = strdup(c.template_path);

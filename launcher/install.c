@@ -179,7 +179,8 @@ static int start_qemu(struct install *in, const struct qemu_user *u, char *err, 
          * download packages), no MAC of the registry, no direct kernel boot. */
         struct instance inst = {
                 .name = inst_name,
-                .net = NET_USER,
+                .nics = { { .net = NET_USER } },
+                .n_nics = 1,
                 .firmware = o->firmware,
                 .firmware_set = true,
         };
@@ -198,10 +199,9 @@ static int start_qemu(struct install *in, const struct qemu_user *u, char *err, 
                 .fd_monitor = INSTALL_FD_MONITOR,
                 .fd_console = INSTALL_FD_CONSOLE,
                 .fd_console_log = INSTALL_FD_CONSOLE_LOG,
-                .fd_tap = -1,
-                .fd_vhost = -1,
                 .fd_init_log = -1,
         };
+        qemu_launch_no_nic_fds(&launch);
         r = qemu_argv_build(&launch, &argv, err, errlen);
         if (r < 0)
                 goto fail;

@@ -106,30 +106,39 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
         if (r < 0)
                 goto fail;
 
-        if (c->inst->net == NET_BRIDGE && !c->inst->mac) {
-                snprintf(err, errlen, "%s: net=bridge needs mac= (vrt create assigns one)", c->paths.instance);
-                r = -EINVAL;
-                goto fail;
-        }
+        for (unsigned i = 0; i < c->inst->n_nics; i++)
+                if (c->inst->nics[i].net == NET_BRIDGE && !c->inst->nics[i].mac) {
+                        /* A tap on the host's LAN needs a MAC of the registry. */
+                        if (i)
+                                snprintf(err, errlen, "%s: net.%u=bridge needs mac.%u= (vrt create assigns one)",
+                                         c->paths.instance, i, i);
+                        else
+                                snprintf(err, errlen, "%s: net=bridge needs mac= (vrt create assigns one)", c->paths.instance);
+                        r = -EINVAL;
+                        goto fail;
+                }
 
         c->launch = (struct qemu_launch){
                 .host = c->host,
                 .inst = c->inst,
                 .size = c->size,
                 .image = c->meta,
-                .mac = c->inst->mac,
                 .uefi_vars = c->paths.uefi_vars,
                 .fd_qmp = LAUNCH_FD_QMP,
                 .fd_monitor = LAUNCH_FD_MONITOR,
                 .fd_console = LAUNCH_FD_CONSOLE,
                 .fd_console_log = LAUNCH_FD_CONSOLE_LOG,
-                .fd_tap = c->inst->net == NET_BRIDGE ? LAUNCH_FD_TAP : -1,
-                /* Decided here, not when the supervisor opens it, so that
-                 * `vrt showcmd` prints the argv vrt-launch will use. */
-                .fd_vhost = c->inst->net == NET_BRIDGE && access("/dev/vhost-net", R_OK | W_OK) == 0
-                            ? LAUNCH_FD_VHOST : -1,
                 .fd_init_log = -1,
         };
+        qemu_launch_no_nic_fds(&c->launch);
+        /* vhost-net is decided here, not when the supervisor opens it, so
+         * that `vrt showcmd` prints the argv vrt-launch will use. */
+        bool vhost = access("/dev/vhost-net", R_OK | W_OK) == 0;
+        for (unsigned i = 0; i < c->inst->n_nics; i++)
+                if (c->inst->nics[i].net == NET_BRIDGE) {
+                        c->launch.fd_tap[i] = launch_fd_tap(i);
+                        c->launch.fd_vhost[i] = vhost ? launch_fd_vhost(i) : -1;
+                }
         r = load_disk(c, err, errlen);
         if (r < 0)
                 goto fail;
@@ -162,4 +171,12 @@ void launch_context_done(struct launch_context *c) {
         image_chain_free(c->chain);
         free(c->layers);
         *c = (struct launch_context){ 0 };
+}
+
+int launch_fd_tap(unsigned nic) {
+        return nic == 0 ? LAUNCH_FD_TAP : LAUNCH_FD_NIC_EXTRA + 2 * ((int)nic - 1);
+}
+
+int launch_fd_vhost(unsigned nic) {
+        return nic == 0 ? LAUNCH_FD_VHOST : LAUNCH_FD_NIC_EXTRA + 2 * ((int)nic - 1) + 1;
 }

@@ -17,7 +17,12 @@ enum {
         LAUNCH_FD_TAP = 7,
         LAUNCH_FD_VHOST = 8,
         LAUNCH_FD_INIT_LOG = 9,
+        LAUNCH_FD_NIC_EXTRA = 10,       /* NIC N >= 1: tap at 10 + 2(N-1), vhost-net next to it */
 };
+
+/* Where QEMU sees NIC i's tap and vhost-net descriptors. */
+int launch_fd_tap(unsigned nic);
+int launch_fd_vhost(unsigned nic);
 
 struct image_chain;
 

@@ -131,6 +131,41 @@ static void add_disk(struct strv *v, const struct qemu_launch *l) {
         add_json(v, "-device", put_int(put_str(put_str(put_str(obj(), "driver", "virtio-blk-pci"), "id", "vda"), "drive", "disk0"), "bootindex", 1));
 }
 
+/* NIC i: its -netdev (tap by fd, or user networking with its port
+ * forwards) and its virtio-net device with the NIC's MAC. */
+static void add_nic(struct strv *v, const struct nic *nic, unsigned i, int fd_tap, int fd_vhost) {
+        char netdev[8], dev[8];
+        snprintf(netdev, sizeof netdev, "net%u", i);
+        snprintf(dev, sizeof dev, "nic%u", i);
+        struct json_object *n = put_str(put_str(obj(), "type", nic->net == NET_BRIDGE ? "tap" : "user"), "id", netdev);
+        if (nic->net == NET_BRIDGE) {
+                put_fd(n, "fd", fd_tap);
+                if (fd_vhost >= 0)
+                        put_fd(put_bool(n, "vhost", 1), "vhostfd", fd_vhost);
+        } else {
+                if (nic->hostfwd && n) {
+                        struct json_object *list = json_object_new_array();
+                        const char *p = nic->hostfwd;
+                        while (*p && list) {
+                                size_t len = strcspn(p, ";");
+                                char *rule = strndup(p, len);
+                                if (rule && len)
+                                        json_object_array_add(list, put_str(obj(), "str", rule));
+                                free(rule);
+                                p += len;
+                                if (*p == ';')
+                                        p++;
+                        }
+                        json_object_object_add(n, "hostfwd", list);
+                }
+        }
+        add_json(v, "-netdev", n);
+        struct json_object *d = put_str(put_str(put_str(obj(), "driver", "virtio-net-pci"), "id", dev), "netdev", netdev);
+        if (nic->mac)
+                put_str(d, "mac", nic->mac);
+        add_json(v, "-device", d);
+}
+
 int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t errlen) {
         const struct instance *inst = l->inst;
         const struct host_config *host = l->host;
@@ -166,10 +201,14 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
                 if (l->image->initrd && (r = check_path("initrd", l->image->initrd, err, errlen)) < 0)
                         return r;
         }
-        if (inst->net == NET_BRIDGE && l->fd_tap < 0) {
-                snprintf(err, errlen, "net=bridge needs a tap descriptor");
-                return -EINVAL;
-        }
+        for (unsigned i = 0; i < inst->n_nics; i++)
+                if (inst->nics[i].net == NET_BRIDGE && l->fd_tap[i] < 0) {
+                        char key[8] = "net";
+                        if (i)
+                                snprintf(key, sizeof key, "net.%u", i);
+                        snprintf(err, errlen, "%s=bridge needs a tap descriptor", key);
+                        return -EINVAL;
+                }
 
         strv_add(&v, host->qemu);
         strv_add(&v, "-name");
@@ -245,43 +284,8 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
                 add_json(&v, "-device", put_str(put_str(put_str(obj(), "driver", "virtio-blk-pci"), "id", "seed0"), "drive", "seed"));
         }
 
-        switch (inst->net) {
-        case NET_BRIDGE: {
-                struct json_object *n = put_fd(put_str(put_str(obj(), "type", "tap"), "id", "net0"), "fd", l->fd_tap);
-                if (l->fd_vhost >= 0)
-                        put_fd(put_bool(n, "vhost", 1), "vhostfd", l->fd_vhost);
-                add_json(&v, "-netdev", n);
-                break;
-        }
-        case NET_USER: {
-                struct json_object *n = put_str(put_str(obj(), "type", "user"), "id", "net0");
-                if (inst->hostfwd && n) {
-                        struct json_object *list = json_object_new_array();
-                        const char *p = inst->hostfwd;
-                        while (*p && list) {
-                                size_t len = strcspn(p, ";");
-                                char *rule = strndup(p, len);
-                                if (rule && len)
-                                        json_object_array_add(list, put_str(obj(), "str", rule));
-                                free(rule);
-                                p += len;
-                                if (*p == ';')
-                                        p++;
-                        }
-                        json_object_object_add(n, "hostfwd", list);
-                }
-                add_json(&v, "-netdev", n);
-                break;
-        }
-        default:
-                break;
-        }
-        if (inst->net != NET_NONE) {
-                struct json_object *d = put_str(put_str(put_str(obj(), "driver", "virtio-net-pci"), "id", "nic0"), "netdev", "net0");
-                if (l->mac)
-                        put_str(d, "mac", l->mac);
-                add_json(&v, "-device", d);
-        }
+        for (unsigned i = 0; i < inst->n_nics && inst->nics[0].net != NET_NONE; i++)
+                add_nic(&v, &inst->nics[i], i, l->fd_tap[i], l->fd_vhost[i]);
 
         /* Entropy for the guest; a fresh VM otherwise starves at first boot. */
         add_json(&v, "-object", put_str(put_str(put_str(obj(), "qom-type", "rng-random"), "id", "rng0"), "filename", "/dev/urandom"));
@@ -328,4 +332,9 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
         }
         *ret = v.items;
         return 0;
+}
+
+void qemu_launch_no_nic_fds(struct qemu_launch *l) {
+        for (unsigned i = 0; i < VM_NICS_MAX; i++)
+                l->fd_tap[i] = l->fd_vhost[i] = -1;
 }

@@ -23,7 +23,6 @@ struct qemu_launch {
         size_t n_disk;
 
         const char *uefi_vars;  /* per-VM copy of the OVMF variable store (firmware=uefi) */
-        const char *mac;        /* the NIC's MAC, "52:54:00:.." */
         const char *install_iso;        /* OS install: boot once from this CD */
         const char *seed_image; /* first boot: NoCloud seed (ISO 9660, label cidata) */
         const char *vnc_socket; /* install: VNC display on this unix socket */
@@ -33,8 +32,8 @@ struct qemu_launch {
         int fd_monitor;         /* listening socket: monitor.sock for scripts */
         int fd_console;         /* listening socket: console.sock */
         int fd_console_log;     /* console.log, opened O_WRONLY|O_APPEND */
-        int fd_tap;
-        int fd_vhost;
+        int fd_tap[VM_NICS_MAX];        /* per NIC with net=bridge */
+        int fd_vhost[VM_NICS_MAX];      /* per NIC, optional: vhost-net */
         int fd_init_log;        /* first boot: init.log, O_WRONLY|O_APPEND */
 };
 
@@ -42,6 +41,9 @@ struct qemu_launch {
  * vector in *ret (free with strv_free), -EINVAL with a message for input it
  * refuses to put on a command line, or -ENOMEM. */
 int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t errlen);
+
+/* Marks every NIC descriptor absent (-1). */
+void qemu_launch_no_nic_fds(struct qemu_launch *l);
 
 /* Doubles every comma, the QemuOpts escape for option values. New string. */
 char *qemu_escape_commas(const char *s);

@@ -48,7 +48,8 @@ struct supervisor {
         struct launch_context ctx;
         int lock_fd;
         int qmp_listen, monitor_listen, console_listen, console_log_fd;
-        int tap_fd, vhost_fd, init_log_fd;
+        int tap_fd[VM_NICS_MAX], vhost_fd[VM_NICS_MAX];        /* per NIC, -1 when absent */
+        int init_log_fd;
         int out_read, out_write;        /* QEMU's stdout+stderr */
         int sig_fd, pidfd;
         pid_t qemu_pid;
@@ -68,6 +69,13 @@ struct supervisor {
 };
 
 /* Keeps QEMU's last output lines for the crash message, and logs them. */
+static void close_nic_fds(struct supervisor *s) {
+        for (unsigned i = 0; i < VM_NICS_MAX; i++) {
+                close_fd(&s->tap_fd[i]);
+                close_fd(&s->vhost_fd[i]);
+        }
+}
+
 static void output_line(struct supervisor *s, const char *line) {
         if (!*line)
                 return;
@@ -220,23 +228,20 @@ static int open_init_log(struct supervisor *s, const struct supervisor_options *
         return 0;
 }
 
-static int setup_network(struct supervisor *s, char *err, size_t errlen) {
+/* NIC i's tap, attached to its bridge; its fd goes to QEMU. */
+static int setup_tap(struct supervisor *s, unsigned i, char *err, size_t errlen) {
         const struct instance *inst = s->ctx.inst;
+        const char *bridge = inst->nics[i].bridge ? inst->nics[i].bridge : s->ctx.host->bridge;
         char ifname[16];
-        int r;
-
-        if (inst->net != NET_BRIDGE)
-                return 0;
-        const char *bridge = inst->bridge ? inst->bridge : s->ctx.host->bridge;
-        r = bridge_check(bridge, err, errlen);
+        int r = bridge_check(bridge, err, errlen);
         if (r < 0)
                 return r;
-        r = tap_name_for_vm(inst->name, 0, ifname);
+        r = tap_name_for_vm(inst->name, i, ifname);
         if (r < 0) {
                 snprintf(err, errlen, "cannot name a tap for %s: %s", inst->name, strerror(-r));
                 return r;
         }
-        r = tap_open(ifname, true, &s->tap_fd, err, errlen);
+        r = tap_open(ifname, true, &s->tap_fd[i], err, errlen);
         if (r < 0)
                 return r;
         r = tap_set_alias(ifname, inst->name, err, errlen);
@@ -245,11 +250,21 @@ static int setup_network(struct supervisor *s, char *err, size_t errlen) {
         r = bridge_attach(bridge, ifname, err, errlen);
         if (r < 0)
                 return r;
-        if (s->ctx.launch.fd_vhost >= 0 && tap_vhost_open(&s->vhost_fd) < 0) {
+        if (s->ctx.launch.fd_vhost[i] >= 0 && tap_vhost_open(&s->vhost_fd[i]) < 0) {
                 log_warning("cannot open /dev/vhost-net; virtio-net runs in QEMU instead");
-                s->ctx.launch.fd_vhost = -1;
+                s->ctx.launch.fd_vhost[i] = -1;
         }
-        log_info("tap %s attached to bridge %s%s", ifname, bridge, s->vhost_fd >= 0 ? " (vhost-net)" : "");
+        log_info("tap %s attached to bridge %s%s", ifname, bridge, s->vhost_fd[i] >= 0 ? " (vhost-net)" : "");
+        return 0;
+}
+
+static int setup_network(struct supervisor *s, char *err, size_t errlen) {
+        for (unsigned i = 0; i < s->ctx.inst->n_nics; i++)
+                if (s->ctx.inst->nics[i].net == NET_BRIDGE) {
+                        int r = setup_tap(s, i, err, errlen);
+                        if (r < 0)
+                                return r;
+                }
         return 0;
 }
 
@@ -323,16 +338,18 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
         s->out_read = pipefd[0];
         s->out_write = pipefd[1];
 
-        struct spawn_fd fds[7];
+        struct spawn_fd fds[5 + 2 * VM_NICS_MAX];
         size_t n = 0;
         fds[n++] = (struct spawn_fd){ s->qmp_listen, LAUNCH_FD_QMP };
         fds[n++] = (struct spawn_fd){ s->monitor_listen, LAUNCH_FD_MONITOR };
         fds[n++] = (struct spawn_fd){ s->console_listen, LAUNCH_FD_CONSOLE };
         fds[n++] = (struct spawn_fd){ s->console_log_fd, LAUNCH_FD_CONSOLE_LOG };
-        if (s->tap_fd >= 0)
-                fds[n++] = (struct spawn_fd){ s->tap_fd, LAUNCH_FD_TAP };
-        if (s->vhost_fd >= 0)
-                fds[n++] = (struct spawn_fd){ s->vhost_fd, LAUNCH_FD_VHOST };
+        for (unsigned i = 0; i < VM_NICS_MAX; i++) {
+                if (s->tap_fd[i] >= 0)
+                        fds[n++] = (struct spawn_fd){ s->tap_fd[i], launch_fd_tap(i) };
+                if (s->vhost_fd[i] >= 0)
+                        fds[n++] = (struct spawn_fd){ s->vhost_fd[i], launch_fd_vhost(i) };
+        }
         if (s->init_log_fd >= 0)
                 fds[n++] = (struct spawn_fd){ s->init_log_fd, LAUNCH_FD_INIT_LOG };
         struct spawn_request req = {
@@ -364,8 +381,7 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
         close_fd(&s->monitor_listen);
         close_fd(&s->console_listen);
         close_fd(&s->console_log_fd);
-        close_fd(&s->tap_fd);   /* QEMU holds the only copy: the tap dies with it */
-        close_fd(&s->vhost_fd);
+        close_nic_fds(s);       /* QEMU holds the only copies: the taps die with it */
         close_fd(&s->init_log_fd);
         if (r < 0)
                 return r;
@@ -588,8 +604,7 @@ static void supervisor_teardown(struct supervisor *s) {
         close_fd(&s->monitor_listen);
         close_fd(&s->console_listen);
         close_fd(&s->console_log_fd);
-        close_fd(&s->tap_fd);
-        close_fd(&s->vhost_fd);
+        close_nic_fds(s);
         close_fd(&s->init_log_fd);
         close_fd(&s->out_read);
         close_fd(&s->out_write);
@@ -605,7 +620,7 @@ static void supervisor_teardown(struct supervisor *s) {
 int supervisor_run(const struct supervisor_options *o) {
         struct supervisor s = {
                 .lock_fd = -1, .qmp_listen = -1, .monitor_listen = -1, .console_listen = -1,
-                .console_log_fd = -1, .tap_fd = -1, .vhost_fd = -1, .init_log_fd = -1,
+                .console_log_fd = -1, .init_log_fd = -1,
                 .out_read = -1, .out_write = -1,
                 .sig_fd = -1, .pidfd = -1,
         };
@@ -613,6 +628,8 @@ int supervisor_run(const struct supervisor_options *o) {
         int r, status = SUPERVISOR_EXIT_FAILED;
         sigset_t mask;
 
+        for (unsigned i = 0; i < VM_NICS_MAX; i++)
+                s.tap_fd[i] = s.vhost_fd[i] = -1;
         /* Signals are read from a signalfd, never delivered asynchronously. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);

@@ -3,7 +3,7 @@
 # bridge ping each other and the host; the tap's name, bridge port and alias
 # while running, and that no tap outlives any exit path; what QEMU's process
 # holds (credentials, capabilities, seccomp, descriptors); bridge errors;
-# net=user with hostfwd; net=none. Everything runs in a network namespace
+# several NICs on two bridges; net=user with hostfwd; net=none. Everything runs in a network namespace
 # this script creates and deletes: no host interface is touched.
 . "$(dirname "$0")/lib.sh"
 E2E_SHUTDOWN_TIMEOUT=10
@@ -263,6 +263,44 @@ kill -9 "$PID_B"
 check "tgb: kill -9 of vrt-launch takes QEMU down" wait_for 5 process_gone "$QB"
 check "tgb: ... and its tap is gone" wait_for 5 tap_absent "$TAP_B"
 check "no vrt tap left in the namespace" no_vrt_links
+
+# --- several NICs: net.1= on a second bridge ---
+nsx ip link add br1 type bridge
+nsx ip addr add 10.78.0.1/24 dev br1
+nsx ip link set br1 up
+image_variant tgm "vrt.ip=10.77.0.4/24"
+TAP_M0=$(tap_name tgm 0)
+TAP_M1=$(tap_name tgm 1)
+# The second NIC's bridge is missing: refused, and the first NIC's tap,
+# already made, goes too.
+net_vm tgm tgm net=bridge bridge=br0 mac=52:54:00:77:00:04 net.1=bridge bridge.1=nosuchbr mac.1=52:54:00:77:01:04
+nsx "$VRT_LAUNCH" tgm >"$E2E_DIR/tgm-err.log" 2>&1
+st=$?
+check "net.1 on a missing bridge: vrt-launch exits 2" [ "$st" = 2 ]
+check "net.1 on a missing bridge: ... naming it" grep -q "bridge nosuchbr: no such interface" "$E2E_DIR/tgm-err.log"
+check "net.1 on a missing bridge: ... no tap left (not even NIC 0's)" no_vrt_links
+check "net.1 on a missing bridge: ... no runtime dir left" runtime_empty tgm
+net_vm tgm tgm net=bridge bridge=br0 mac=52:54:00:77:00:04 net.1=bridge bridge.1=br1 mac.1=52:54:00:77:01:04
+launch_ns tgm; PID_M=$LAUNCH_PID
+check "tgm: ready with two NICs" wait_ready tgm 90
+check "tgm: NIC 0's tap $TAP_M0 is a port of br0 with alias tgm" \
+        bash -c 'l=$(ip netns exec "$0" ip -d link show dev "$1") && grep -q "master br0" <<<"$l" && grep -qE "^ +alias tgm$" <<<"$l"' "$NS" "$TAP_M0"
+check "tgm: NIC 1's tap $TAP_M1 is a port of br1 with alias tgm" \
+        bash -c 'l=$(ip netns exec "$0" ip -d link show dev "$1") && grep -q "master br1" <<<"$l" && grep -qE "^ +alias tgm$" <<<"$l"' "$NS" "$TAP_M1"
+console_cmd tgm 'echo MACS=$(cat /sys/class/net/eth0/address),$(cat /sys/class/net/eth1/address)END'
+check "tgm: the guest has eth0 and eth1 with mac= and mac.1=" wait_for 10 console_has tgm "MACS=52:54:00:77:00:04,52:54:00:77:01:04END"
+console_cmd tgm 'ip addr add 10.78.0.4/24 dev eth1; ip link set eth1 up; ping -c 3 -W 5 10.78.0.1 >/dev/null 2>&1; echo PINGBR1-RC=$?'
+check "tgm: pings the host side of br1 over eth1" [ "$(console_result tgm PINGBR1-RC 40)" = 0 ]
+console_cmd tgm 'ping -c 3 -W 5 10.77.0.1 >/dev/null 2>&1; echo PINGBR0-RC=$?'
+check "tgm: pings the host side of br0 over eth0" [ "$(console_result tgm PINGBR0-RC 40)" = 0 ]
+QM=$(qemu_pid_of tgm)
+check "tgm: QEMU holds exactly two taps" \
+        [ "$(for f in /proc/"$QM"/fd/*; do readlink "$f"; done | grep -c '^/dev/net/tun$')" = 2 ]
+check "tgm: QEMU holds only the descriptors it needs" fds_allowed "$QM" "$VRT_ROOT/vm/tgm/log/console.log"
+kill -TERM "$PID_M"
+check "tgm: SIGTERM ends vrt-launch" wait_exit "$PID_M" 30
+check "tgm: ... with status 0" [ "$EXIT_STATUS" = 0 ]
+check "tgm: ... and both taps are gone" wait_for 5 no_vrt_links
 
 # --- net=user with a host forward, and net=none ---
 PORT=18080     # any port: the namespace is ours alone

@@ -61,6 +61,15 @@ struct golden_case {
         char *name;
 };
 
+/* "" is NIC 0, ".N" NIC N; -1 for anything else. */
+static int nic_index(const char *suffix) {
+        if (!*suffix)
+                return 0;
+        if (suffix[0] == '.' && suffix[1] >= '1' && suffix[1] < '0' + VM_NICS_MAX && !suffix[2])
+                return suffix[1] - '0';
+        return -1;
+}
+
 /* Runs the builder for one case; returns the argv text or the error line. */
 static char *run_case(const char *name, int *ret_is_err) {
         char *input_path = path_in(golden_dir, name, ".properties");
@@ -77,8 +86,9 @@ static char *run_case(const char *name, int *ret_is_err) {
         size_t n_layers = 0;
         struct qemu_launch l = {
                 .fd_qmp = 3, .fd_monitor = 4, .fd_console = 5, .fd_console_log = 6,
-                .fd_tap = -1, .fd_vhost = -1, .fd_init_log = -1,
+                .fd_init_log = -1,
         };
+        qemu_launch_no_nic_fds(&l);
         char *launch_strings[8] = { 0 };
         size_t n_launch = 0;
 
@@ -103,13 +113,13 @@ static char *run_case(const char *name, int *ret_is_err) {
                         *eq = '\0';
                         char *val = strdup(eq + 1);
                         launch_strings[n_launch++] = val;
-                        if (strcmp(key, "mac") == 0) l.mac = val;
-                        else if (strcmp(key, "uefi_vars") == 0) l.uefi_vars = val;
+                        if (strcmp(key, "uefi_vars") == 0) l.uefi_vars = val;
                         else if (strcmp(key, "install_iso") == 0) l.install_iso = val;
                         else if (strcmp(key, "seed_image") == 0) l.seed_image = val;
                         else if (strcmp(key, "vnc_socket") == 0) l.vnc_socket = val;
-                        else if (strcmp(key, "tap") == 0) l.fd_tap = atoi(val);
-                        else if (strcmp(key, "vhost") == 0) l.fd_vhost = atoi(val);
+                        /* tap=FD for NIC 0, tap.N=FD for NIC N; vhost likewise */
+                        else if (strncmp(key, "tap", 3) == 0 && nic_index(key + 3) >= 0) l.fd_tap[nic_index(key + 3)] = atoi(val);
+                        else if (strncmp(key, "vhost", 5) == 0 && nic_index(key + 5) >= 0) l.fd_vhost[nic_index(key + 5)] = atoi(val);
                         else if (strcmp(key, "init_log") == 0) l.fd_init_log = atoi(val);
                         else if (strcmp(key, "console_log") == 0) l.fd_console_log = atoi(val);
                         else fail_msg("%s: unknown launch key %s", input_path, key);

@@ -254,7 +254,7 @@ static void test_instance(void **state) {
         assert_string_equal(instance_error("image=a\nsize=small\nshutdown_timeout=0\n"), "instance.properties:3: invalid shutdown_timeout \"0\" (1..86400 seconds)");
         assert_string_equal(instance_error("image=a\nsize=small\nname=Bad_Name\n"), "instance.properties:3: invalid VM name \"Bad_Name\": use lowercase letters, digits and inner '-' (RFC 1123 label)");
         assert_string_equal(instance_error("image=a\nsize=small\nbridge=a-very-long-bridge-name\n"), "instance.properties:3: invalid bridge name \"a-very-long-bridge-name\" (at most 15 characters)");
-        assert_string_equal(instance_error("image=a\nsize=small\nhostfwd=tcp::22-:22\n"), "instance.properties: hostfwd needs net=user");
+        assert_string_equal(instance_error("image=a\nsize=small\nhostfwd=tcp::22-:22\n"), "instance.properties:3: hostfwd needs net=user");
         assert_string_equal(instance_error("image=a\nsize=small\ncomment=tab\there\n"), "");
         assert_string_equal(instance_error("image=a\nsize=small\ncomment=bell\a\n"), "instance.properties:3: comment: control character in value");
 }
@@ -275,12 +275,70 @@ static void test_instance_round_trip(void **state) {
         assert_string_equal(text, text2);
         assert_string_equal(b->comment, "a=b, c");
         assert_int_equal(b->disk, DISK_COPY);
-        assert_int_equal(b->net, NET_USER);
+        assert_int_equal(b->n_nics, 1);
+        assert_int_equal(b->nics[0].net, NET_USER);
+        assert_string_equal(b->nics[0].hostfwd, "tcp::2222-:22");
         assert_int_equal(b->firmware, FIRMWARE_UEFI);
         assert_true(b->autostart);
         assert_int_equal(b->shutdown_timeout, 30);
         free(text);
         free(text2);
+        instance_free(a);
+        instance_free(b);
+        unlink(path);
+        unlink(path2);
+        free(path);
+        free(path2);
+}
+
+/* Extra NICs: net.N=, bridge.N=, mac.N=, hostfwd.N= for N in 1..7. */
+static void test_instance_nics(void **state) {
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.1=user\nnet.2=bridge\nbridge.2=br1\n"), "");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.2=user\n"),
+                            "instance.properties:3: NIC 2 has keys but NIC 1 has no net.1= (NICs are numbered from 1 without gaps)");
+        assert_string_equal(instance_error("image=a\nsize=small\nbridge.1=br1\n"),
+                            "instance.properties:3: NIC 1 needs net.1= (bridge or user)");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.1=none\n"),
+                            "instance.properties:3: invalid net.1 \"none\" (bridge or user)");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet=none\nnet.1=user\n"),
+                            "instance.properties:4: net.1= with net=none (line 3): the first NIC is net=");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.1=bridge\nhostfwd.1=tcp::22-:22\n"),
+                            "instance.properties:3: hostfwd.1 needs net.1=user");
+        assert_string_equal(instance_error("image=a\nsize=small\nmac=52:54:00:00:00:01\nnet.1=user\nmac.1=52:54:00:00:00:01\n"),
+                            "instance.properties:5: mac.1=52:54:00:00:00:01 is the MAC of NIC 0 too");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.1=user\nmac.1=01:00:5e:00:00:01\n"),
+                            "instance.properties:4: invalid mac.1 \"01:00:5e:00:00:01\": MAC address 01:00:5e:00:00:01 is a multicast address (first octet odd)");
+        assert_string_equal(instance_error("image=a\nsize=small\nbridge.1=a-very-long-bridge-name\n"),
+                            "instance.properties:3: invalid bridge.1 name \"a-very-long-bridge-name\" (at most 15 characters)");
+        /* Numbers out of range or spelled otherwise are unknown keys. */
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.8=user\n"), "instance.properties:3: unknown key net.8");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.0=user\n"), "instance.properties:3: unknown key net.0");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.01=user\n"), "instance.properties:3: unknown key net.01");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet.1=user\nnet.1=bridge\n"),
+                            "instance.properties:4: duplicate key net.1");
+}
+
+static void test_instance_nics_round_trip(void **state) {
+        char err[512];
+        struct instance *a = NULL, *b = NULL;
+        char *path = write_file("nics.properties",
+                                "image=debian-12\nsize=small\nname=nics\nnet=bridge\nmac=52:54:00:01:02:03\n"
+                                "net.1=bridge\nbridge.1=br-storage\nmac.1=52:54:00:01:02:04\n"
+                                "net.2=user\nhostfwd.2=tcp::2222-:22\n");
+        assert_int_equal(instance_load(path, NULL, "/run/vrt", &a, err, sizeof err), 0);
+        assert_int_equal(a->n_nics, 3);
+        char *text = instance_to_string(a);
+        assert_non_null(text);
+        assert_non_null(strstr(text, "net=bridge\nmac=52:54:00:01:02:03\nnet.1=bridge\nbridge.1=br-storage\n"
+                                     "mac.1=52:54:00:01:02:04\nnet.2=user\nhostfwd.2=tcp::2222-:22\n"));
+        char *path2 = write_file("nics2.properties", text);
+        assert_int_equal(instance_load(path2, NULL, "/run/vrt", &b, err, sizeof err), 0);
+        assert_int_equal(b->n_nics, 3);
+        assert_int_equal(b->nics[1].net, NET_BRIDGE);
+        assert_string_equal(b->nics[1].bridge, "br-storage");
+        assert_null(b->nics[2].mac);
+        assert_string_equal(b->nics[2].hostfwd, "tcp::2222-:22");
+        free(text);
         instance_free(a);
         instance_free(b);
         unlink(path);
@@ -328,6 +386,8 @@ int main(void) {
                 cmocka_unit_test(test_host_config),
                 cmocka_unit_test(test_instance),
                 cmocka_unit_test(test_instance_round_trip),
+                cmocka_unit_test(test_instance_nics),
+                cmocka_unit_test(test_instance_nics_round_trip),
                 cmocka_unit_test(test_image_meta),
         };
         if (!mkdtemp(dir))

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "images/qcow2.h"
+#include "launcher/config.h"
 #include "launcher/create.h"
 #include "launcher/destroy.h"
 #include "launcher/registry.h"
@@ -217,6 +218,39 @@ static void test_create_overlay(void **state) {
         create_result_done(&res);
 }
 
+/* Each NIC gets its own MAC, registered with the name; given ones are kept. */
+static void test_create_nics(void **state) {
+        struct create_result res = { 0 };
+        char err[2048] = "";
+        struct instance *inst = NULL;
+        (void)state;
+        assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=multi-1\nnet=none\nnet.1=user\nnet.2=user\n"
+                                     "mac.2=52:54:00:00:00:42\n", NULL, &res, err, sizeof err), -EINVAL);
+        assert_non_null(strstr(err, "net.1= with net=none"));
+        err[0] = '\0';
+        assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=multi-1\nnet=user\nnet.1=user\nnet.2=user\n"
+                                     "mac.2=52:54:00:00:00:42\n", NULL, &res, err, sizeof err), 0);
+        char *path = pathf("vm/multi-1/instance.properties");
+        assert_int_equal(instance_load(path, NULL, run, &inst, err, sizeof err), 0);
+        assert_int_equal(inst->n_nics, 3);
+        assert_string_equal(inst->nics[0].mac, res.mac);
+        assert_string_equal(inst->nics[2].mac, "52:54:00:00:00:42");
+        assert_non_null(inst->nics[1].mac);
+        assert_string_not_equal(inst->nics[1].mac, inst->nics[0].mac);
+        assert_string_not_equal(inst->nics[1].mac, inst->nics[2].mac);
+        char *macs = slurp("install/mac-addresses.txt"), expect[256];
+        snprintf(expect, sizeof expect, "%s\n%s\n%s\n", inst->nics[0].mac, inst->nics[1].mac, inst->nics[2].mac);
+        assert_string_equal(macs, expect);
+        free(macs);
+        instance_free(inst);
+        free(path);
+        create_result_done(&res);
+        /* A MAC of any NIC is never handed out again. */
+        assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=multi-2\nmac=52:54:00:00:00:42\n", NULL, &res, err,
+                                     sizeof err), -EINVAL);
+        assert_non_null(strstr(err, "t.properties:4: mac=52:54:00:00:00:42 is already registered"));
+}
+
 static void test_create_names(void **state) {
         struct create_result res = { 0 };
         char err[2048] = "";
@@ -356,6 +390,8 @@ static void test_create_bad_input_leaves_nothing(void **state) {
                 { "image=tmpl\nsize=tiny\nmac=52:54:00:00:00:99\n", "t.properties:3: mac=52:54:00:00:00:99 is already registered" },
                 { "image=../etc\nsize=tiny\n", "t.properties:1: invalid image name" },
                 { "image=tmpl\nsize=tiny\ndisk=thin\n", "t.properties:3: invalid disk \"thin\"" },
+                { "image=tmpl\nsize=tiny\nnet.1=user\nmac.1=52:54:00:00:00:99\n", "t.properties:4: mac.1=52:54:00:00:00:99 is already registered" },
+                { "image=tmpl\nsize=tiny\nnet.2=user\n", "t.properties:3: NIC 2 has keys but NIC 1 has no net.1=" },
         };
         struct create_result res = { 0 };
         char err[2048];
@@ -557,6 +593,8 @@ static void test_sweep_spares_live_creator(void **state) {
         char c;
         (void)state;
         make_staging("live-1", "52:54:00:00:00:04", false);
+        /* Its second NIC's MAC is reserved as well. */
+        put("vm/.live-1.creating/.intent", "name=live-1\nmac=52:54:00:00:00:04\nmac.1=52:54:00:00:00:05\n");
         assert_int_equal(pipe(ready), 0);
         assert_int_equal(pipe(release), 0);
         pid_t pid = fork();
@@ -577,6 +615,9 @@ static void test_sweep_spares_live_creator(void **state) {
         assert_non_null(strstr(err, "being created right now by another vrt create"));
         assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=other-1\nmac=52:54:00:00:00:04\n", NULL, &res, err, sizeof err), -EINVAL);
         assert_non_null(strstr(err, "t.properties:4: mac=52:54:00:00:00:04 is being given to live-1"));
+        assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=other-2\nnet.1=user\nmac.1=52:54:00:00:00:05\n", NULL, &res,
+                                     err, sizeof err), -EINVAL);
+        assert_non_null(strstr(err, "t.properties:5: mac.1=52:54:00:00:00:05 is being given to live-1"));
         /* Others still get created next to it. */
         assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=other-2\n", NULL, &res, err, sizeof err), 0);
         create_result_done(&res);
@@ -915,6 +956,7 @@ int main(void) {
         have_qemu_img = run_argv(argv) == 0;
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_create_overlay, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_create_nics, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_names, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_copy_and_sizes, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_copy_of_layered_template, setup, teardown),
