@@ -60,6 +60,7 @@ struct supervisor {
         int64_t deadline;       /* CLOCK_MONOTONIC milliseconds */
         bool guest_shutdown;    /* SHUTDOWN event with guest=true seen */
         bool host_quit;         /* someone asked QEMU to quit over QMP */
+        bool host_signal;       /* someone else sent QEMU SIGTERM/SIGINT/SIGHUP */
         bool timed_out;         /* the run timeout stopped the VM */
         int64_t run_deadline;   /* 0 = none */
         char out_buf[4096];
@@ -446,6 +447,8 @@ static void handle_event(struct supervisor *s, struct json_object *ev) {
                         s->guest_shutdown = true;
                 else if (strcmp(reason, "host-qmp-quit") == 0 && s->stage < STAGE_QUIT)
                         s->host_quit = true;
+                else if (strcmp(reason, "host-signal") == 0 && s->stage < STAGE_TERM)
+                        s->host_signal = true;
                 log_notice("guest shutdown (%s)", reason);
         } else if (strcmp(n, "RESET") == 0 || strcmp(n, "STOP") == 0 || strcmp(n, "RESUME") == 0 ||
                    strcmp(n, "POWERDOWN") == 0 || strcmp(n, "GUEST_PANICKED") == 0) {
@@ -473,7 +476,9 @@ static int exit_status(struct supervisor *s, const siginfo_t *si) {
                         log_warning("VM %s stopped forcibly after the shutdown timeout", s->ctx.inst->name);
                         return SUPERVISOR_EXIT_FORCED;
                 }
-                log_notice("VM %s powered off%s", s->ctx.inst->name, s->host_quit ? " (quit over QMP)" : "");
+                log_notice("VM %s powered off%s", s->ctx.inst->name,
+                           s->host_quit ? " (quit over QMP)"
+                           : s->host_signal ? " (QEMU was sent a signal from outside vrt, the guest did not shut down)" : "");
                 return SUPERVISOR_EXIT_OK;
         }
         if (s->stage >= STAGE_TERM) {

@@ -114,6 +114,17 @@ check "delta: ... non-zero (1)" [ "$EXIT_STATUS" = 1 ]
 check "delta: ... saying QEMU was killed" grep -q "killed by signal" "$E2E_DIR/delta.launch.log"
 check "delta: nothing left in the runtime dir" runtime_empty delta
 
+# --- SIGTERM to QEMU from outside: QEMU quits at once; vrt says so ---
+launch delta
+check "delta: second start" wait_for 30 test -s "$VRT_RUNTIME_DIR/delta/qemu.pid"
+wait_for 10 test -S "$VRT_RUNTIME_DIR/delta/monitor.sock"
+wait_for 10 bash -c '"$0" qmp delta query-status >/dev/null 2>&1' "$VRT"
+kill -TERM "$(cat "$VRT_RUNTIME_DIR/delta/qemu.pid")"
+check "delta: SIGTERM to QEMU ends vrt-launch" wait_exit "$LAUNCH_PID" 10
+check "delta: ... with status 0, as a quit over QMP" [ "$EXIT_STATUS" = 0 ]
+check "delta: ... saying the signal came from outside" grep -q "powered off (QEMU was sent a signal from outside vrt" "$E2E_DIR/delta.launch.log"
+check "delta: ... nothing left in the runtime dir" runtime_empty delta
+
 # --- kill -9 of vrt-launch: QEMU follows, the next start is not blocked ---
 launch delta
 check "delta: restart works" wait_for 30 test -S "$VRT_RUNTIME_DIR/delta/monitor.sock"
