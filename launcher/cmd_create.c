@@ -97,6 +97,14 @@ static void print_json(const struct create_result *res, const char *image, const
         struct json_object *o = json_object_new_object();
         json_object_object_add(o, "name", json_object_new_string(res->name));
         json_object_object_add(o, "mac", json_object_new_string(res->mac));
+        json_object *macs = json_object_new_array();
+        for (const char *p = res->macs; macs && *p;) {
+                size_t n = strcspn(p, ",");
+                json_object_array_add(macs, json_object_new_string_len(p, (int)n));
+                p += n;
+                p += strspn(p, ", ");
+        }
+        json_object_object_add(o, "macs", macs);
         json_object_object_add(o, "vm_dir", json_object_new_string(res->vm_dir));
         json_object_object_add(o, "disk", json_object_new_string(res->disk));
         json_object_object_add(o, "disk_mode", json_object_new_string(disk_mode_to_string(res->disk_mode)));
@@ -310,7 +318,7 @@ int cmd_create(struct cli *cli, int argc, char **argv) {
         if (dot)
                 *dot = '\0';
         actionlog_append(cli->root, "create", "%s: created from %s (image %s, mac %s, %s)", res.name,
-                         fd_path[0] ? "command line" : props_path, image_name, res.mac, disk_mode_to_string(res.disk_mode));
+                         fd_path[0] ? "command line" : props_path, image_name, res.macs, disk_mode_to_string(res.disk_mode));
         if (res.size_not_applied)
                 cli_error("note: disk=copy keeps the template's size; the size class's larger disk was not applied");
 

@@ -444,6 +444,7 @@ static int nic_set(struct nic *nic, const char *base, unsigned idx, const char *
                 snprintf(err, errlen, "invalid %s \"%s\" (e.g. tcp::2222-:22;udp::5353-:53)", key, value);
                 return -EINVAL;
         }
+        nic->line_hostfwd = line;
         return set_string(&nic->hostfwd, value);
 }
 
@@ -474,7 +475,7 @@ static int nics_check(struct instance *inst, char *err, size_t errlen) {
                         return -EINVAL;
                 }
                 if (n->hostfwd && n->net != NET_USER) {
-                        snprintf(err, errlen, "%s:%u: hostfwd%s needs net%s=user", inst->path, n->line_first, sfx, sfx);
+                        snprintf(err, errlen, "%s:%u: hostfwd%s needs net%s=user", inst->path, n->line_hostfwd, sfx, sfx);
                         return -EINVAL;
                 }
                 for (unsigned k = 0; n->mac && k < i; k++)

@@ -54,7 +54,8 @@ struct nic {
         char *bridge;           /* NULL = host default */
         char *mac;              /* NULL = none assigned yet */
         char *hostfwd;          /* net=user only: QEMU hostfwd rules, ';'-separated */
-        unsigned line_net, line_mac, line_first;        /* line_first: its first key, 0 = none */
+        unsigned line_net, line_mac, line_hostfwd;
+        unsigned line_first;    /* its first key, 0 = none */
 };
 
 struct instance {

@@ -753,7 +753,7 @@ static int reserve(struct creation *c, char *err, size_t errlen) {
                 goto fail_staging;
         }
         int len = snprintf(intent, sizeof intent, "name=%s\nmac=%s\n", c->name, c->mac_strs[0]);
-        for (unsigned i = 1; i < c->inst->n_nics; i++)
+        for (unsigned i = 1; i < c->inst->n_nics && len > 0 && (size_t)len < sizeof intent; i++)
                 len += snprintf(intent + len, sizeof intent - (size_t)len, "mac.%u=%s\n", i, c->mac_strs[i]);
         r = write_file_at(c->staging_fd, STAGING_INTENT, intent, 0644);
         if (r < 0)
@@ -871,11 +871,15 @@ static int commit(struct creation *c, char *err, size_t errlen) {
         r = sweep(c->req->root, reg, c->staging_name, &c->live, &c->n_live, err, errlen);
         if (r < 0)
                 goto fail;
+        /* Cannot happen while every creator follows the protocol. */
+        if (registry_has_name(reg, c->name, NULL)) {
+                snprintf(err, errlen, "name %s was registered by someone else meanwhile", c->name);
+                r = -EEXIST;
+                goto fail;
+        }
         for (unsigned i = 0; i < c->inst->n_nics; i++)
-                if (registry_has_name(reg, c->name, NULL) || registry_has_mac(reg, c->macs[i], NULL)) {
-                        /* Cannot happen while every creator follows the protocol. */
-                        snprintf(err, errlen, "name %s or MAC %s was registered by someone else meanwhile",
-                                 c->name, c->mac_strs[i]);
+                if (registry_has_mac(reg, c->macs[i], NULL)) {
+                        snprintf(err, errlen, "MAC %s was registered by someone else meanwhile", c->mac_strs[i]);
                         r = -EEXIST;
                         goto fail;
                 }
@@ -990,6 +994,10 @@ int create_vm(const struct create_request *req, struct create_result *ret, char 
 
         res.name = strdup(c.name);
         res.mac = strdup(c.mac_strs[0]);
+        char macs[VM_NICS_MAX * (MAC_STRLEN + 2)] = "";
+        for (unsigned i = 0; i < c.inst->n_nics; i++)
+                snprintf(macs + strlen(macs), sizeof macs - strlen(macs), "%s%s", i ? ", " : "", c.mac_strs[i]);
+        res.macs = strdup(macs);
         res.vm_dir = paths_join(c.vm_root, c.name);
         res.disk = res.vm_dir ? paths_join(res.vm_dir, c.inst->disk == DISK_OVERLAY ? "hdd.ovl" : "hdd.img") : NULL;
         res.template_path = strdup(c.template_path);
@@ -999,7 +1007,7 @@ int create_vm(const struct create_request *req, struct create_result *ret, char 
         res.name_generated = c.generate_name;
         res.size_not_applied = c.size_not_applied;
         creation_done(&c);
-        if (!res.name || !res.mac || !res.disk || !res.template_path ||
+        if (!res.name || !res.mac || !res.macs || !res.disk || !res.template_path ||
             (res.disk_mode == DISK_OVERLAY && !res.backing_file)) {
                 /* The VM exists; only the report failed. */
                 create_result_done(&res);
@@ -1015,6 +1023,7 @@ void create_result_done(struct create_result *r) {
                 return;
         free(r->name);
         free(r->mac);
+        free(r->macs);
         free(r->vm_dir);
         free(r->disk);
         free(r->template_path);

@@ -4,18 +4,19 @@
  * All or nothing. The invariant, for every vrt root:
  *
  *   Every directory vm/NAME (NAME not starting with '.') is complete —
- *   instance.properties with name=NAME and mac=, its disk (hdd.ovl or
- *   hdd.img) unless destroyed, log/ — and NAME is listed in
- *   install/installed.txt and its MAC in install/mac-addresses.txt.
+ *   instance.properties with name=NAME and mac= (and mac.N= for more
+ *   NICs), its disk (hdd.ovl or hdd.img) unless destroyed, log/ — and NAME
+ *   is listed in install/installed.txt and its MACs in
+ *   install/mac-addresses.txt.
  *   Nothing else a create makes is visible: work in progress lives in
  *   vm/.NAME.creating/ only, and a registry line is only ever added by a
  *   create that then publishes its directory.
  *
  * How: a create builds everything in vm/.NAME.creating/, which holds a
  * .lock file flock()ed by the creator for its whole life, and an .intent
- * file (name, MAC) so concurrent creators avoid each other's choices. The
+ * file (name, MACs) so concurrent creators avoid each other's choices. The
  * commit happens under the registry lock: record the registry's sizes in
- * .commit, append the MAC, append the name (the commit point), rename the
+ * .commit, append the MACs, append the name (the commit point), rename the
  * directory to vm/NAME. Every create sweeps stale staging directories
  * (.lock not held) under the registry lock before it picks a name or
  * appends: one whose name reached installed.txt is completed (renamed);
@@ -55,7 +56,8 @@ struct create_request {
 
 struct create_result {
         char *name;
-        char *mac;
+        char *mac;                      /* NIC 0's */
+        char *macs;                     /* every NIC's, in NIC order, ", "-separated */
         char *vm_dir;
         char *disk;                     /* hdd.ovl or hdd.img under vm_dir */
         enum disk_mode disk_mode;

@@ -109,11 +109,16 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
         for (unsigned i = 0; i < c->inst->n_nics; i++)
                 if (c->inst->nics[i].net == NET_BRIDGE && !c->inst->nics[i].mac) {
                         /* A tap on the host's LAN needs a MAC of the registry. */
+                        unsigned line = c->inst->nics[i].line_net;
                         if (i)
-                                snprintf(err, errlen, "%s: net.%u=bridge needs mac.%u= (vrt create assigns one)",
-                                         c->paths.instance, i, i);
+                                snprintf(err, errlen, "%s:%u: net.%u=bridge needs mac.%u= (vrt create assigns one)",
+                                         c->paths.instance, line, i, i);
+                        else if (line)
+                                snprintf(err, errlen, "%s:%u: net=bridge needs mac= (vrt create assigns one)",
+                                         c->paths.instance, line);
                         else
-                                snprintf(err, errlen, "%s: net=bridge needs mac= (vrt create assigns one)", c->paths.instance);
+                                snprintf(err, errlen, "%s: net=bridge (the default) needs mac= (vrt create assigns one)",
+                                         c->paths.instance);
                         r = -EINVAL;
                         goto fail;
                 }

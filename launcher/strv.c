@@ -65,7 +65,8 @@ int strv_add_dir(struct strv *v, const char *dir, const char *suffix, bool dirs_
         closedir(d);
         if (v->error)
                 return v->error;
-        qsort(v->items + first, v->n - first, sizeof *v->items, cmp_str);
+        if (v->n > first)       /* an empty directory added nothing; items may be NULL */
+                qsort(v->items + first, v->n - first, sizeof *v->items, cmp_str);
         return 0;
 }
 

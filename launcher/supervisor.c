@@ -69,7 +69,6 @@ struct supervisor {
         unsigned tail_next;
 };
 
-/* Keeps QEMU's last output lines for the crash message, and logs them. */
 static void close_nic_fds(struct supervisor *s) {
         for (unsigned i = 0; i < VM_NICS_MAX; i++) {
                 close_fd(&s->tap_fd[i]);
@@ -77,6 +76,7 @@ static void close_nic_fds(struct supervisor *s) {
         }
 }
 
+/* Keeps QEMU's last output lines for the crash message, and logs them. */
 static void output_line(struct supervisor *s, const char *line) {
         if (!*line)
                 return;
@@ -235,8 +235,14 @@ static int setup_tap(struct supervisor *s, unsigned i, char *err, size_t errlen)
         const char *bridge = inst->nics[i].bridge ? inst->nics[i].bridge : s->ctx.host->bridge;
         char ifname[16];
         int r = bridge_check(bridge, err, errlen);
-        if (r < 0)
+        if (r < 0) {
+                if (i) {        /* say which NIC's bridge */
+                        char msg[512];
+                        snprintf(msg, sizeof msg, "%s", err);
+                        snprintf(err, errlen, "%s: NIC %u: %s", s->ctx.paths.instance, i, msg);
+                }
                 return r;
+        }
         r = tap_name_for_vm(inst->name, i, ifname);
         if (r < 0) {
                 snprintf(err, errlen, "cannot name a tap for %s: %s", inst->name, strerror(-r));

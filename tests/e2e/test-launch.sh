@@ -178,6 +178,13 @@ st=$?
 check "foxtrot: unknown key -> exit 2" [ "$st" = 2 ]
 check "foxtrot: ... naming file, line and key" grep -q "instance.properties:4: unknown key colour" "$E2E_DIR/foxtrot.log"
 check "foxtrot: ... nothing in the runtime dir" runtime_empty foxtrot
+# A bridged NIC without a MAC of the registry (hand-written, not vrt create).
+mkdir -p "$VRT_ROOT/vm/kilo"
+printf 'image=testguest\nsize=tiny\nnet=user\nnet.1=bridge\n' >"$VRT_ROOT/vm/kilo/instance.properties"
+"$VRT_LAUNCH" kilo >"$E2E_DIR/kilo.log" 2>&1
+check "kilo: net.1=bridge without mac.1 -> exit 2" [ $? = 2 ]
+check "kilo: ... naming file and line" grep -q "instance.properties:4: net.1=bridge needs mac.1=" "$E2E_DIR/kilo.log"
+check "kilo: ... nothing in the runtime dir" runtime_empty kilo
 make_vm golf
 touch "$VRT_ROOT/vm/golf/DESTROYED"
 "$VRT_LAUNCH" golf >"$E2E_DIR/golf.log" 2>&1

@@ -277,7 +277,7 @@ net_vm tgm tgm net=bridge bridge=br0 mac=52:54:00:77:00:04 net.1=bridge bridge.1
 nsx "$VRT_LAUNCH" tgm >"$E2E_DIR/tgm-err.log" 2>&1
 st=$?
 check "net.1 on a missing bridge: vrt-launch exits 2" [ "$st" = 2 ]
-check "net.1 on a missing bridge: ... naming it" grep -q "bridge nosuchbr: no such interface" "$E2E_DIR/tgm-err.log"
+check "net.1 on a missing bridge: ... naming it" grep -q "instance.properties: NIC 1: bridge nosuchbr: no such interface" "$E2E_DIR/tgm-err.log"
 check "net.1 on a missing bridge: ... no tap left (not even NIC 0's)" no_vrt_links
 check "net.1 on a missing bridge: ... no runtime dir left" runtime_empty tgm
 net_vm tgm tgm net=bridge bridge=br0 mac=52:54:00:77:00:04 net.1=bridge bridge.1=br1 mac.1=52:54:00:77:01:04

@@ -302,8 +302,10 @@ static void test_instance_nics(void **state) {
                             "instance.properties:3: invalid net.1 \"none\" (bridge or user)");
         assert_string_equal(instance_error("image=a\nsize=small\nnet=none\nnet.1=user\n"),
                             "instance.properties:4: net.1= with net=none (line 3): the first NIC is net=");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet=bridge\ncomment=x\nhostfwd=tcp::22-:22\n"),
+                            "instance.properties:5: hostfwd needs net=user");
         assert_string_equal(instance_error("image=a\nsize=small\nnet.1=bridge\nhostfwd.1=tcp::22-:22\n"),
-                            "instance.properties:3: hostfwd.1 needs net.1=user");
+                            "instance.properties:4: hostfwd.1 needs net.1=user");
         assert_string_equal(instance_error("image=a\nsize=small\nmac=52:54:00:00:00:01\nnet.1=user\nmac.1=52:54:00:00:00:01\n"),
                             "instance.properties:5: mac.1=52:54:00:00:00:01 is the MAC of NIC 0 too");
         assert_string_equal(instance_error("image=a\nsize=small\nnet.1=user\nmac.1=01:00:5e:00:00:01\n"),

@@ -241,6 +241,8 @@ static void test_create_nics(void **state) {
         char *macs = slurp("install/mac-addresses.txt"), expect[256];
         snprintf(expect, sizeof expect, "%s\n%s\n%s\n", inst->nics[0].mac, inst->nics[1].mac, inst->nics[2].mac);
         assert_string_equal(macs, expect);
+        snprintf(expect, sizeof expect, "%s, %s, %s", inst->nics[0].mac, inst->nics[1].mac, inst->nics[2].mac);
+        assert_string_equal(res.macs, expect);
         free(macs);
         instance_free(inst);
         free(path);

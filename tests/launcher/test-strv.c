@@ -119,6 +119,17 @@ static void test_dir_dirs_only_appends_sorted(void **state) {
         strv_done(&v);
 }
 
+static void test_dir_empty_adds_nothing(void **state) {
+        (void)state;
+        struct strv v = { 0 };
+        char empty[128];
+        snprintf(empty, sizeof empty, "%s/alpha", dir);
+        assert_int_equal(strv_add_dir(&v, empty, NULL, false), 0);
+        assert_int_equal(v.n, 0);
+        assert_null(v.items);
+        strv_done(&v);
+}
+
 static void test_dir_missing_adds_nothing(void **state) {
         (void)state;
         struct strv v = { 0 };
@@ -146,6 +157,7 @@ int main(void) {
                 cmocka_unit_test(test_dir_suffix_sorted_hidden_left_out),
                 cmocka_unit_test(test_dir_all_entries),
                 cmocka_unit_test(test_dir_dirs_only_appends_sorted),
+                cmocka_unit_test(test_dir_empty_adds_nothing),
                 cmocka_unit_test(test_dir_missing_adds_nothing),
                 cmocka_unit_test(test_dir_not_a_directory_fails),
         };
