@@ -14,6 +14,9 @@ MACS="$VRT_ROOT/install/mac-addresses.txt"
 NAME_RE='^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'
 MAC_RE='^[0-9a-f]{2}(:[0-9a-f]{2}){5}$'
 
+# vm_macs FILE...: the MACs of every NIC (mac=, mac.N=) in instance.properties files.
+vm_macs() { sed -n 's/^mac\(\.[1-7]\)\{0,1\}=//p' "$@"; }
+
 # --- the invariant -----------------------------------------------------------
 # Every vm/NAME is complete (instance.properties with name=NAME and a mac=,
 # a disk unless DESTROYED, log/), NAME is in installed.txt and its MAC in
@@ -45,7 +48,9 @@ invariant() {
 		mac=$(sed -n 's/^mac=//p' "$f")
 		[ -n "$mac" ] || { echo "  vm/$n: no mac="; bad=1; }
 		grep -qx "$n" "$NAMES" 2>/dev/null || { echo "  vm/$n: name not registered"; bad=1; }
-		[ -z "$mac" ] || grep -qx "$mac" "$MACS" 2>/dev/null || { echo "  vm/$n: MAC $mac not registered"; bad=1; }
+		for mac in $(vm_macs "$f"); do
+			grep -qx "$mac" "$MACS" 2>/dev/null || { echo "  vm/$n: MAC $mac not registered"; bad=1; }
+		done
 		[ -d "$d/log" ] || { echo "  vm/$n: no log/"; bad=1; }
 		if [ ! -e "$d/DESTROYED" ] && [ ! -f "$d/hdd.ovl" ] && [ ! -f "$d/hdd.img" ]; then
 			echo "  vm/$n: no disk"; bad=1
@@ -70,7 +75,7 @@ strict_invariant() {
 	if [ "$dirs" != "$regs" ]; then
 		echo "  registry names differ from vm/: $(diff <(echo "$dirs") <(echo "$regs") | grep '^[<>]' | tr '\n' ' ')"; bad=1
 	fi
-	macs_vm=$(cat "$VRT_ROOT"/vm/*/instance.properties 2>/dev/null | sed -n 's/^mac=//p' | sort)
+	macs_vm=$(vm_macs "$VRT_ROOT"/vm/*/instance.properties 2>/dev/null | sort)
 	macs_reg=$(grep -v -x -f <(printf '%s\n' "${CLEANED_MACS[@]:-}") "$MACS" 2>/dev/null | sort)
 	if [ "$macs_vm" != "$macs_reg" ]; then
 		echo "  registry MACs differ from the VMs': $(diff <(echo "$macs_vm") <(echo "$macs_reg") | grep '^[<>]' | tr '\n' ' ')"; bad=1
@@ -156,7 +161,12 @@ completed=0 nothing=0 staged=0 broken=0
 for i in $(seq 1 "$KILLS"); do
 	disk=overlay
 	[ $((i % 3)) = 0 ] && disk=copy
-	"$VRT" create --image testguest --size tiny --net none --disk "$disk" >/dev/null 2>&1 &
+	if [ $((i % 2)) = 1 ]; then
+		"$VRT" create --image testguest --size tiny --net none --disk "$disk" >/dev/null 2>&1 &
+	else    # three NICs: three MACs to register, or none
+		printf 'image=testguest\nsize=tiny\ndisk=%s\nnet=user\nnet.1=user\nnet.2=user\n' "$disk" >"$E2E_DIR/k3nic$i.properties"
+		"$VRT" create "$E2E_DIR/k3nic$i.properties" >/dev/null 2>&1 &
+	fi
 	pid=$!
 	sleep "$(printf '0.%03d' $((RANDOM % 31)))"
 	kill -9 "$pid" 2>/dev/null
