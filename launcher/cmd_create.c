@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "launcher/actionlog.h"
@@ -359,5 +360,135 @@ done:
         free(text);
         free(props_path);
         free(default_name);
+        return status;
+}
+
+/* vrt init NAME [--reset] [--start]: the first boot again, for a VM whose
+ * init script failed or never finished, once the script is fixed. The name
+ * stays (names are never reused); --reset first gives the VM a fresh
+ * overlay, so the script starts from the template. */
+int cmd_init(struct cli *cli, int argc, char **argv) {
+        static const struct option opts[] = {
+                { "reset", no_argument, NULL, 'r' },
+                { "start", no_argument, NULL, 'S' },
+                { "help", no_argument, NULL, 'h' },
+                { 0 },
+        };
+        static const char usage[] = "usage: vrt init NAME [--reset] [--start]";
+        bool reset = false, start = false;
+        int c;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0)
+                switch (c) {
+                case 'r':
+                        reset = true;
+                        break;
+                case 'S':
+                        start = true;
+                        break;
+                case 'h':
+                        printf("%s\nRuns the first boot (init=) again of a VM whose init script failed or never\n"
+                               "finished. --reset first replaces its overlay with a fresh one on the template.\n"
+                               "--start boots it for real afterwards.\n", usage);
+                        return CLI_OK;
+                default:
+                        return CLI_INVALID;
+                }
+        if (argc - optind != 1) {
+                cli_error("%s", usage);
+                return CLI_INVALID;
+        }
+        const char *name = argv[optind];
+        char err[4096] = "";
+        struct vm_paths p = { 0 };
+        struct instance *inst = NULL;
+        struct stat st;
+        int status = CLI_INVALID, r;
+
+        if (config_check_vm_name(name, cli->runtime_dir, err, sizeof err) < 0) {
+                cli_error("%s", err);
+                return CLI_INVALID;
+        }
+        if (vm_paths_init(&p, cli->root, cli->runtime_dir, name) < 0) {
+                cli_error("out of memory");
+                return CLI_FAILED;
+        }
+        /* Everything that makes the request unusable is refused before the
+         * VM is touched. */
+        if (stat(p.instance, &st) < 0) {
+                cli_error("no such VM %s (%s)", name, p.instance);
+                goto out;
+        }
+        if (stat(p.destroyed, &st) == 0) {
+                cli_error("%s is destroyed (%s exists)", name, p.destroyed);
+                goto out;
+        }
+        if (instance_load(p.instance, name, cli->runtime_dir, &inst, err, sizeof err) < 0) {
+                cli_error("%s", err);
+                goto out;
+        }
+        if (!inst->init) {
+                cli_error("%s has no init= in %s: there is no first boot to run", name, p.instance);
+                goto out;
+        }
+        if (firstboot_state_of(p.vm_dir, true) == FIRSTBOOT_CREATED) {
+                cli_error("%s is created already: its first boot ran with status 0", name);
+                goto out;
+        }
+        if (firstboot_check_script(cli->root, inst->init, err, sizeof err) < 0) {
+                cli_error("%s:%u: init=%s: %s", p.instance, inst->line_init, inst->init, err);
+                goto out;
+        }
+        if (reset) {
+                r = firstboot_reset_disk(cli->root, cli->runtime_dir, name, err, sizeof err);
+                if (r < 0) {
+                        cli_error("%s", err);
+                        status = r == -EINVAL ? CLI_INVALID : CLI_FAILED;
+                        goto out;
+                }
+                actionlog_append(cli->root, "create", "%s: disk reset to a fresh overlay for a new first boot", name);
+        }
+
+        struct sigaction sa = { .sa_handler = on_signal };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+        struct boot_note note = { .name = name, .quiet = cli->json };
+        struct firstboot_request fbreq = {
+                .root = cli->root,
+                .runtime_dir = cli->runtime_dir,
+                .name = name,
+                .cancel = &create_cancel,
+                .on_boot = on_first_boot,
+                .userdata = &note,
+        };
+        struct firstboot_result fb = { 0 };
+        r = firstboot_run(&fbreq, &fb, err, sizeof err);
+        if (fb.ran)
+                actionlog_append(cli->root, "create", "%s: first boot again with init script %s: %s", name, note.script,
+                                 r == 0 ? "status 0, VM created" : err);
+        if (r < 0) {
+                cli_error("%s: %s", name, err);
+                status = r == -EALREADY ? CLI_INVALID : CLI_FAILED;
+                goto out;
+        }
+        bool started = false;
+        status = start ? start_vm(cli, name, &started) : CLI_OK;
+        if (cli->json) {
+                struct json_object *o = json_object_new_object();
+                json_object_object_add(o, "name", json_object_new_string(name));
+                json_object_object_add(o, "state", json_object_new_string(firstboot_state_to_string(fb.state)));
+                json_object_object_add(o, "init_status", json_object_new_int(fb.init_status));
+                json_object_object_add(o, "init_log", json_object_new_string(p.init_log));
+                if (start)
+                        json_object_object_add(o, "started", json_object_new_boolean(started));
+                printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(o);
+        } else {
+                printf("%s: created (init script %s, status 0)\n", name, inst->init);
+        }
+out:
+        instance_free(inst);
+        vm_paths_done(&p);
         return status;
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "images/atomic_file.h"
+#include "images/qcow2.h"
 #include "images/seediso.h"
 #include "launcher/paths.h"
 #include "launcher/runtime.h"
@@ -921,5 +922,85 @@ out:
                 snprintf(err, errlen, "out of memory");
         run_done(&x);
         *ret = res;
+        return r;
+}
+
+#define RESET_TMP ".hdd.ovl.reset"
+
+int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen) {
+        struct vm_paths p = { 0 };
+        struct qcow2_header h;
+        char *tmp = NULL, msg[512];
+        int fd = -1, r;
+
+        if (errlen)
+                err[0] = '\0';
+        r = vm_paths_init(&p, root, runtime_dir, name);
+        if (r < 0)
+                goto out;
+        if (marker_exists(p.vm_dir, FIRSTBOOT_CREATED_FILE)) {
+                snprintf(err, errlen, "%s is created already (%s/%s): its disk is not reset", name, p.vm_dir,
+                         FIRSTBOOT_CREATED_FILE);
+                r = -EINVAL;
+                goto out;
+        }
+        if (runtime_is_running(&p)) {
+                snprintf(err, errlen, "%s is running; stop it before resetting its disk", name);
+                r = -EBUSY;
+                goto out;
+        }
+        fd = open(p.overlay, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                r = -errno;
+                if (r == -ENOENT)
+                        snprintf(err, errlen, "%s has no overlay %s (disk=copy cannot be reset)", name, p.overlay);
+                else
+                        snprintf(err, errlen, "cannot open %s: %s", p.overlay, strerror(-r));
+                r = r == -ENOENT ? -EINVAL : r;
+                goto out;
+        }
+        r = qcow2_header_read(fd, &h, msg, sizeof msg);
+        if (r == 0 && (!h.has_backing_file || !h.has_backing_format)) {
+                snprintf(msg, sizeof msg, "no backing file with an explicit format");
+                r = -EINVAL;
+        }
+        if (r < 0) {
+                snprintf(err, errlen, "%s: %s", p.overlay, msg);
+                goto out;
+        }
+        tmp = paths_join(p.vm_dir, RESET_TMP);
+        if (!tmp) {
+                r = -ENOMEM;
+                goto out;
+        }
+        unlink(tmp);    /* left by a reset that was interrupted */
+        r = qcow2_overlay_create(tmp, h.backing_file, h.backing_format, h.size, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot reset %s: %s", p.overlay, msg);
+                goto out;
+        }
+        if (rename(tmp, p.overlay) < 0) {
+                r = -errno;
+                snprintf(err, errlen, "cannot replace %s: %s", p.overlay, strerror(-r));
+                unlink(tmp);
+                goto out;
+        }
+        if (unlink(p.uefi_vars) < 0 && errno != ENOENT) {
+                r = -errno;
+                snprintf(err, errlen, "cannot remove %s: %s", p.uefi_vars, strerror(-r));
+                goto out;
+        }
+        int dfd = open(p.vm_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                fsync(dfd);
+                close(dfd);
+        }
+out:
+        if (r == -ENOMEM && !err[0])
+                snprintf(err, errlen, "out of memory");
+        if (fd >= 0)
+                close(fd);
+        free(tmp);
+        vm_paths_done(&p);
         return r;
 }

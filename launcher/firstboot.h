@@ -107,3 +107,12 @@ struct firstboot_result {
  * the VM is created already (nothing touched), -EBUSY it runs, others for
  * what failed around the boot. *ret is filled in either case. */
 int firstboot_run(const struct firstboot_request *req, struct firstboot_result *ret, char *err, size_t errlen);
+
+/* Gives the stopped VM name, whose first boot failed or never finished, a
+ * fresh overlay on its template in place of hdd.ovl (same backing file,
+ * format and size), and drops its UEFI variable store, so that the next
+ * first boot starts from the template again. The new overlay is written
+ * beside the old one and renamed over it: a crash leaves one or the other.
+ * Returns 0, or a negative errno with one line in err: -EINVAL the VM has
+ * no overlay (disk=copy) or is created already, -EBUSY it runs. */
+int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen);

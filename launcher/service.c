@@ -697,7 +697,8 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
                 }
                 if (first_boot_pending(o, names[i], &j->p)) {
                         result_set(res, SERVICE_INVALID, "its first boot (init=) has not completed; "
-                                   "`vrt destroy` it and create it again, or remove init= from %s", j->p.instance);
+                                   "fix the script and run `vrt init %s [--reset]`, or remove init= from %s",
+                                   names[i], j->p.instance);
                         continue;
                 }
                 pid_t pid = running_pid(&j->p);

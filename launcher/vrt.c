@@ -20,6 +20,7 @@ static const struct command {
         { "spool", cmd_spool, "spool [--watch]       carry out requests in inst/ start/ stop/ destroy/" },
         { "autostart", cmd_autostart, "autostart             start autostart/ VMs and those with autostart=yes" },
         { "create", cmd_create, "create X|FILE|FLAGS   new VM from inst/X.properties, a file or flags" },
+        { "init", cmd_init, "init NAME [--reset]   run a failed first boot (init=) again" },
         { "destroy", cmd_destroy, "destroy NAME...       stop, delete the disk, mark DESTROYED" },
         { "cleanup", cmd_cleanup, "cleanup               remove the directories of destroyed VMs" },
         { "image", cmd_image, "image CMD ...         images: info, overlay, list, protect, install (from an ISO)" },

@@ -93,7 +93,9 @@ check "second boot: still CREATED, still no INIT-FAILED" bash -c "[ -e '$(vmdir 
 
 # --- a failing script ---------------------------------------------------------
 cat >"$VRT_ROOT/init/fail.sh" <<'EOF'
+echo "half-done before: $(test -e /mnt/disk/etc/vrt-test/half-done && echo yes || echo no)"
 echo "configuring"
+mkdir -p /mnt/disk/etc/vrt-test && touch /mnt/disk/etc/vrt-test/half-done
 echo "about to fail"
 echo "E: package not found" >&2
 exit 3
@@ -191,6 +193,37 @@ check "list: a first boot that never finished shows as init-pending" \
 check "start: an init-pending VM is refused with exit 2" [ $? = 2 ]
 check "start: ... saying its first boot has not completed" grep -q "first boot (init=) has not completed" "$E2E_DIR/out" "$E2E_DIR/err"
 mv "$E2E_DIR/init-failed.saved" "$(vmdir fb-fail)/INIT-FAILED"
+
+# --- vrt init: the first boot again, once the script is fixed ---------------------
+"$VRT" init fb-good >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "init: a created VM is refused with exit 2" [ $? = 2 ]
+check "init: ... saying it is created" contains "$E2E_DIR/err" "fb-good is created already"
+"$VRT" init no-such-vm >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "init: an unknown VM -> exit 2" [ $? = 2 ]
+check "init: ... saying so" contains "$E2E_DIR/err" "no such VM no-such-vm"
+"$VRT" init fb-fail >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "init: the still failing script -> exit 1" [ $? = 1 ]
+check "init: ... with its status" contains "$E2E_DIR/err" "init script fail.sh failed with status 3"
+check "init: ... on the same disk: the first run's file is there" log_has fb-fail "half-done before: yes"
+check "init: ... still INIT-FAILED, not CREATED" bash -c "[ -e '$(vmdir fb-fail)/INIT-FAILED' ] && [ ! -e '$(vmdir fb-fail)/CREATED' ]"
+check "init: ... create.log records the second run" grep -q "fb-fail: first boot again with init script fail.sh: init script fail.sh failed" "$VRT_ROOT/log/create.log"
+cat >"$VRT_ROOT/init/fail.sh" <<'EOF'
+echo "fixed; half-done before: $(test -e /mnt/disk/etc/vrt-test/half-done && echo yes || echo no)"
+EOF
+"$VRT" init fb-fail --reset >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+st=$?
+cat "$E2E_DIR/err"
+check "init --reset: the fixed script -> exit 0" [ "$st" = 0 ]
+check "init --reset: ... says created" contains "$E2E_DIR/out" "fb-fail: created (init script fail.sh, status 0)"
+check "init --reset: ... the disk was fresh: the failed runs' file is gone" log_has fb-fail "fixed; half-done before: no"
+check "init --reset: ... init.log is the new run's, ending with status 0" \
+	bash -c '[ "$(tail -n 1 "$0")" = "VRT-INIT-STATUS: 0" ] && ! grep -q "about to fail" "$0"' "$(vmdir fb-fail)/init.log"
+check "init --reset: ... marked CREATED, INIT-FAILED gone" bash -c "[ -e '$(vmdir fb-fail)/CREATED' ] && [ ! -e '$(vmdir fb-fail)/INIT-FAILED' ]"
+check "init --reset: ... no reset leftovers in the VM dir" not bash -c "ls -A '$(vmdir fb-fail)' | grep -q reset"
+check "init --reset: ... the overlay still has the template as backing file" \
+	bash -c 'qemu-img info --output=json "$0" | grep -q "\"backing-filename\": \"../../images/testguest.qcow2\""' "$(vmdir fb-fail)/hdd.ovl"
+"$VRT" init fb-fail >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "init: once created, a further init is refused with exit 2" [ $? = 2 ]
 
 # The spool's inst/ runs the first boot too, as vrt create does.
 printf 'image=testguest\nsize=tiny\nnet=none\ninit=quick.sh\n' >"$VRT_ROOT/inst/fb-spool.properties"

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "images/qcow2.h"
 #include "launcher/firstboot.h"
 
 static char base[64];
@@ -742,6 +743,62 @@ static void test_run_cancel(void **state) {
         assert_false(exists("root/vm/stopme/seed.iso"));
 }
 
+static int reset_disk(const char *name, char *err, size_t errlen) {
+        char *root = pathf("root"), *run = pathf("run");
+        int r = firstboot_reset_disk(root, run, name, err, errlen);
+        free(root);
+        free(run);
+        return r;
+}
+
+/* --reset: a fresh overlay with the old one's backing file, format and
+ * size; the UEFI variables go; refused for a copy and a created VM. */
+static void test_reset_disk(void **state) {
+        char err[1024], msg[512];
+        (void)state;
+        make_root("rs", "setup.sh");
+        mkdir_rel("root/images");
+        char *tmpl = pathf("root/images/testguest.qcow2"), *ovl = pathf("root/vm/rs/hdd.ovl");
+        assert_int_equal(qcow2_image_create(tmpl, 8 << 20, msg, sizeof msg), 0);
+        assert_int_equal(qcow2_overlay_create(ovl, "../../images/testguest.qcow2", "qcow2", 16 << 20, msg, sizeof msg), 0);
+        /* What a failed first boot wrote: data past the header, UEFI vars. */
+        int fd = open(ovl, O_WRONLY | O_APPEND | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, "written by the failed run", 25), 25);
+        close(fd);
+        struct stat before, after;
+        assert_int_equal(stat(ovl, &before), 0);
+        put("root/vm/rs/OVMF_VARS.fd", "vars");
+
+        assert_int_equal(reset_disk("rs", err, sizeof err), 0);
+        assert_int_equal(stat(ovl, &after), 0);
+        assert_true(after.st_ino != before.st_ino);
+        assert_true(after.st_size < before.st_size);
+        fd = open(ovl, O_RDONLY | O_CLOEXEC);
+        struct qcow2_header h;
+        assert_int_equal(qcow2_header_read(fd, &h, msg, sizeof msg), 0);
+        close(fd);
+        assert_string_equal(h.backing_file, "../../images/testguest.qcow2");
+        assert_string_equal(h.backing_format, "qcow2");
+        assert_int_equal(h.size, 16 << 20);
+        assert_false(exists("root/vm/rs/OVMF_VARS.fd"));
+        assert_false(exists("root/vm/rs/.hdd.ovl.reset"));
+
+        /* A copy has no overlay to reset. */
+        unlink(ovl);
+        put("root/vm/rs/hdd.img", "raw copy");
+        assert_int_equal(reset_disk("rs", err, sizeof err), -EINVAL);
+        assert_true(contains(err, "disk=copy cannot be reset"));
+        assert_true(exists("root/vm/rs/hdd.img"));
+        /* A created VM keeps its disk. */
+        assert_int_equal(qcow2_overlay_create(ovl, "../../images/testguest.qcow2", "qcow2", 0, msg, sizeof msg), 0);
+        put("root/vm/rs/CREATED", "created=now\n");
+        assert_int_equal(reset_disk("rs", err, sizeof err), -EINVAL);
+        assert_true(contains(err, "created already"));
+        free(tmpl);
+        free(ovl);
+}
+
 static void test_run_bad_vm(void **state) {
         struct firstboot_result res;
         char err[1024];
@@ -766,6 +823,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_state_of, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_check_script, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_run_without_init, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reset_disk, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_run_success, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_run_script_fails, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_run_status_parsing, setup, teardown),
