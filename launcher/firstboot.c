@@ -763,7 +763,9 @@ static int prepare(struct run *x, char *err, size_t errlen) {
                 return r;
         }
         /* QEMU reads the seed as the unprivileged user. */
-        r = seediso_write(x->seed_path, &spec, 0644, err, errlen);
+        /* The seed holds the init script, which may carry secrets: only
+         * its owner reads it (vrt-launch hands it to QEMU's user). */
+        r = seediso_write(x->seed_path, &spec, 0600, err, errlen);
         if (r < 0)
                 return r;
         return write_file(x->p.vm_dir, FIRSTBOOT_SCRIPT_FILE, x->user_data, strlen(x->user_data), 0640, err, errlen);

@@ -196,14 +196,15 @@ fail:
 
 /* QEMU writes the VM's own disk layer and UEFI variables, nothing else. */
 static int grant_vm_files(struct supervisor *s, char *err, size_t errlen) {
-        const char *files[2] = { NULL, NULL };
+        const char *files[3] = { NULL, NULL, NULL };
         if (!s->user.drop)
                 return 0;
         if (s->ctx.launch.n_disk > 0)
                 files[0] = s->ctx.launch.disk[0].path;
         if (qemu_launch_firmware(&s->ctx.launch) == FIRMWARE_UEFI)
                 files[1] = s->ctx.paths.uefi_vars;
-        for (size_t i = 0; i < 2; i++)
+        files[2] = s->ctx.launch.seed_image;    /* first boot: QEMU reads it, nobody else */
+        for (size_t i = 0; i < 3; i++)
                 if (files[i] && (chown(files[i], s->user.uid, s->user.gid) < 0 || chmod(files[i], 0600) < 0)) {
                         int r = -errno;
                         snprintf(err, errlen, "cannot hand %s to user %s: %s", files[i], s->ctx.host->user, strerror(-r));

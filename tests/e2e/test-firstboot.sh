@@ -157,6 +157,9 @@ EOF
 cpid=$!
 E2E_PIDS+=("$cpid")
 check "interrupt: the script runs" wait_for 90 log_has fb-int "started, now hanging"
+seed_owner=$(stat -c '%U %a' "$(vmdir fb-int)/seed.iso" 2>&1)
+check "interrupt: during the first boot the seed (it holds the script) is QEMU's user's alone ($seed_owner)" \
+	[ "$seed_owner" = "vrt 600" ]
 kill -INT "$cpid"
 wait_exit "$cpid" 60
 check "interrupt: vrt create exits 1" [ "$EXIT_STATUS" = 1 ]

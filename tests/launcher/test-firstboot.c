@@ -479,6 +479,7 @@ static const char fake_launcher[] =
         "\tshift\n"
         "done\n"
         "cp \"$seed\" \"$FAKE_DIR/seen.iso\"\n"
+        "stat -c %a \"$seed\" >\"$FAKE_DIR/seed-mode\"\n"
         "echo \"vrt-launch[$$]: starting\" >&2\n"
         "if [ \"${FAKE_HANG:-}\" = 1 ]; then\n"
         "\ttrap 'echo TERM >\"$FAKE_DIR/signal\"; exit 0' TERM\n"
@@ -588,6 +589,11 @@ static void test_run_success(void **state) {
         assert_non_null(memmem(full, isolen, "local-hostname: good\n", 21));
         assert_non_null(memmem(full, isolen, "hostname good\necho configured\n", 30));
         free(full);
+
+        /* Only its owner could read the seed (it holds the script). */
+        char *mode = slurp("fake/seed-mode");
+        assert_string_equal(mode, "600\n");
+        free(mode);
 
         /* The seed is gone, the record of the generated script stays. */
         assert_false(exists("root/vm/good/seed.iso"));
