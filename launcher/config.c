@@ -448,8 +448,68 @@ static int nic_set(struct nic *nic, const char *base, unsigned idx, const char *
         return set_string(&nic->hostfwd, value);
 }
 
+/* The host side of a hostfwd rule "[tcp|udp]:[hostaddr]:hostport-...":
+ * protocol (tcp when empty), address (empty: every address) and port. */
+struct host_port {
+        char proto[4];
+        char addr[64];
+        char port[8];
+};
+
+static bool host_port_parse(const char *rule, size_t len, struct host_port *ret) {
+        const char *end = memchr(rule, '-', len), *c1 = memchr(rule, ':', len);
+        const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t)(rule + len - c1 - 1)) : NULL;
+        if (!end || !c1 || !c2 || c2 > end || (size_t)(c1 - rule) >= sizeof ret->proto ||
+            (size_t)(c2 - c1 - 1) >= sizeof ret->addr || (size_t)(end - c2 - 1) >= sizeof ret->port)
+                return false;
+        snprintf(ret->proto, sizeof ret->proto, "%.*s", (int)(c1 - rule), rule);
+        if (!ret->proto[0])
+                snprintf(ret->proto, sizeof ret->proto, "tcp");
+        snprintf(ret->addr, sizeof ret->addr, "%.*s", (int)(c2 - c1 - 1), c1 + 1);
+        snprintf(ret->port, sizeof ret->port, "%.*s", (int)(end - c2 - 1), c2 + 1);
+        return true;
+}
+
+/* Every NIC's port forwards together: a host port (per protocol and
+ * address, an empty address meaning all) is forwarded once, or QEMU fails
+ * when it starts. */
+static int hostfwd_check(const struct instance *inst, char *err, size_t errlen) {
+        struct host_port seen[64];
+        unsigned seen_nic[64], n = 0;
+        for (unsigned i = 0; i < inst->n_nics; i++) {
+                const struct nic *nic = &inst->nics[i];
+                for (const char *p = nic->hostfwd; p && *p;) {
+                        size_t len = strcspn(p, ";");
+                        struct host_port hp;
+                        char sfx[4] = "";
+                        if (i)
+                                snprintf(sfx, sizeof sfx, ".%u", i);
+                        if (len && !host_port_parse(p, len, &hp)) {
+                                snprintf(err, errlen, "%s:%u: hostfwd%s: invalid rule \"%.*s\" (e.g. tcp::2222-:22)",
+                                         inst->path, nic->line_hostfwd, sfx, (int)len, p);
+                                return -EINVAL;
+                        }
+                        for (unsigned k = 0; len && k < n; k++)
+                                if (strcmp(seen[k].proto, hp.proto) == 0 && strcmp(seen[k].port, hp.port) == 0 &&
+                                    (!seen[k].addr[0] || !hp.addr[0] || strcmp(seen[k].addr, hp.addr) == 0)) {
+                                        snprintf(err, errlen, "%s:%u: hostfwd%s: host port %s %s is forwarded twice "
+                                                 "(also by NIC %u)", inst->path, nic->line_hostfwd, sfx, hp.proto,
+                                                 hp.port, seen_nic[k]);
+                                        return -EINVAL;
+                                }
+                        if (len && n < sizeof seen / sizeof *seen) {
+                                seen[n] = hp;
+                                seen_nic[n++] = i;
+                        }
+                        p += len;
+                        p += *p == ';';
+                }
+        }
+        return 0;
+}
+
 /* The NICs as a whole: numbered without gaps, each extra one with its net.N,
- * hostfwd only on user networking, no MAC twice. */
+ * hostfwd only on user networking, no MAC twice, no host port twice. */
 static int nics_check(struct instance *inst, char *err, size_t errlen) {
         inst->n_nics = 1;
         for (unsigned i = 1; i < VM_NICS_MAX; i++)
@@ -484,7 +544,7 @@ static int nics_check(struct instance *inst, char *err, size_t errlen) {
                                 return -EINVAL;
                         }
         }
-        return 0;
+        return hostfwd_check(inst, err, errlen);
 }
 
 static int instance_set(const char *key, const char *value, unsigned line, void *userdata, char *err, size_t errlen) {

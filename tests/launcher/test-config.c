@@ -312,6 +312,16 @@ static void test_instance_nics(void **state) {
                             "instance.properties:4: invalid mac.1 \"01:00:5e:00:00:01\": MAC address 01:00:5e:00:00:01 is a multicast address (first octet odd)");
         assert_string_equal(instance_error("image=a\nsize=small\nbridge.1=a-very-long-bridge-name\n"),
                             "instance.properties:3: invalid bridge.1 name \"a-very-long-bridge-name\" (at most 15 characters)");
+        /* A host port is forwarded once, across all NICs. */
+        assert_string_equal(instance_error("image=a\nsize=small\nnet=user\nhostfwd=tcp::2222-:22;udp::2222-:53\n"
+                                           "net.1=user\nhostfwd.1=tcp:127.0.0.1:8080-:80;tcp:127.0.0.2:8080-:80\n"), "");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet=user\nhostfwd=tcp::2222-:22\nnet.1=user\n"
+                                           "hostfwd.1=tcp:127.0.0.1:2222-:22\n"),
+                            "instance.properties:6: hostfwd.1: host port tcp 2222 is forwarded twice (also by NIC 0)");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet=user\nhostfwd=::2222-:22;tcp::2222-:23\n"),
+                            "instance.properties:4: hostfwd: host port tcp 2222 is forwarded twice (also by NIC 0)");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet=user\nhostfwd=tcp:2222-:22\n"),
+                            "instance.properties:4: hostfwd: invalid rule \"tcp:2222-:22\" (e.g. tcp::2222-:22)");
         /* Numbers out of range or spelled otherwise are unknown keys. */
         assert_string_equal(instance_error("image=a\nsize=small\nnet.8=user\n"), "instance.properties:3: unknown key net.8");
         assert_string_equal(instance_error("image=a\nsize=small\nnet.0=user\n"), "instance.properties:3: unknown key net.0");
