@@ -1,4 +1,4 @@
-/* Golden tests of the QEMU argv builder: tests/golden/NAME.properties holds
+/* Golden tests of the QEMU argv builder: tests/launcher/golden/NAME.properties holds
  * an instance plus prefixed host.* (vrt.conf), image.* (sidecar), chain.N=
  * (disk layers, top first: FORMAT:PATH) and launch.* keys; NAME.argv holds
  * the expected argv, one argument per line, or NAME.err the expected error.
@@ -15,9 +15,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "launcher/config.h"
-#include "launcher/qemu_argv.h"
-#include "launcher/strv.h"
+#include "launcher/core/config.h"
+#include "launcher/vm/qemu_argv.h"
+#include "launcher/core/strv.h"
 
 static const char *golden_dir;
 static char tmpdir[] = "/tmp/vrt-golden-XXXXXX";

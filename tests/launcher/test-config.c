@@ -11,9 +11,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "launcher/config.h"
-#include "launcher/props.h"
-#include "launcher/qemu_argv.h"
+#include "launcher/core/config.h"
+#include "launcher/core/props.h"
+#include "launcher/vm/qemu_argv.h"
 
 static char dir[] = "/tmp/vrt-config-XXXXXX";
 

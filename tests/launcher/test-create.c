@@ -24,10 +24,10 @@
 #include <cmocka.h>
 
 #include "images/qcow2.h"
-#include "launcher/config.h"
-#include "launcher/create.h"
-#include "launcher/destroy.h"
-#include "launcher/registry.h"
+#include "launcher/core/config.h"
+#include "launcher/lifecycle/create.h"
+#include "launcher/lifecycle/destroy.h"
+#include "launcher/lifecycle/registry.h"
 
 static char base[64];
 static char root[128], run[128];

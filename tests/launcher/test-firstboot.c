@@ -20,7 +20,7 @@
 #include <cmocka.h>
 
 #include "images/qcow2.h"
-#include "launcher/firstboot.h"
+#include "launcher/lifecycle/firstboot.h"
 
 static char base[64];
 

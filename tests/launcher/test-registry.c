@@ -16,7 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "launcher/registry.h"
+#include "launcher/lifecycle/registry.h"
 
 static char root[64];
 

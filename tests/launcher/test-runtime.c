@@ -15,8 +15,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "launcher/paths.h"
-#include "launcher/runtime.h"
+#include "launcher/core/paths.h"
+#include "launcher/core/runtime.h"
 
 static char root[64];
 static struct vm_paths paths;

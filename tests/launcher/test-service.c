@@ -18,10 +18,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "launcher/create.h"
-#include "launcher/paths.h"
-#include "launcher/runtime.h"
-#include "launcher/service.h"
+#include "launcher/lifecycle/create.h"
+#include "launcher/core/paths.h"
+#include "launcher/core/runtime.h"
+#include "launcher/lifecycle/service.h"
 
 static char root[64], runtime[128];
 

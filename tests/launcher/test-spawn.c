@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "launcher/spawn.h"
+#include "launcher/core/spawn.h"
 
 /* Runs argv through spawn_child with fds, returns its output. */
 static char *run(char *const *argv, const struct spawn_fd *fds, size_t n_fds) {

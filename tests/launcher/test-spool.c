@@ -19,8 +19,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "launcher/create.h"
-#include "launcher/spool.h"
+#include "launcher/lifecycle/create.h"
+#include "launcher/lifecycle/spool.h"
 
 static char root[64];
 

@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "launcher/strv.h"
+#include "launcher/core/strv.h"
 
 static char dir[64];
 

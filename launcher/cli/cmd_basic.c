@@ -1,0 +1,314 @@
+/* vrt check, showcmd, qmp, console: read-only views and the monitor. */
+#include <dirent.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "launcher/cli/cli.h"
+#include "launcher/core/config.h"
+#include "launcher/vm/launch.h"
+#include "launcher/core/paths.h"
+#include "launcher/vm/qemu_argv.h"
+#include "launcher/core/runtime.h"
+#include "launcher/core/strv.h"
+#include "qmp/qmp.h"
+#include "launcher/core/util.h"
+
+#define CLI_QMP_TIMEOUT_MS 10000
+#define CONSOLE_LINGER_MS 1000  /* reading on after piped input ended */
+
+static int has_suffix(const char *s, const char *suffix) {
+        size_t a = strlen(s), b = strlen(suffix);
+        return a > b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Checks every *.properties in ROOT/SUB with check(); first error wins. */
+static int check_dir(const char *root, const char *sub, const struct host_config *host,
+                     int (*check)(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen),
+                     char *err, size_t errlen) {
+        char *dir = paths_join(root, sub);
+        if (!dir)
+                return -ENOMEM;
+        DIR *d = opendir(dir);
+        int r = 0;
+        if (!d) {
+                free(dir);
+                return 0;       /* an absent directory holds nothing wrong */
+        }
+        struct dirent *de;
+        while (r == 0 && (de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                char *path = paths_join(dir, de->d_name);
+                if (!path) {
+                        r = -ENOMEM;
+                        break;
+                }
+                r = check(path, de->d_name, host, err, errlen);
+                free(path);
+        }
+        closedir(d);
+        free(dir);
+        return r;
+}
+
+static int check_vm(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen) {
+        char *props = paths_join(path, "instance.properties");
+        struct instance *inst = NULL;
+        if (!props)
+                return -ENOMEM;
+        int r = instance_load(props, entry, paths_runtime_from_env(), &inst, err, errlen);
+        if (r == 0)
+                r = instance_check(inst, host, err, errlen);
+        if (r == 0 && strcmp(inst->name, entry) != 0) {
+                snprintf(err, errlen, "%s:%u: name=%s does not match its directory", props, inst->line_name, inst->name);
+                r = -EINVAL;
+        }
+        instance_free(inst);
+        free(props);
+        return r;
+}
+
+static int check_inst(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen) {
+        struct instance *inst = NULL;
+        if (!has_suffix(entry, ".properties"))
+                return 0;
+        /* A request's name comes from name= or is chosen at creation. */
+        int r = instance_load(path, "request", paths_runtime_from_env(), &inst, err, errlen);
+        if (r == 0)
+                r = instance_check(inst, host, err, errlen);
+        instance_free(inst);
+        return r;
+}
+
+static int check_image(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen) {
+        struct image_meta *m = NULL;
+        if (!has_suffix(entry, ".properties"))
+                return 0;
+        int r = image_meta_load(path, &m, err, errlen);
+        image_meta_free(m);
+        return r;
+}
+
+int cmd_check(struct cli *cli, int argc, char **argv) {
+        char err[2048];
+        struct host_config *host = NULL;
+        char *conf = paths_join(cli->root, "vrt.conf");
+        int r;
+        if (argc != 1) {
+                cli_error("usage: vrt check");
+                free(conf);
+                return CLI_INVALID;
+        }
+        if (!conf)
+                return CLI_FAILED;
+        r = host_config_load(conf, &host, err, sizeof err);
+        if (r == 0)
+                r = check_dir(cli->root, "images", host, check_image, err, sizeof err);
+        if (r == 0)
+                r = check_dir(cli->root, "vm", host, check_vm, err, sizeof err);
+        if (r == 0)
+                r = check_dir(cli->root, "inst", host, check_inst, err, sizeof err);
+        host_config_free(host);
+        free(conf);
+        if (r < 0) {
+                cli_error("%s", err);
+                return CLI_INVALID;
+        }
+        printf("configuration OK\n");
+        return CLI_OK;
+}
+
+int cmd_showcmd(struct cli *cli, int argc, char **argv) {
+        struct launch_context ctx;
+        char err[2048];
+        char **args = NULL;
+        if (argc != 2) {
+                cli_error("usage: vrt showcmd NAME");
+                return CLI_INVALID;
+        }
+        int r = launch_context_load(&ctx, cli->root, cli->runtime_dir, argv[1], err, sizeof err);
+        if (r < 0) {
+                cli_error("%s", err);
+                return cli_status_for(r);
+        }
+        r = qemu_argv_build(&ctx.launch, &args, err, sizeof err);
+        launch_context_done(&ctx);
+        if (r < 0) {
+                cli_error("%s", err);
+                return cli_status_for(r);
+        }
+        for (char **a = args; *a; a++) {
+                if (a != args)
+                        putchar(' ');
+                cli_print_shell_quoted(*a);
+        }
+        putchar('\n');
+        strv_free(args);
+        return CLI_OK;
+}
+
+/* Opens the paths of a VM that must be running. */
+static int running_vm(struct cli *cli, const char *name, struct vm_paths *p) {
+        char err[512];
+        if (config_check_vm_name(name, cli->runtime_dir, err, sizeof err) < 0) {
+                cli_error("%s", err);
+                return CLI_INVALID;
+        }
+        if (vm_paths_init(p, cli->root, cli->runtime_dir, name) < 0)
+                return CLI_FAILED;
+        /* An unknown name is bad input, as for vrt status/stop/showcmd. */
+        if (!runtime_is_running(p) && access(p->vm_dir, F_OK) < 0) {
+                cli_error("no such VM %s (%s: %s)", name, p->vm_dir, strerror(errno));
+                vm_paths_done(p);
+                return CLI_INVALID;
+        }
+        if (!runtime_is_running(p)) {
+                cli_error("VM %s is not running", name);
+                vm_paths_done(p);
+                return CLI_FAILED;
+        }
+        return CLI_OK;
+}
+
+int cmd_qmp(struct cli *cli, int argc, char **argv) {
+        struct vm_paths p;
+        struct json_object *args = NULL, *ret = NULL;
+        struct qmp *q = NULL;
+        char err[2048];
+        int status;
+
+        if (argc < 3 || argc > 4) {
+                cli_error("usage: vrt qmp NAME COMMAND [JSON-ARGUMENTS]");
+                return CLI_INVALID;
+        }
+        if (argc == 4) {
+                enum json_tokener_error jerr;
+                args = json_tokener_parse_verbose(argv[3], &jerr);
+                if (!args || !json_object_is_type(args, json_type_object)) {
+                        cli_error("arguments must be a JSON object, e.g. '{\"device\":\"disk0\"}': %s",
+                                  args ? "not an object" : json_tokener_error_desc(jerr));
+                        json_object_put(args);
+                        return CLI_INVALID;
+                }
+        }
+        status = running_vm(cli, argv[1], &p);
+        if (status != CLI_OK) {
+                json_object_put(args);
+                return status;
+        }
+        int r = qmp_connect_unix(p.monitor_sock, CLI_QMP_TIMEOUT_MS, &q, err, sizeof err);
+        if (r == 0)
+                r = qmp_handshake(q, CLI_QMP_TIMEOUT_MS, err, sizeof err);
+        if (r == 0)
+                r = qmp_execute(q, argv[2], args, CLI_QMP_TIMEOUT_MS, &ret, err, sizeof err);
+        if (r < 0) {
+                cli_error("%s: %s", argv[1], err[0] ? err : strerror(-r));
+                status = CLI_FAILED;
+        } else {
+                printf("%s\n", json_object_to_json_string_ext(ret, (cli->json ? JSON_C_TO_STRING_PLAIN : JSON_C_TO_STRING_PRETTY) | JSON_C_TO_STRING_NOSLASHESCAPE));
+        }
+        json_object_put(ret);
+        json_object_put(args);
+        qmp_free(q);
+        vm_paths_done(&p);
+        return status;
+}
+
+static struct termios saved_tio;
+static int tio_saved;
+
+static void restore_tty(void) {
+        if (tio_saved)
+                tcsetattr(STDIN_FILENO, TCSANOW, &saved_tio);
+}
+
+int cmd_console(struct cli *cli, int argc, char **argv) {
+        struct vm_paths p;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = -1, status;
+
+        if (argc != 2) {
+                cli_error("usage: vrt console NAME   (leave with Ctrl-])");
+                return CLI_INVALID;
+        }
+        status = running_vm(cli, argv[1], &p);
+        if (status != CLI_OK)
+                return status;
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", p.console_sock);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+                cli_error("%s: cannot connect to %s: %s", argv[1], p.console_sock, strerror(errno));
+                if (fd >= 0)
+                        close(fd);
+                vm_paths_done(&p);
+                return CLI_FAILED;
+        }
+        vm_paths_done(&p);
+        signal(SIGPIPE, SIG_IGN);
+        if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
+                struct termios raw = saved_tio;
+                cfmakeraw(&raw);
+                tio_saved = 1;
+                atexit(restore_tty);
+                tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+                fprintf(stderr, "Connected to %s (escape character is ^])\r\n", argv[1]);
+        }
+        int in_open = 1;
+        int64_t linger_until = 0;
+        for (;;) {
+                struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = STDIN_FILENO, .events = POLLIN } };
+                int timeout = -1;
+                if (!in_open) {
+                        int64_t left = linger_until - now_ms();
+                        if (left <= 0)
+                                break;
+                        timeout = (int)left;
+                }
+                if (poll(pfd, in_open ? 2 : 1, timeout) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break;
+                }
+                char buf[4096];
+                if (pfd[0].revents) {
+                        ssize_t n = read(fd, buf, sizeof buf);
+                        if (n <= 0)
+                                break;
+                        if (write(STDOUT_FILENO, buf, (size_t)n) != n)
+                                break;
+                }
+                if (in_open && pfd[1].revents) {
+                        ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+                        if (n <= 0) {
+                                /* End of input (a script): stop sending, show the
+                                 * guest's answer for a moment, then leave. No
+                                 * half-close: QEMU would drop the connection at
+                                 * once, and a guest that does not read its serial
+                                 * port (paused, busy) would never let it end. */
+                                in_open = 0;
+                                linger_until = now_ms() + CONSOLE_LINGER_MS;
+                                continue;
+                        }
+                        if (tio_saved && memchr(buf, 0x1d, (size_t)n))
+                                break;
+                        if (write(fd, buf, (size_t)n) != n)
+                                break;
+                }
+        }
+        close(fd);
+        restore_tty();
+        if (tio_saved)
+                fprintf(stderr, "\n");
+        return CLI_OK;
+}

@@ -1,0 +1,511 @@
+#include "launcher/lifecycle/destroy.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "launcher/core/actionlog.h"
+#include "launcher/core/config.h"
+#include "launcher/lifecycle/create.h"
+#include "launcher/core/paths.h"
+#include "launcher/lifecycle/registry.h"
+#include "launcher/core/runtime.h"
+#include "qmp/qmp.h"
+#include "launcher/core/util.h"
+
+#define DESTROY_QMP_TIMEOUT_MS 5000
+#define DESTROY_POLL_MS 50
+#define REMOVING_SUFFIX ".removing"
+/* A QEMU whose supervisor is gone may hold its disk a moment longer. */
+#define DESTROY_DISK_BUSY_MS 3000
+/* QEMU (file-posix) locks bytes from 100 on of every image it has open,
+ * with OFD locks, which NFS carries to the server. */
+#define QEMU_LOCK_START 100
+#define QEMU_LOCK_LEN 200
+
+static void sleep_ms(long ms) {
+        struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/* The shutdown timeout the supervisor uses: the instance's, else vrt.conf's.
+ * Unreadable files fall back to the defaults: destroy must not depend on
+ * the configuration being valid. */
+static unsigned shutdown_timeout_for(const char *root, const struct vm_paths *p, const char *name) {
+        struct host_config *host = NULL;
+        struct instance *inst = NULL;
+        char err[1024];
+        unsigned t = 120;
+        char *conf = paths_join(root, "vrt.conf");
+        if (conf && host_config_load(conf, &host, err, sizeof err) == 0)
+                t = host->shutdown_timeout;
+        if (instance_load(p->instance, name, NULL, &inst, err, sizeof err) == 0 && inst->shutdown_timeout)
+                t = inst->shutdown_timeout;
+        instance_free(inst);
+        host_config_free(host);
+        free(conf);
+        return t;
+}
+
+/* True when pid is a vrt-launch: a pid file left by a supervisor that was
+ * killed may name an unrelated process by now. */
+static bool is_supervisor(pid_t pid) {
+        char path[64], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        ssize_t n = read(fd, comm, sizeof comm - 1);
+        close(fd);
+        if (n <= 0)
+                return false;
+        comm[n] = '\0';
+        return strncmp(comm, "vrt-launch", 10) == 0;
+}
+
+static void qmp_quit(const struct vm_paths *p) {
+        struct qmp *q = NULL;
+        char err[512];
+        /* Best effort: the SIGTERM that follows stops the VM regardless. */
+        if (qmp_connect_unix(p->monitor_sock, 0, &q, err, sizeof err) == 0 &&
+            qmp_handshake(q, DESTROY_QMP_TIMEOUT_MS, err, sizeof err) == 0)
+                qmp_execute(q, "quit", NULL, DESTROY_QMP_TIMEOUT_MS, NULL, err, sizeof err);
+        qmp_free(q);
+}
+
+static int send_sigterm(int pidfd, int value) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        si.si_signo = SIGTERM;
+        si.si_code = SI_QUEUE;
+        si.si_pid = getpid();
+        si.si_uid = getuid();
+        si.si_value.sival_int = value;
+        /* A queued value overrides vrt-launch's shutdown timeout. */
+        return pidfd_send_signal(pidfd, SIGTERM, value > 0 ? &si : NULL, 0) < 0 ? -errno : 0;
+}
+
+/* Stops the VM's supervisor, if one runs, and waits until it is gone or
+ * the deadline passes. The lock held without a pid file means a supervisor
+ * is starting or another destroy is at work: wait for either to finish. */
+static int stop_vm(const struct vm_paths *p, bool force, int64_t deadline, bool *was_running,
+                   char *err, size_t errlen) {
+        pid_t signalled = 0;
+
+        while (runtime_is_running(p)) {
+                pid_t pid = 0;
+                int64_t left = deadline - now_ms();
+                if (left <= 0) {
+                        snprintf(err, errlen, "VM did not stop in time (supervisor still holds %s)", p->lock_file);
+                        return -ETIMEDOUT;
+                }
+                if (runtime_read_pid(p->pid_file, &pid) < 0) {
+                        sleep_ms(DESTROY_POLL_MS);
+                        continue;
+                }
+                int pidfd = pidfd_open(pid, 0);
+                if (pidfd < 0) {
+                        sleep_ms(DESTROY_POLL_MS);
+                        continue;
+                }
+                /* With the pidfd held, the checks below are about this very process. */
+                if (!runtime_is_running(p) || !is_supervisor(pid)) {
+                        close(pidfd);
+                        sleep_ms(DESTROY_POLL_MS);
+                        continue;
+                }
+                if (pid != signalled) {
+                        if (force)
+                                qmp_quit(p);
+                        int r = send_sigterm(pidfd, force ? 1 : 0);
+                        if (r < 0 && r != -ESRCH) {
+                                close(pidfd);
+                                snprintf(err, errlen, "cannot signal supervisor %d: %s", (int)pid, strerror(-r));
+                                return r;
+                        }
+                        signalled = pid;
+                        *was_running = true;
+                }
+                struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+                int n = poll(&pfd, 1, (int)(left > 1000000 ? 1000000 : left));
+                close(pidfd);
+                if (n < 0 && errno != EINTR) {
+                        int r = -errno;
+                        snprintf(err, errlen, "poll: %s", strerror(-r));
+                        return r;
+                }
+                /* One poll waits at most 1000 s; a longer shutdown timeout
+                 * takes several. */
+                if (n == 0 && now_ms() >= deadline) {
+                        snprintf(err, errlen, "VM did not stop in time (supervisor %d still runs)", (int)pid);
+                        return -ETIMEDOUT;
+                }
+        }
+        return 0;
+}
+
+/* Writes vm/NAME/DESTROYED once: the first destroy's timestamp stays. */
+static int write_marker(const struct vm_paths *p, bool *already, char *err, size_t errlen) {
+        char tmp[4200], text[256], stamp[64], host[256] = "";
+        struct timespec ts;
+        struct tm tm;
+        int fd, r = 0;
+
+        if (access(p->destroyed, F_OK) == 0) {
+                *already = true;
+                return 0;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        localtime_r(&ts.tv_sec, &tm);
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S%z", &tm);
+        gethostname(host, sizeof host - 1);
+        snprintf(text, sizeof text, "destroyed=%s\nhost=%s\n", stamp, host);
+        snprintf(tmp, sizeof tmp, "%s/.DESTROYED.%d.tmp", p->vm_dir, (int)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0) {
+                r = -errno;
+                snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(-r));
+                return r;
+        }
+        size_t len = strlen(text);
+        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
+                r = errno ? -errno : -EIO;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        /* link() never replaces: of two destroys on two hosts one marker wins. */
+        if (r == 0 && link(tmp, p->destroyed) < 0) {
+                if (errno == EEXIST)
+                        *already = true;
+                else
+                        r = -errno;
+        }
+        unlink(tmp);
+        if (r < 0)
+                snprintf(err, errlen, "cannot write %s: %s", p->destroyed, strerror(-r));
+        return r;
+}
+
+/* The runtime lock is local to this host, but the root may be shared: a
+ * QEMU on another host sees no lock here. Its image locks are visible
+ * everywhere. Returns the path of a disk some QEMU holds, or NULL (also
+ * when locks cannot be tested: then only the runtime lock protects). */
+static const char *disk_in_use(const struct vm_paths *p) {
+        const char *disks[2] = { p->overlay, p->copy };
+        for (size_t i = 0; i < 2; i++) {
+                int fd = open(disks[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+                if (fd < 0)
+                        continue;
+                struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = QEMU_LOCK_START, .l_len = QEMU_LOCK_LEN };
+                bool held = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+                close(fd);
+                if (held)
+                        return disks[i];
+        }
+        return NULL;
+}
+
+static int fsync_dir(const char *path) {
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int r = fsync(fd) < 0 ? -errno : 0;
+        close(fd);
+        return r;
+}
+
+int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool force,
+               struct destroy_result *ret, char *err, size_t errlen) {
+        struct destroy_result res = { 0 };
+        struct vm_paths p = { 0 };
+        char msg[512];
+        struct stat st;
+        int r, lock_fd = -1;
+
+        if (config_check_vm_name(name, runtime_dir, msg, sizeof msg) < 0) {
+                snprintf(err, errlen, "%s", msg);
+                return -EINVAL;
+        }
+        if (vm_paths_init(&p, root, runtime_dir, name) < 0)
+                return -ENOMEM;
+        if (lstat(p.vm_dir, &st) < 0) {
+                struct registry *reg = NULL;
+                r = -errno;
+                if (r != -ENOENT) {
+                        snprintf(err, errlen, "%s: %s", p.vm_dir, strerror(-r));
+                        goto done;
+                }
+                r = registry_load(root, &reg, err, errlen);
+                if (r < 0)
+                        goto done;
+                if (registry_has_name(reg, name, NULL)) {
+                        /* Destroyed and cleaned up before: nothing left to do. */
+                        res.gone = res.already_destroyed = true;
+                        r = 0;
+                } else {
+                        snprintf(err, errlen, "no such VM: %s (%s does not exist)", name, p.vm_dir);
+                        r = -ENOENT;
+                }
+                registry_free(reg);
+                if (r < 0)
+                        goto done;
+                *ret = res;
+                goto done;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                snprintf(err, errlen, "%s is not a directory", p.vm_dir);
+                r = -ENOTDIR;
+                goto done;
+        }
+
+        unsigned timeout = shutdown_timeout_for(root, &p, name);
+        int64_t deadline = now_ms() + INT64_C(1000) * ((force ? 0 : timeout) + DESTROY_ESCALATION_S), busy_until = 0;
+        for (;;) {
+                r = stop_vm(&p, force, deadline, &res.was_running, err, errlen);
+                if (r < 0)
+                        goto done;
+                /* Hold the lock: no start between our check and the marker. */
+                lock_fd = runtime_lock(&p, msg, sizeof msg);
+                if (lock_fd >= 0) {
+                        const char *busy = disk_in_use(&p);
+                        if (!busy)
+                                break;
+                        close(lock_fd);
+                        lock_fd = -1;
+                        if (busy_until == 0)
+                                busy_until = now_ms() + DESTROY_DISK_BUSY_MS;
+                        if (now_ms() >= busy_until || now_ms() >= deadline) {
+                                snprintf(err, errlen, "%s is in use by a QEMU process that this host does not supervise "
+                                         "(running on another host sharing the root?); not destroyed", busy);
+                                r = -EBUSY;
+                                goto done;
+                        }
+                        sleep_ms(DESTROY_POLL_MS);
+                        continue;
+                }
+                if (lock_fd != -EBUSY) {
+                        r = lock_fd;
+                        snprintf(err, errlen, "%s", msg);
+                        goto done;
+                }
+                if (now_ms() >= deadline) {
+                        snprintf(err, errlen, "%s", msg);
+                        r = -ETIMEDOUT;
+                        goto done;
+                }
+                sleep_ms(DESTROY_POLL_MS);
+        }
+        runtime_clean(&p);
+
+        /* Marker first: an interrupted destroy leaves a VM that is marked
+         * and still has a disk, which the next destroy or cleanup handles. */
+        r = write_marker(&p, &res.already_destroyed, err, errlen);
+        if (r < 0)
+                goto done;
+        const char *disks[2] = { p.overlay, p.copy };
+        const char *names[2] = { "hdd.ovl", "hdd.img" };
+        for (size_t i = 0; i < 2; i++) {
+                if (unlink(disks[i]) == 0) {
+                        snprintf(res.removed[i], sizeof res.removed[i], "%s", names[i]);
+                } else if (errno != ENOENT) {
+                        r = -errno;
+                        snprintf(err, errlen, "cannot delete %s: %s", disks[i], strerror(-r));
+                        goto done;
+                }
+        }
+        r = fsync_dir(p.vm_dir);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot fsync %s: %s", p.vm_dir, strerror(-r));
+                goto done;
+        }
+        *ret = res;
+        r = 0;
+done:
+        if (lock_fd >= 0) {
+                runtime_remove(&p);
+                close(lock_fd);
+        }
+        vm_paths_done(&p);
+        return r;
+}
+
+/* --- cleanup --- */
+
+static int add_entry(struct cleanup_result *res, const char *name, bool removed, const char *reason) {
+        struct cleanup_entry *e = realloc(res->entries, (res->n + 1) * sizeof *e);
+        if (!e)
+                return -ENOMEM;
+        res->entries = e;
+        e[res->n] = (struct cleanup_entry){ .name = strdup(name), .removed = removed };
+        if (!e[res->n].name)
+                return -ENOMEM;
+        snprintf(e[res->n].reason, sizeof e[res->n].reason, "%s", reason ? reason : "");
+        res->n++;
+        return 0;
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+        size_t a = strlen(s), b = strlen(suffix);
+        return a > b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Removes one destroyed VM. Returns 1 removed, 0 skipped or gone, < 0 failed. */
+static int cleanup_one(const char *root, const char *runtime_dir, const char *vm_root, const char *name,
+                       struct cleanup_result *res) {
+        char reason[256] = "", hidden[VM_NAME_MAX + sizeof REMOVING_SUFFIX + 2];
+        struct vm_paths p = { 0 };
+        char *hidden_path = NULL;
+        int r, lock_fd = -1;
+
+        if (vm_paths_init(&p, root, runtime_dir, name) < 0)
+                return -ENOMEM;
+        lock_fd = runtime_lock(&p, reason, sizeof reason);
+        if (lock_fd == -EBUSY) {
+                r = add_entry(res, name, false, "still running");
+                goto done;
+        }
+        if (lock_fd < 0) {
+                r = add_entry(res, name, false, reason);
+                if (r == 0)
+                        r = lock_fd;
+                goto done;
+        }
+        snprintf(hidden, sizeof hidden, ".%s%s", name, REMOVING_SUFFIX);
+        hidden_path = paths_join(vm_root, hidden);
+        if (!hidden_path) {
+                r = -ENOMEM;
+                goto done;
+        }
+        /* A leftover of an interrupted cleanup of an earlier VM dir. */
+        create_remove_tree(hidden_path);
+        if (rename(p.vm_dir, hidden_path) < 0) {
+                /* ENOENT: a concurrent cleanup took it first. */
+                r = errno == ENOENT ? 0 : -errno;
+                if (r < 0) {
+                        snprintf(reason, sizeof reason, "cannot rename %s: %s", p.vm_dir, strerror(-r));
+                        add_entry(res, name, false, reason);
+                }
+                goto done;
+        }
+        fsync_dir(vm_root);
+        r = create_remove_tree(hidden_path);
+        if (r < 0) {
+                /* Invisible already; the next cleanup finishes the removal. */
+                snprintf(reason, sizeof reason, "cannot remove %s: %s", hidden_path, strerror(-r));
+                actionlog_append(root, "cleanup", "%s: removal incomplete: %s", name, reason);
+                add_entry(res, name, false, reason);
+                goto done;
+        }
+        actionlog_append(root, "cleanup", "%s: removed %s (destroyed; the name stays registered)", name, p.vm_dir);
+        r = add_entry(res, name, true, NULL);
+        if (r == 0)
+                r = 1;
+done:
+        if (lock_fd >= 0) {
+                runtime_remove(&p);
+                close(lock_fd);
+        }
+        free(hidden_path);
+        vm_paths_done(&p);
+        return r;
+}
+
+int destroy_cleanup(const char *root, const char *runtime_dir, struct cleanup_result *ret,
+                    char *err, size_t errlen) {
+        struct cleanup_result res = { 0 };
+        struct registry *reg = NULL;
+        char *vm_root = NULL;
+        DIR *d = NULL;
+        struct dirent *de;
+        int r, failures = 0;
+
+        vm_root = paths_join(root, "vm");
+        if (!vm_root)
+                return -ENOMEM;
+        /* Interrupted creates first, under the registry lock. */
+        r = registry_lock(root, &reg, err, errlen);
+        if (r < 0)
+                goto fail;
+        r = create_sweep(root, reg, err, errlen);
+        registry_free(reg);
+        if (r < 0)
+                goto fail;
+        res.swept = (unsigned)r;
+
+        d = opendir(vm_root);
+        if (!d && errno == ENOENT) {
+                free(vm_root);
+                *ret = res;
+                return 0;
+        }
+        if (!d) {
+                r = -errno;
+                snprintf(err, errlen, "cannot read %s: %s", vm_root, strerror(-r));
+                goto fail;
+        }
+        while ((de = readdir(d))) {
+                char msg[256], *path;
+                struct stat st;
+                if (de->d_name[0] == '.') {
+                        if (has_suffix(de->d_name, REMOVING_SUFFIX) && strlen(de->d_name) > 1 + strlen(REMOVING_SUFFIX)) {
+                                path = paths_join(vm_root, de->d_name);
+                                if (path && create_remove_tree(path) == 0) {
+                                        actionlog_append(root, "cleanup", "removed leftover %s", path);
+                                        res.swept++;
+                                }
+                                free(path);
+                        }
+                        continue;
+                }
+                if (config_check_vm_name(de->d_name, NULL, msg, sizeof msg) < 0)
+                        continue;
+                path = paths_join(vm_root, de->d_name);
+                if (!path) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                char *marker = paths_join(path, "DESTROYED");
+                free(path);
+                if (!marker) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                bool destroyed = lstat(marker, &st) == 0;
+                free(marker);
+                if (!destroyed)
+                        continue;
+                r = cleanup_one(root, runtime_dir, vm_root, de->d_name, &res);
+                if (r == -ENOMEM)
+                        goto fail;
+                if (r < 0)
+                        failures++;
+        }
+        closedir(d);
+        free(vm_root);
+        *ret = res;
+        return failures;
+fail:
+        if (d)
+                closedir(d);
+        free(vm_root);
+        cleanup_result_done(&res);
+        return r;
+}
+
+void cleanup_result_done(struct cleanup_result *r) {
+        if (!r)
+                return;
+        for (size_t i = 0; i < r->n; i++)
+                free(r->entries[i].name);
+        free(r->entries);
+        *r = (struct cleanup_result){ 0 };
+}

@@ -1,0 +1,991 @@
+#include "launcher/lifecycle/service.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "launcher/core/config.h"
+#include "launcher/lifecycle/firstboot.h"
+#include "launcher/core/paths.h"
+#include "launcher/core/runtime.h"
+#include "launcher/core/strv.h"
+#include "qmp/qmp.h"
+#include "launcher/core/util.h"
+
+extern char **environ;
+
+#define UNIT_PROBE_TIMEOUT_MS 5000
+#define QMP_FORCE_TIMEOUT_MS 5000
+#define PID_FILE_WAIT_MS 3000
+#define DEFAULT_SHUTDOWN_TIMEOUT_S 120
+
+static const char *const manager_names[_SERVICE_MANAGER_MAX] = {
+        [SERVICE_DETACHED] = "detached",
+        [SERVICE_SYSTEMD] = "systemd",
+};
+
+const char *service_manager_to_string(enum service_manager m) {
+        return m >= 0 && m < _SERVICE_MANAGER_MAX ? manager_names[m] : NULL;
+}
+
+enum service_manager service_manager_from_string(const char *s) {
+        for (int i = 0; s && i < _SERVICE_MANAGER_MAX; i++)
+                if (strcmp(s, manager_names[i]) == 0)
+                        return (enum service_manager)i;
+        return _SERVICE_MANAGER_INVALID;
+}
+
+static void result_set(struct service_result *res, enum service_outcome outcome, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static void result_set(struct service_result *res, enum service_outcome outcome, const char *fmt, ...) {
+        va_list ap;
+        res->outcome = outcome;
+        va_start(ap, fmt);
+        vsnprintf(res->message, sizeof res->message, fmt, ap);
+        va_end(ap);
+}
+
+bool service_systemd_booted(void) {
+        struct stat st;
+        char exe[PATH_MAX];
+        if (lstat("/run/systemd/system", &st) < 0 || !S_ISDIR(st.st_mode))
+                return false;
+        ssize_t n = readlink("/proc/1/exe", exe, sizeof exe - 1);
+        if (n <= 0) {
+                /* Only root may read PID 1's exe link; its comm is public. */
+                int fd = open("/proc/1/comm", O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        return false;
+                n = read(fd, exe, sizeof exe - 1);
+                close(fd);
+                if (n <= 0)
+                        return false;
+                exe[n] = '\0';
+                exe[strcspn(exe, "\n")] = '\0';
+                return strcmp(exe, "systemd") == 0;
+        }
+        exe[n] = '\0';
+        const char *base = strrchr(exe, '/');
+        base = base ? base + 1 : exe;
+        /* "systemd", also while being replaced ("systemd (deleted)"). */
+        return strncmp(base, "systemd", 7) == 0 && (base[7] == '\0' || base[7] == ' ');
+}
+
+int service_parse_unit_environment(const char *text, char **ret_root, char **ret_runtime) {
+        char *root = NULL, *runtime = NULL, *word = NULL;
+        size_t cap = strlen(text) + 1;
+        const char *p = text;
+        int r = 0;
+
+        word = malloc(cap);
+        if (!word)
+                return -ENOMEM;
+        for (;;) {
+                size_t n = 0;
+                bool quoted = false, any = false;
+                while (*p == ' ' || *p == '\t' || *p == '\n')
+                        p++;
+                if (!*p)
+                        break;
+                /* One word: runs of plain and "quoted" text, with \-escapes inside quotes. */
+                while (*p && (quoted || (*p != ' ' && *p != '\t' && *p != '\n'))) {
+                        if (*p == '"') {
+                                quoted = !quoted;
+                                p++;
+                                continue;
+                        }
+                        if (quoted && *p == '\\' && p[1])
+                                p++;
+                        word[n++] = *p++;
+                        any = true;
+                }
+                if (quoted) {
+                        r = -EINVAL;
+                        goto fail;
+                }
+                word[n] = '\0';
+                char **dst = !any ? NULL
+                             : strncmp(word, "VRT_ROOT=", 9) == 0 ? &root
+                             : strncmp(word, "VRT_RUNTIME_DIR=", 16) == 0 ? &runtime : NULL;
+                if (dst) {
+                        free(*dst);     /* the last assignment wins, as in systemd */
+                        *dst = strdup(strchr(word, '=') + 1);
+                        if (!*dst) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                }
+        }
+        free(word);
+        *ret_root = root;
+        *ret_runtime = runtime;
+        return 0;
+fail:
+        free(word);
+        free(root);
+        free(runtime);
+        return r;
+}
+
+/* Finds an executable in $PATH. New string or NULL. */
+static char *path_search(const char *name) {
+        const char *path = getenv("PATH");
+        if (!path || !*path)
+                path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        while (*path) {
+                size_t n = strcspn(path, ":");
+                char *cand = NULL;
+                if (n > 0 && asprintf(&cand, "%.*s/%s", (int)n, path, name) >= 0) {
+                        if (access(cand, X_OK) == 0)
+                                return cand;
+                        free(cand);
+                }
+                path += n;
+                if (*path == ':')
+                        path++;
+        }
+        return NULL;
+}
+
+int service_find_launcher(char **ret) {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n > 0) {
+                self[n] = '\0';
+                char *slash = strrchr(self, '/');
+                if (slash) {
+                        char *cand = NULL;
+                        *slash = '\0';
+                        if (asprintf(&cand, "%s/vrt-launch", self) >= 0) {
+                                if (access(cand, X_OK) == 0) {
+                                        *ret = cand;
+                                        return 0;
+                                }
+                                free(cand);
+                        }
+                }
+        }
+        char *found = path_search("vrt-launch");
+        if (!found)
+                return -ENOENT;
+        *ret = found;
+        return 0;
+}
+
+/* In a forked child: only async-signal-safe calls until execve. */
+static void child_reset_signals(void) {
+        struct sigaction sa = { .sa_handler = SIG_DFL };
+        sigset_t none;
+        for (int s = 1; s < NSIG; s++)
+                sigaction(s, &sa, NULL);        /* fails harmlessly for SIGKILL/SIGSTOP */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void child_setup_fds(int in, int out) {
+        if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
+                _exit(127);
+        /* Nothing of ours, nor what our caller leaked to us, reaches the child. */
+        if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
+                for (int fd = 3; fd < 65536; fd++)
+                        close(fd);
+}
+
+static void child_exec_failed(const char *prog, int error) {
+        char buf[512];
+        int n = snprintf(buf, sizeof buf, "vrt: cannot execute %s: %s\n", prog, strerror(error));
+        if (n > 0 && write(STDERR_FILENO, buf, (size_t)n) < 0) {
+                /* nowhere left to report */
+        }
+        _exit(127);
+}
+
+/* Forks argv with stdin /dev/null and stdout+stderr into a pipe whose read
+ * end (non-blocking) goes to *ret_out. Returns the child's pid or a
+ * negative errno. */
+static pid_t spawn_piped(char *const *argv, int *ret_out) {
+        int pipefd[2], devnull = -1;
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return -errno;
+        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull < 0) {
+                int r = -errno;
+                close(pipefd[0]);
+                close(pipefd[1]);
+                return r;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+                child_reset_signals();
+                child_setup_fds(devnull, pipefd[1]);
+                execv(argv[0], argv);
+                child_exec_failed(argv[0], errno);
+        }
+        int r = pid < 0 ? -errno : 0;
+        close(pipefd[1]);
+        close(devnull);
+        if (r < 0) {
+                close(pipefd[0]);
+                return r;
+        }
+        fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+        *ret_out = pipefd[0];
+        return pid;
+}
+
+/* Appends what is readable on fd to buf (capped, NUL-terminated). Returns
+ * false at EOF or error. */
+static bool drain_into(int fd, char *buf, size_t cap, size_t *len) {
+        for (;;) {
+                char tmp[1024];
+                ssize_t n = read(fd, tmp, sizeof tmp);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 && errno == EAGAIN;
+                size_t take = (size_t)n < cap - 1 - *len ? (size_t)n : cap - 1 - *len;
+                memcpy(buf + *len, tmp, take);
+                *len += take;
+                buf[*len] = '\0';
+        }
+}
+
+/* Runs argv to its end within timeout_ms, collecting its output. Returns
+ * the exit status (0..255), or a negative errno (-ETIMEDOUT: killed). */
+static int run_capture(char *const *argv, int timeout_ms, char *out, size_t outlen) {
+        int fd = -1, status = 0;
+        size_t len = 0;
+        out[0] = '\0';
+        pid_t pid = spawn_piped(argv, &fd);
+        if (pid < 0)
+                return pid;
+        int64_t deadline = now_ms() + timeout_ms;
+        bool open_ = true;
+        while (open_) {
+                int64_t left = deadline - now_ms();
+                if (left <= 0) {
+                        kill(pid, SIGKILL);
+                        break;
+                }
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                if (poll(&pfd, 1, (int)left) > 0)
+                        open_ = drain_into(fd, out, outlen, &len);
+        }
+        close(fd);
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (open_)
+                return -ETIMEDOUT;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int service_manager_detect(const char *root, const char *runtime_dir, const char *probe_name,
+                           enum service_manager *ret, char *note, size_t notelen) {
+        const char *env = getenv("VRT_SERVICE_MANAGER");
+        note[0] = '\0';
+        if (env && *env && strcmp(env, "auto") != 0) {
+                enum service_manager m = service_manager_from_string(env);
+                if (m < 0) {
+                        snprintf(note, notelen, "invalid VRT_SERVICE_MANAGER=%s (auto, systemd or detached)", env);
+                        return -EINVAL;
+                }
+                *ret = m;
+                return 0;
+        }
+        if (!service_systemd_booted()) {
+                *ret = SERVICE_DETACHED;
+                return 0;
+        }
+        /* vrt@.service knows one root: starting NAME there must mean our NAME. */
+        char *systemctl = path_search("systemctl");
+        char *unit = NULL, *unit_root = NULL, *unit_runtime = NULL;
+        char out[4096];
+        enum service_manager m = SERVICE_DETACHED;
+        if (systemctl && asprintf(&unit, "vrt@%s.service", probe_name ? probe_name : "probe") >= 0) {
+                char *argv[] = { systemctl, "show", "--property=Environment", "--value", unit, NULL };
+                if (run_capture(argv, UNIT_PROBE_TIMEOUT_MS, out, sizeof out) == 0 &&
+                    service_parse_unit_environment(out, &unit_root, &unit_runtime) == 0) {
+                        const char *ur = unit_root ? unit_root : VRT_DEFAULT_ROOT;
+                        const char *ut = unit_runtime ? unit_runtime : VRT_DEFAULT_RUNTIME_DIR;
+                        if (strcmp(ur, root) == 0 && strcmp(ut, runtime_dir) == 0)
+                                m = SERVICE_SYSTEMD;
+                        else
+                                snprintf(note, notelen, "vrt@.service runs VMs of %s (runtime %s), not of %s (runtime %s): starting vrt-launch detached",
+                                         ur, ut, root, runtime_dir);
+                } else {
+                        snprintf(note, notelen, "cannot ask systemd about vrt@.service: starting vrt-launch detached");
+                }
+        } else {
+                snprintf(note, notelen, "systemctl not found: starting vrt-launch detached");
+        }
+        free(systemctl);
+        free(unit);
+        free(unit_root);
+        free(unit_runtime);
+        *ret = m;
+        return 0;
+}
+
+int service_launch_log_last(const char *log_path, pid_t pid, off_t from, char *buf, size_t len) {
+        char data[8193], tag[64];
+        int fd = open(log_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -ENOENT;
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+                close(fd);
+                return -ENOENT;
+        }
+        off_t start = st.st_size > (off_t)(sizeof data - 1) ? st.st_size - (off_t)(sizeof data - 1) : 0;
+        if (start < from)
+                start = from;
+        ssize_t n = start < st.st_size ? pread(fd, data, sizeof data - 1, start) : 0;
+        close(fd);
+        if (n <= 0)
+                return -ENOENT;
+        data[n] = '\0';
+        snprintf(tag, sizeof tag, "vrt-launch[%d]: ", (int)pid);
+        const char *best = NULL;
+        size_t best_len = 0;
+        for (char *line = data; *line;) {
+                char *end = strchr(line, '\n');
+                size_t l = end ? (size_t)(end - line) : strlen(line);
+                if (end)
+                        *end = '\0';
+                const char *text = NULL;
+                if (pid > 0) {
+                        char *t = strstr(line, tag);
+                        text = t ? t + strlen(tag) : NULL;
+                } else if (l > 0) {
+                        char *t = strstr(line, "]: ");
+                        text = t ? t + 3 : line;
+                }
+                if (text && *text) {
+                        best = text;
+                        best_len = strlen(text);
+                }
+                line += l + (end ? 1 : 0);
+        }
+        if (!best)
+                return -ENOENT;
+        snprintf(buf, len, "%.*s", (int)best_len, best);
+        return 0;
+}
+
+static char *launch_log_path(const struct vm_paths *p) {
+        return paths_join(p->log_dir, "launch.log");
+}
+
+/* Checks a name and whether it names an existing VM. Fills p on success. */
+static bool vm_lookup(const struct service_options *o, const char *name, struct vm_paths *p,
+                      struct service_result *res, bool need_instance) {
+        char err[256];
+        struct stat st;
+        if (config_check_vm_name(name, o->runtime_dir, err, sizeof err) < 0) {
+                result_set(res, SERVICE_INVALID, "%s", err);
+                return false;
+        }
+        if (vm_paths_init(p, o->root, o->runtime_dir, name) < 0) {
+                result_set(res, SERVICE_FAILED, "out of memory");
+                return false;
+        }
+        if (need_instance && stat(p->instance, &st) < 0) {
+                result_set(res, SERVICE_INVALID, "no such VM (%s: %s)", p->instance, strerror(errno));
+                vm_paths_done(p);
+                return false;
+        }
+        return true;
+}
+
+/* The running supervisor's pid: the lock is held from before the pid file
+ * is written, so a starting VM may need a moment. 0 if it is not running. */
+static pid_t running_pid(const struct vm_paths *p) {
+        int64_t deadline = now_ms() + PID_FILE_WAIT_MS;
+        for (;;) {
+                pid_t pid = 0;
+                if (!runtime_is_running(p))
+                        return 0;
+                if (runtime_read_pid(p->pid_file, &pid) == 0)
+                        return pid;
+                if (now_ms() >= deadline)
+                        return 0;
+                struct timespec ts = { 0, 20 * 1000 * 1000 };
+                nanosleep(&ts, NULL);
+        }
+}
+
+/* ---- start ---- */
+
+struct start_job {
+        struct vm_paths p;
+        bool have_paths;
+        bool pending;
+        char *log_path;
+        off_t log_from;
+        int log_fd;
+        int notify_fd;
+        int out_fd;             /* systemctl's output */
+        char out[1024];
+        size_t out_len;
+        pid_t pid;
+        int pidfd;
+};
+
+/* An abstract datagram socket that accepts credentials: vrt-launch's
+ * READY=1 arrives here. Returns the fd and the NOTIFY_SOCKET value. */
+static int notify_socket(size_t index, char *addr, size_t addrlen) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        uint32_t rnd = 0;
+        int one = 1;
+        if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd)
+                rnd = (uint32_t)now_ms() ^ (uint32_t)(index << 16);
+        snprintf(addr, addrlen, "@vrt-start/%d/%zu/%08x", (int)getpid(), index, rnd);
+        size_t n = strlen(addr);
+        memcpy(sa.sun_path, addr, n);
+        sa.sun_path[0] = '\0';
+        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0 ||
+            bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+/* Reads queued notifications; true once `pid` sent READY=1. */
+static bool notify_ready(int fd, pid_t pid) {
+        for (;;) {
+                char msg[4097];
+                union {
+                        struct cmsghdr h;
+                        char buf[CMSG_SPACE(sizeof(struct ucred))];
+                } control;
+                struct iovec iov = { .iov_base = msg, .iov_len = sizeof msg - 1 };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                                     .msg_controllen = sizeof control };
+                ssize_t n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                if (n < 0)
+                        return false;
+                msg[n] = '\0';
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_CREDENTIALS)
+                        continue;
+                struct ucred cred;
+                memcpy(&cred, CMSG_DATA(c), sizeof cred);
+                if (cred.pid != pid)
+                        continue;       /* not our supervisor: ignore */
+                for (char *line = msg; line && *line;) {
+                        char *nl = strchr(line, '\n');
+                        if (nl)
+                                *nl = '\0';
+                        if (strcmp(line, "READY=1") == 0)
+                                return true;
+                        line = nl ? nl + 1 : NULL;
+                }
+        }
+}
+
+/* The detached supervisor's environment: ours, with the root, runtime dir
+ * and our notify socket, and without what belonged to our own caller. */
+static char **child_environment(const char *root, const char *runtime_dir, const char *notify) {
+        static const char *const drop[] = { "NOTIFY_SOCKET=", "VRT_ROOT=", "VRT_RUNTIME_DIR=", "JOURNAL_STREAM=",
+                                            "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "WATCHDOG_USEC=",
+                                            "WATCHDOG_PID=", "INVOCATION_ID=" };
+        struct strv v = { 0 };
+        for (char **e = environ; e && *e; e++) {
+                bool skip = false;
+                for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+                        if (strncmp(*e, drop[i], strlen(drop[i])) == 0)
+                                skip = true;
+                if (!skip)
+                        strv_add(&v, *e);
+        }
+        strv_addf(&v, "VRT_ROOT=%s", root);
+        strv_addf(&v, "VRT_RUNTIME_DIR=%s", runtime_dir);
+        strv_addf(&v, "NOTIFY_SOCKET=%s", notify);
+        if (v.error) {
+                strv_done(&v);
+                return NULL;
+        }
+        return v.items;
+}
+
+static int start_detached(const struct service_options *o, const char *launcher, const char *name,
+                          size_t index, struct start_job *j, struct service_result *res) {
+        char addr[108];
+        char **envp = NULL;
+        int devnull = -1, r;
+
+        if (mkdir(j->p.log_dir, 0750) < 0 && errno != EEXIST) {
+                result_set(res, SERVICE_FAILED, "cannot create %s: %s", j->p.log_dir, strerror(errno));
+                return -errno;
+        }
+        j->log_path = launch_log_path(&j->p);
+        if (!j->log_path) {
+                result_set(res, SERVICE_FAILED, "out of memory");
+                return -ENOMEM;
+        }
+        j->log_fd = open(j->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0640);
+        if (j->log_fd < 0) {
+                r = -errno;
+                result_set(res, SERVICE_FAILED, "cannot open %s: %s", j->log_path, strerror(-r));
+                return r;
+        }
+        j->log_from = lseek(j->log_fd, 0, SEEK_END);
+        if (j->log_from < 0)
+                j->log_from = 0;
+        j->notify_fd = notify_socket(index, addr, sizeof addr);
+        if (j->notify_fd < 0) {
+                r = j->notify_fd;
+                result_set(res, SERVICE_FAILED, "cannot create a notify socket: %s", strerror(-r));
+                return r;
+        }
+        envp = child_environment(o->root, o->runtime_dir, addr);
+        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (!envp || devnull < 0) {
+                r = envp ? -errno : -ENOMEM;
+                result_set(res, SERVICE_FAILED, "cannot prepare vrt-launch: %s", strerror(-r));
+                goto out;
+        }
+        char *argv[] = { (char *)launcher, (char *)name, NULL };
+        pid_t pid = fork();
+        if (pid == 0) {
+                /* A session of its own: no terminal, no job control signals of ours. */
+                setsid();
+                child_reset_signals();
+                child_setup_fds(devnull, j->log_fd);
+                if (chdir("/") < 0)
+                        _exit(127);
+                execve(launcher, argv, envp);
+                child_exec_failed(launcher, errno);
+        }
+        if (pid < 0) {
+                r = -errno;
+                result_set(res, SERVICE_FAILED, "fork: %s", strerror(-r));
+                goto out;
+        }
+        j->pid = pid;
+        j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        r = 0;
+out:
+        strv_free(envp);
+        if (devnull >= 0)
+                close(devnull);
+        close_fd(&j->log_fd);
+        return r;
+}
+
+static int start_systemd(const char *systemctl, const char *name, struct start_job *j, struct service_result *res) {
+        char *unit = NULL;
+        if (asprintf(&unit, "vrt@%s.service", name) < 0) {
+                result_set(res, SERVICE_FAILED, "out of memory");
+                return -ENOMEM;
+        }
+        char *argv[] = { (char *)systemctl, "--no-ask-password", "start", unit, NULL };
+        pid_t pid = spawn_piped(argv, &j->out_fd);
+        free(unit);
+        if (pid < 0) {
+                result_set(res, SERVICE_FAILED, "cannot run %s: %s", systemctl, strerror((int)-pid));
+                return (int)pid;
+        }
+        j->pid = pid;
+        j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        return 0;
+}
+
+/* First line of a buffer, for a one-line message. */
+static const char *first_line(char *s) {
+        while (*s == '\n' || *s == ' ')
+                s++;
+        s[strcspn(s, "\n")] = '\0';
+        return s;
+}
+
+static void start_finished(const struct service_options *o, const char *name, struct start_job *j,
+                           struct service_result *res, int status) {
+        char line[400];
+        j->pending = false;
+        if (o->manager == SERVICE_SYSTEMD) {
+                if (status == 0) {
+                        pid_t pid = 0;
+                        runtime_read_pid(j->p.pid_file, &pid);
+                        res->pid = pid;
+                        result_set(res, SERVICE_DONE, "started (vrt@%s.service)", name);
+                } else {
+                        result_set(res, SERVICE_FAILED, "systemctl start vrt@%s.service failed: %s", name,
+                                   j->out_len ? first_line(j->out) : "no message");
+                }
+                return;
+        }
+        /* The supervisor ended before it was ready. */
+        pid_t other = running_pid(&j->p);
+        if (other > 0) {
+                res->pid = other;
+                result_set(res, SERVICE_ALREADY, "already running (supervisor pid %d, started concurrently)", (int)other);
+                return;
+        }
+        if (service_launch_log_last(j->log_path, j->pid, j->log_from, line, sizeof line) < 0 &&
+            service_launch_log_last(j->log_path, 0, j->log_from, line, sizeof line) < 0)
+                snprintf(line, sizeof line, "no message in %s", j->log_path);
+        if (status == 127 && strstr(line, "cannot execute"))
+                result_set(res, SERVICE_FAILED, "%s", line);
+        else
+                result_set(res, SERVICE_FAILED, "vrt-launch exited with status %d: %s", status, line);
+}
+
+/* A VM whose init script never finished would boot unconfigured. */
+static bool first_boot_pending(const struct service_options *o, const char *name, const struct vm_paths *p) {
+        struct instance *inst = NULL;
+        char err[512];
+        if (instance_load(p->instance, name, o->runtime_dir, &inst, err, sizeof err) < 0)
+                return false;   /* vrt-launch reports a broken instance itself */
+        bool pending = inst->init && firstboot_state_of(p->vm_dir, true) == FIRSTBOOT_PENDING;
+        instance_free(inst);
+        return pending;
+}
+
+int service_start(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
+        struct start_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+        char *launcher = NULL, *systemctl = NULL;
+        int failed = 0;
+
+        if (!jobs)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                jobs[i] = (struct start_job){ .log_fd = -1, .notify_fd = -1, .out_fd = -1, .pidfd = -1 };
+                results[i] = (struct service_result){ .outcome = SERVICE_FAILED };
+        }
+        if (o->manager == SERVICE_SYSTEMD) {
+                systemctl = path_search("systemctl");
+        } else if (o->launcher) {
+                launcher = strdup(o->launcher);
+        } else {
+                service_find_launcher(&launcher);
+        }
+
+        unsigned wait_s = o->wait_s ? o->wait_s : SERVICE_START_WAIT_S;
+        int64_t deadline = now_ms() + (int64_t)wait_s * 1000;
+        for (size_t i = 0; i < n; i++) {
+                struct start_job *j = &jobs[i];
+                struct service_result *res = &results[i];
+                struct stat st;
+                if (!vm_lookup(o, names[i], &j->p, res, true))
+                        continue;
+                j->have_paths = true;
+                if (stat(j->p.destroyed, &st) == 0) {
+                        result_set(res, SERVICE_INVALID, "VM is destroyed (%s exists); not starting it", j->p.destroyed);
+                        continue;
+                }
+                if (first_boot_pending(o, names[i], &j->p)) {
+                        result_set(res, SERVICE_INVALID, "its first boot (init=) has not completed; "
+                                   "fix the script and run `vrt init %s [--reset]`, or remove init= from %s",
+                                   names[i], j->p.instance);
+                        continue;
+                }
+                pid_t pid = running_pid(&j->p);
+                if (pid > 0 || runtime_is_running(&j->p)) {
+                        res->pid = pid;
+                        result_set(res, SERVICE_ALREADY, "already running (supervisor pid %d)", (int)pid);
+                        continue;
+                }
+                int r;
+                if (o->manager == SERVICE_SYSTEMD) {
+                        if (!systemctl) {
+                                result_set(res, SERVICE_FAILED, "systemctl not found in $PATH");
+                                continue;
+                        }
+                        r = start_systemd(systemctl, names[i], j, res);
+                } else {
+                        if (!launcher) {
+                                result_set(res, SERVICE_FAILED, "vrt-launch not found next to vrt nor in $PATH");
+                                continue;
+                        }
+                        r = start_detached(o, launcher, names[i], i, j, res);
+                }
+                if (r == 0)
+                        j->pending = true;
+        }
+
+        /* Wait for every READY=1 (detached) or systemctl (which waits for it). */
+        struct pollfd *pfd = calloc(3 * (n ? n : 1), sizeof *pfd);
+        if (!pfd) {
+                failed = -ENOMEM;
+                goto out;
+        }
+        for (;;) {
+                size_t m = 0;
+                for (size_t i = 0; i < n; i++) {
+                        if (!jobs[i].pending)
+                                continue;
+                        pfd[m++] = (struct pollfd){ .fd = jobs[i].notify_fd, .events = POLLIN };
+                        pfd[m++] = (struct pollfd){ .fd = jobs[i].out_fd, .events = POLLIN };
+                        pfd[m++] = (struct pollfd){ .fd = jobs[i].pidfd, .events = POLLIN };
+                }
+                if (m == 0)
+                        break;
+                int64_t left = deadline - now_ms();
+                if (left <= 0) {
+                        for (size_t i = 0; i < n; i++) {
+                                if (!jobs[i].pending)
+                                        continue;
+                                jobs[i].pending = false;
+                                if (o->manager == SERVICE_SYSTEMD)
+                                        result_set(&results[i], SERVICE_FAILED, "systemctl start vrt@%s.service did not finish within %us",
+                                                   names[i], wait_s);
+                                else
+                                        result_set(&results[i], SERVICE_FAILED, "not running within %us (vrt-launch pid %d still starting; see %s)",
+                                                   wait_s, (int)jobs[i].pid, jobs[i].log_path);
+                                results[i].pid = jobs[i].pid;
+                        }
+                        break;
+                }
+                /* A pidfd that could not be opened is polled as -1 (ignored):
+                 * fall back to checking the child every 100 ms. */
+                if (poll(pfd, (nfds_t)m, left < 100 ? (int)left : 100) < 0 && errno != EINTR) {
+                        failed = -errno;
+                        goto out;
+                }
+                for (size_t i = 0; i < n; i++) {
+                        struct start_job *j = &jobs[i];
+                        if (!j->pending)
+                                continue;
+                        if (j->notify_fd >= 0 && notify_ready(j->notify_fd, j->pid)) {
+                                j->pending = false;
+                                results[i].pid = j->pid;
+                                result_set(&results[i], SERVICE_DONE, "started (supervisor pid %d)", (int)j->pid);
+                                continue;
+                        }
+                        if (j->out_fd >= 0 && !drain_into(j->out_fd, j->out, sizeof j->out, &j->out_len))
+                                close_fd(&j->out_fd);
+                        int status;
+                        pid_t w = waitpid(j->pid, &status, WNOHANG);
+                        if (w == j->pid) {
+                                if (j->out_fd >= 0)
+                                        drain_into(j->out_fd, j->out, sizeof j->out, &j->out_len);
+                                /* A READY=1 sent just before exiting still counts. */
+                                if (j->notify_fd >= 0 && notify_ready(j->notify_fd, j->pid)) {
+                                        j->pending = false;
+                                        result_set(&results[i], SERVICE_DONE, "started (supervisor pid %d), but it ended already",
+                                                   (int)j->pid);
+                                        continue;
+                                }
+                                start_finished(o, names[i], j, &results[i],
+                                               WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+                        }
+                }
+        }
+        for (size_t i = 0; i < n; i++)
+                if (results[i].outcome == SERVICE_FAILED || results[i].outcome == SERVICE_INVALID)
+                        failed++;
+out:
+        free(pfd);
+        for (size_t i = 0; i < n; i++) {
+                close_fd(&jobs[i].notify_fd);
+                close_fd(&jobs[i].out_fd);
+                close_fd(&jobs[i].pidfd);
+                close_fd(&jobs[i].log_fd);
+                free(jobs[i].log_path);
+                if (jobs[i].have_paths)
+                        vm_paths_done(&jobs[i].p);
+        }
+        free(jobs);
+        free(launcher);
+        free(systemctl);
+        return failed;
+}
+
+/* ---- stop ---- */
+
+struct stop_job {
+        struct vm_paths p;
+        bool have_paths;
+        bool pending;
+        pid_t pid;
+        int pidfd;
+        int64_t deadline;
+        unsigned bound_s;
+        const char *how;        /* extra words for the result, may be "" */
+};
+
+/* The shutdown timeout vrt-launch will use for this VM. */
+static unsigned configured_shutdown_timeout(const struct service_options *o, const struct vm_paths *p) {
+        char err[512], *conf = paths_join(o->root, "vrt.conf");
+        struct host_config *host = NULL;
+        struct instance *inst = NULL;
+        unsigned t = DEFAULT_SHUTDOWN_TIMEOUT_S;
+        if (conf && host_config_load(conf, &host, err, sizeof err) == 0) {
+                t = host->shutdown_timeout;
+                if (instance_load(p->instance, NULL, o->runtime_dir, &inst, err, sizeof err) == 0 && inst->shutdown_timeout)
+                        t = inst->shutdown_timeout;
+        }
+        instance_free(inst);
+        host_config_free(host);
+        free(conf);
+        return t;
+}
+
+static int queue_sigterm(int pidfd, unsigned value) {
+        siginfo_t si = { 0 };
+        si.si_signo = SIGTERM;
+        si.si_code = SI_QUEUE;
+        si.si_pid = getpid();
+        si.si_uid = getuid();
+        si.si_value.sival_int = (int)value;
+        if (syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, &si, 0U) < 0)
+                return -errno;
+        return 0;
+}
+
+static int qmp_quit(const char *sock, char *err, size_t errlen) {
+        struct qmp *q = NULL;
+        int r = qmp_connect_unix(sock, 1000, &q, err, errlen);
+        if (r == 0)
+                r = qmp_handshake(q, QMP_FORCE_TIMEOUT_MS, err, errlen);
+        if (r == 0)
+                r = qmp_execute(q, "quit", NULL, QMP_FORCE_TIMEOUT_MS, NULL, err, errlen);
+        qmp_free(q);
+        /* QEMU may close the socket before its reply makes it out. */
+        return r == -ECONNRESET ? 0 : r;
+}
+
+static void stop_one(const struct service_options *o, const char *name, struct stop_job *j, struct service_result *res) {
+        struct stat st;
+        char err[512];
+
+        if (!vm_lookup(o, name, &j->p, res, false))
+                return;
+        j->have_paths = true;
+        j->how = "";
+        j->pid = running_pid(&j->p);
+        if (j->pid > 0)
+                j->pidfd = (int)syscall(SYS_pidfd_open, j->pid, 0);
+        /* The pid we opened must still be the lock holder's, not a reused one. */
+        pid_t again = 0;
+        if (j->pidfd < 0 || !runtime_is_running(&j->p) || runtime_read_pid(j->p.pid_file, &again) < 0 || again != j->pid) {
+                close_fd(&j->pidfd);
+                if (runtime_is_running(&j->p)) {
+                        result_set(res, SERVICE_FAILED, "running, but its supervisor pid is unknown (%s)", j->p.pid_file);
+                        return;
+                }
+                if (stat(j->p.vm_dir, &st) < 0)
+                        result_set(res, SERVICE_INVALID, "no such VM (%s: %s)", j->p.vm_dir, strerror(errno));
+                else
+                        result_set(res, SERVICE_ALREADY, "not running");
+                return;
+        }
+        res->pid = j->pid;
+        int r;
+        if (o->force) {
+                r = qmp_quit(j->p.monitor_sock, err, sizeof err);
+                if (r < 0) {
+                        /* The monitor is busy or wedged: let the supervisor quit
+                         * QEMU after a one-second powerdown instead. */
+                        r = queue_sigterm(j->pidfd, 1);
+                        j->how = " (QMP quit failed, forced by vrt-launch after 1 s)";
+                }
+                j->bound_s = o->wait_s ? o->wait_s : 1 + SERVICE_ESCALATION_S;
+        } else {
+                r = queue_sigterm(j->pidfd, o->shutdown_timeout);
+                unsigned t = o->shutdown_timeout ? o->shutdown_timeout : configured_shutdown_timeout(o, &j->p);
+                j->bound_s = o->wait_s ? o->wait_s : t + SERVICE_ESCALATION_S;
+        }
+        if (r == -ESRCH) {
+                result_set(res, SERVICE_ALREADY, "not running (ended meanwhile)");
+                close_fd(&j->pidfd);
+                return;
+        }
+        if (r < 0) {
+                result_set(res, SERVICE_FAILED, "cannot signal supervisor pid %d: %s", (int)j->pid, strerror(-r));
+                close_fd(&j->pidfd);
+                return;
+        }
+        j->deadline = now_ms() + (int64_t)j->bound_s * 1000;
+        j->pending = true;
+}
+
+int service_stop(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
+        struct stop_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+        struct pollfd *pfd = calloc(n ? n : 1, sizeof *pfd);
+        size_t *map = calloc(n ? n : 1, sizeof *map);
+        int failed = 0;
+
+        if (!jobs || !pfd || !map) {
+                failed = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+                jobs[i] = (struct stop_job){ .pidfd = -1 };
+                results[i] = (struct service_result){ .outcome = SERVICE_FAILED };
+                stop_one(o, names[i], &jobs[i], &results[i]);
+        }
+        for (;;) {
+                size_t m = 0;
+                int64_t next = INT64_MAX, now = now_ms();
+                for (size_t i = 0; i < n; i++) {
+                        struct stop_job *j = &jobs[i];
+                        if (!j->pending)
+                                continue;
+                        if (now >= j->deadline) {
+                                j->pending = false;
+                                result_set(&results[i], SERVICE_FAILED, "still stopping after %us (supervisor pid %d)",
+                                           j->bound_s, (int)j->pid);
+                                continue;
+                        }
+                        if (j->deadline < next)
+                                next = j->deadline;
+                        map[m] = i;
+                        pfd[m++] = (struct pollfd){ .fd = j->pidfd, .events = POLLIN };
+                }
+                if (m == 0)
+                        break;
+                int r = poll(pfd, (nfds_t)m, (int)(next - now));
+                if (r < 0 && errno != EINTR) {
+                        failed = -errno;
+                        goto out;
+                }
+                for (size_t k = 0; r > 0 && k < m; k++) {
+                        if (!(pfd[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                                continue;
+                        struct stop_job *j = &jobs[map[k]];
+                        char line[400], *log = launch_log_path(&j->p);
+                        j->pending = false;
+                        if (log && service_launch_log_last(log, j->pid, 0, line, sizeof line) == 0)
+                                result_set(&results[map[k]], SERVICE_DONE, "stopped%s: %s", j->how, line);
+                        else
+                                result_set(&results[map[k]], SERVICE_DONE, "stopped%s", j->how);
+                        free(log);
+                }
+        }
+        for (size_t i = 0; i < n; i++)
+                if (results[i].outcome == SERVICE_FAILED || results[i].outcome == SERVICE_INVALID)
+                        failed++;
+out:
+        for (size_t i = 0; jobs && i < n; i++) {
+                close_fd(&jobs[i].pidfd);
+                if (jobs[i].have_paths)
+                        vm_paths_done(&jobs[i].p);
+        }
+        free(jobs);
+        free(pfd);
+        free(map);
+        return failed;
+}

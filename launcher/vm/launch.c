@@ -1,0 +1,187 @@
+#include "launcher/vm/launch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "images/chain.h"
+
+static int load_disk(struct launch_context *c, char *err, size_t errlen) {
+        const char *top = NULL;
+        struct stat st;
+
+        /* Only a disk that is not there at all makes a diskless VM: a
+         * dangling symlink or a failing stat (NFS) must not boot the
+         * kernel without its disk. lstat, so the chain check names it. */
+        const char *cand[] = { c->paths.overlay, c->paths.copy };
+        for (size_t i = 0; i < 2 && !top; i++) {
+                if (lstat(cand[i], &st) == 0)
+                        top = cand[i];
+                else if (errno != ENOENT) {
+                        int r = -errno;
+                        snprintf(err, errlen, "%s: %s", cand[i], strerror(-r));
+                        return r;
+                }
+        }
+        if (!top)
+                return 0;       /* diskless VM (e.g. direct kernel boot) */
+
+        /* A missing, truncated, looping or mislabelled layer is bad input
+         * (vrt-launch exits 2), whatever errno described it. */
+        int r = image_chain_inspect(top, &c->chain, err, errlen);
+        if (r < 0)
+                return r == -ENOMEM ? r : -EINVAL;
+        c->layers = calloc(c->chain->n_layers, sizeof *c->layers);
+        if (!c->layers)
+                return -ENOMEM;
+        for (size_t i = 0; i < c->chain->n_layers; i++) {
+                c->layers[i].path = c->chain->layers[i].path;
+                c->layers[i].format = c->chain->layers[i].format;
+        }
+        c->launch.disk = c->layers;
+        c->launch.n_disk = c->chain->n_layers;
+        return 0;
+}
+
+int launch_context_load(struct launch_context *c, const char *root, const char *runtime_dir,
+                        const char *name, char *err, size_t errlen) {
+        char msg[1024];
+        char *meta_rel = NULL, *img_rel = NULL, *meta_path = NULL;
+        int r;
+
+        *c = (struct launch_context){ 0 };
+        r = config_check_vm_name(name, runtime_dir, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "%s", msg);
+                return -EINVAL;
+        }
+        c->root = strdup(root);
+        c->conf_path = paths_join(root, "vrt.conf");
+        if (!c->root || !c->conf_path || vm_paths_init(&c->paths, root, runtime_dir, name) < 0) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        r = host_config_load(c->conf_path, &c->host, err, errlen);
+        if (r < 0)
+                goto fail;
+        if (access(c->paths.vm_dir, F_OK) < 0) {
+                snprintf(err, errlen, "no such VM: %s (%s does not exist)", name, c->paths.vm_dir);
+                r = -ENOENT;
+                goto fail;
+        }
+        if (access(c->paths.destroyed, F_OK) == 0) {
+                snprintf(err, errlen, "VM %s is destroyed (%s exists); `vrt cleanup` removes it", name, c->paths.destroyed);
+                r = -EINVAL;
+                goto fail;
+        }
+        r = instance_load(c->paths.instance, name, runtime_dir, &c->inst, err, errlen);
+        if (r < 0)
+                goto fail;
+        if (strcmp(c->inst->name, name) != 0) {
+                snprintf(err, errlen, "%s:%u: name=%s does not match the directory %s",
+                         c->paths.instance, c->inst->line_name, c->inst->name, c->paths.vm_dir);
+                r = -EINVAL;
+                goto fail;
+        }
+        r = instance_check(c->inst, c->host, err, errlen);
+        if (r < 0)
+                goto fail;
+        c->size = host_config_find_size(c->host, c->inst->size);
+
+        if (asprintf(&meta_rel, "images/%s.properties", c->inst->image) < 0 ||
+            asprintf(&img_rel, "images/%s.qcow2", c->inst->image) < 0) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        meta_path = paths_join(root, meta_rel);
+        c->image_path = paths_join(root, img_rel);
+        if (!meta_path || !c->image_path) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        r = image_meta_load(meta_path, &c->meta, err, errlen);
+        if (r < 0)
+                goto fail;
+
+        for (unsigned i = 0; i < c->inst->n_nics; i++)
+                if (c->inst->nics[i].net == NET_BRIDGE && !c->inst->nics[i].mac) {
+                        /* A tap on the host's LAN needs a MAC of the registry. */
+                        unsigned line = c->inst->nics[i].line_net;
+                        if (i)
+                                snprintf(err, errlen, "%s:%u: net.%u=bridge needs mac.%u= (vrt create assigns one)",
+                                         c->paths.instance, line, i, i);
+                        else if (line)
+                                snprintf(err, errlen, "%s:%u: net=bridge needs mac= (vrt create assigns one)",
+                                         c->paths.instance, line);
+                        else
+                                snprintf(err, errlen, "%s: net=bridge (the default) needs mac= (vrt create assigns one)",
+                                         c->paths.instance);
+                        r = -EINVAL;
+                        goto fail;
+                }
+
+        c->launch = (struct qemu_launch){
+                .host = c->host,
+                .inst = c->inst,
+                .size = c->size,
+                .image = c->meta,
+                .uefi_vars = c->paths.uefi_vars,
+                .fd_qmp = LAUNCH_FD_QMP,
+                .fd_monitor = LAUNCH_FD_MONITOR,
+                .fd_console = LAUNCH_FD_CONSOLE,
+                .fd_console_log = LAUNCH_FD_CONSOLE_LOG,
+                .fd_init_log = -1,
+        };
+        qemu_launch_no_nic_fds(&c->launch);
+        /* vhost-net is decided here, not when the supervisor opens it, so
+         * that `vrt showcmd` prints the argv vrt-launch will use. */
+        bool vhost = access("/dev/vhost-net", R_OK | W_OK) == 0;
+        for (unsigned i = 0; i < c->inst->n_nics; i++)
+                if (c->inst->nics[i].net == NET_BRIDGE) {
+                        c->launch.fd_tap[i] = launch_fd_tap(i);
+                        c->launch.fd_vhost[i] = vhost ? launch_fd_vhost(i) : -1;
+                }
+        r = load_disk(c, err, errlen);
+        if (r < 0)
+                goto fail;
+        if (!c->meta->kernel && c->launch.n_disk == 0) {
+                snprintf(err, errlen, "VM %s has nothing to boot: no disk in %s and no kernel= in %s",
+                         name, c->paths.vm_dir, meta_path);
+                r = -EINVAL;
+                goto fail;
+        }
+        free(meta_rel);
+        free(img_rel);
+        free(meta_path);
+        return 0;
+fail:
+        free(meta_rel);
+        free(img_rel);
+        free(meta_path);
+        launch_context_done(c);
+        return r;
+}
+
+void launch_context_done(struct launch_context *c) {
+        free(c->root);
+        free(c->conf_path);
+        free(c->image_path);
+        vm_paths_done(&c->paths);
+        host_config_free(c->host);
+        instance_free(c->inst);
+        image_meta_free(c->meta);
+        image_chain_free(c->chain);
+        free(c->layers);
+        *c = (struct launch_context){ 0 };
+}
+
+int launch_fd_tap(unsigned nic) {
+        return nic == 0 ? LAUNCH_FD_TAP : LAUNCH_FD_NIC_EXTRA + 2 * ((int)nic - 1);
+}
+
+int launch_fd_vhost(unsigned nic) {
+        return nic == 0 ? LAUNCH_FD_VHOST : LAUNCH_FD_NIC_EXTRA + 2 * ((int)nic - 1) + 1;
+}

@@ -1,0 +1,719 @@
+#include "launcher/vm/supervisor.h"
+
+#include <cap-ng.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "launcher/vm/launch.h"
+#include "launcher/core/log.h"
+#include "launcher/vm/notify.h"
+#include "launcher/core/runtime.h"
+#include "launcher/core/spawn.h"
+#include "launcher/core/strv.h"
+#include "net/bridge.h"
+#include "net/tap.h"
+#include "qmp/qmp.h"
+#include "launcher/core/util.h"
+
+#define QMP_TIMEOUT_MS 30000    /* TCG under sanitizers can be slow to greet */
+#define QUIT_WAIT_S 10
+#define SIGTERM_WAIT_S 5
+#define SIGKILL_WAIT_S 5
+#define TAIL_LINES 6
+
+/* Where a stop request stands; each stage has a deadline. */
+enum stop_stage {
+        STAGE_RUNNING,
+        STAGE_POWERDOWN,        /* system_powerdown sent, waiting for the guest */
+        STAGE_QUIT,             /* quit sent */
+        STAGE_TERM,             /* SIGTERM sent to QEMU */
+        STAGE_KILL,             /* SIGKILL sent */
+};
+
+struct supervisor {
+        struct launch_context ctx;
+        int lock_fd;
+        int qmp_listen, monitor_listen, console_listen, console_log_fd;
+        int tap_fd[VM_NICS_MAX], vhost_fd[VM_NICS_MAX];        /* per NIC, -1 when absent */
+        int init_log_fd;
+        int out_read, out_write;        /* QEMU's stdout+stderr */
+        int sig_fd, pidfd;
+        pid_t qemu_pid;
+        struct qmp *qmp;
+        struct qemu_user user;
+        unsigned shutdown_timeout;
+        enum stop_stage stage;
+        int64_t deadline;       /* CLOCK_MONOTONIC milliseconds */
+        bool guest_shutdown;    /* SHUTDOWN event with guest=true seen */
+        bool host_quit;         /* someone asked QEMU to quit over QMP */
+        bool host_signal;       /* someone else sent QEMU SIGTERM/SIGINT/SIGHUP */
+        bool timed_out;         /* the run timeout stopped the VM */
+        int64_t run_deadline;   /* 0 = none */
+        char out_buf[4096];
+        size_t out_len;
+        char tail[TAIL_LINES][256];
+        unsigned tail_next;
+};
+
+static void close_nic_fds(struct supervisor *s) {
+        for (unsigned i = 0; i < VM_NICS_MAX; i++) {
+                close_fd(&s->tap_fd[i]);
+                close_fd(&s->vhost_fd[i]);
+        }
+}
+
+/* Keeps QEMU's last output lines for the crash message, and logs them. */
+static void output_line(struct supervisor *s, const char *line) {
+        if (!*line)
+                return;
+        log_warning("qemu: %s", line);
+        snprintf(s->tail[s->tail_next % TAIL_LINES], sizeof s->tail[0], "%s", line);
+        s->tail_next++;
+}
+
+static void output_read(struct supervisor *s) {
+        for (;;) {
+                ssize_t n = read(s->out_read, s->out_buf + s->out_len, sizeof s->out_buf - 1 - s->out_len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        if (n == 0 || errno != EAGAIN) {
+                                /* EOF: flush a partial last line. */
+                                s->out_buf[s->out_len] = '\0';
+                                output_line(s, s->out_buf);
+                                s->out_len = 0;
+                                close_fd(&s->out_read);
+                        }
+                        return;
+                }
+                s->out_len += (size_t)n;
+                s->out_buf[s->out_len] = '\0';
+                char *start = s->out_buf, *nl;
+                while ((nl = strchr(start, '\n'))) {
+                        *nl = '\0';
+                        output_line(s, start);
+                        start = nl + 1;
+                }
+                size_t rest = s->out_len - (size_t)(start - s->out_buf);
+                if (rest == sizeof s->out_buf - 1) {
+                        output_line(s, start);  /* overlong line: cut */
+                        rest = 0;
+                }
+                memmove(s->out_buf, start, rest);
+                s->out_len = rest;
+        }
+}
+
+static void tail_join(const struct supervisor *s, char *buf, size_t len) {
+        buf[0] = '\0';
+        unsigned first = s->tail_next > TAIL_LINES ? s->tail_next - TAIL_LINES : 0;
+        for (unsigned i = first; i < s->tail_next; i++) {
+                size_t used = strlen(buf);
+                snprintf(buf + used, len - used, "%s%s", used ? " | " : "", s->tail[i % TAIL_LINES]);
+        }
+}
+
+/* The per-VM UEFI variable store starts as a copy of the host's template. */
+static int ensure_uefi_vars(struct supervisor *s, char *err, size_t errlen) {
+        const char *dst = s->ctx.paths.uefi_vars;
+        int in = -1, out = -1, r = 0;
+        char tmp[4200];
+
+        if (qemu_launch_firmware(&s->ctx.launch) != FIRMWARE_UEFI || access(dst, F_OK) == 0)
+                return 0;
+        snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+        in = open(s->ctx.host->ovmf_vars, O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+                r = -errno;
+                snprintf(err, errlen, "%s: cannot read ovmf_vars %s: %s", s->ctx.host->path, s->ctx.host->ovmf_vars, strerror(-r));
+                goto fail;
+        }
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0) {
+                r = -errno;
+                snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(-r));
+                goto fail;
+        }
+        for (;;) {
+                char buf[65536];
+                ssize_t n = read(in, buf, sizeof buf);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                /* A short write (disk full) is retried, so the error
+                 * reported is the real one, not a stale errno. */
+                for (ssize_t done = 0; n > 0 && done < n;) {
+                        ssize_t w = write(out, buf + done, (size_t)(n - done));
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0) {
+                                n = -1;
+                                break;
+                        }
+                        done += w;
+                }
+                if (n < 0) {
+                        r = errno ? -errno : -EIO;
+                        snprintf(err, errlen, "cannot copy UEFI variables to %s: %s", tmp, strerror(-r));
+                        goto fail;
+                }
+                if (n == 0)
+                        break;
+        }
+        if (fsync(out) < 0 || close(out) < 0) {
+                out = -1;
+                r = -errno;
+                snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(-r));
+                goto fail;
+        }
+        out = -1;
+        if (rename(tmp, dst) < 0) {
+                r = -errno;
+                snprintf(err, errlen, "cannot rename %s: %s", tmp, strerror(-r));
+                goto fail;
+        }
+        close(in);
+        return 0;
+fail:
+        close_fd(&in);
+        close_fd(&out);
+        unlink(tmp);
+        return r;
+}
+
+/* QEMU writes the VM's own disk layer and UEFI variables, nothing else. */
+static int grant_vm_files(struct supervisor *s, char *err, size_t errlen) {
+        const char *files[3] = { NULL, NULL, NULL };
+        if (!s->user.drop)
+                return 0;
+        if (s->ctx.launch.n_disk > 0)
+                files[0] = s->ctx.launch.disk[0].path;
+        if (qemu_launch_firmware(&s->ctx.launch) == FIRMWARE_UEFI)
+                files[1] = s->ctx.paths.uefi_vars;
+        files[2] = s->ctx.launch.seed_image;    /* first boot: QEMU reads it, nobody else */
+        for (size_t i = 0; i < 3; i++)
+                if (files[i] && (chown(files[i], s->user.uid, s->user.gid) < 0 || chmod(files[i], 0600) < 0)) {
+                        int r = -errno;
+                        snprintf(err, errlen, "cannot hand %s to user %s: %s", files[i], s->ctx.host->user, strerror(-r));
+                        return r;
+                }
+        return 0;
+}
+
+/* First boot: the guest's org.vrt.init port is written to this file. */
+static int open_init_log(struct supervisor *s, const struct supervisor_options *o, char *err, size_t errlen) {
+        if (!o->seed_image)
+                return 0;
+        if (!o->init_log) {
+                snprintf(err, errlen, "a seed image needs an init log");
+                return -EINVAL;
+        }
+        s->init_log_fd = open(o->init_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (s->init_log_fd < 0) {
+                int r = -errno;
+                snprintf(err, errlen, "cannot open %s: %s", o->init_log, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+/* NIC i's tap, attached to its bridge; its fd goes to QEMU. */
+static int setup_tap(struct supervisor *s, unsigned i, char *err, size_t errlen) {
+        const struct instance *inst = s->ctx.inst;
+        const char *bridge = inst->nics[i].bridge ? inst->nics[i].bridge : s->ctx.host->bridge;
+        char ifname[16];
+        int r = bridge_check(bridge, err, errlen);
+        if (r < 0) {
+                if (i) {        /* say which NIC's bridge */
+                        char msg[512];
+                        snprintf(msg, sizeof msg, "%s", err);
+                        snprintf(err, errlen, "%s: NIC %u: %s", s->ctx.paths.instance, i, msg);
+                }
+                return r;
+        }
+        r = tap_name_for_vm(inst->name, i, ifname);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot name a tap for %s: %s", inst->name, strerror(-r));
+                return r;
+        }
+        r = tap_open(ifname, true, &s->tap_fd[i], err, errlen);
+        if (r < 0)
+                return r;
+        r = tap_set_alias(ifname, inst->name, err, errlen);
+        if (r < 0)
+                return r;
+        r = bridge_attach(bridge, ifname, err, errlen);
+        if (r < 0)
+                return r;
+        if (s->ctx.launch.fd_vhost[i] >= 0 && tap_vhost_open(&s->vhost_fd[i]) < 0) {
+                log_warning("cannot open /dev/vhost-net; virtio-net runs in QEMU instead");
+                s->ctx.launch.fd_vhost[i] = -1;
+        }
+        log_info("tap %s attached to bridge %s%s", ifname, bridge, s->vhost_fd[i] >= 0 ? " (vhost-net)" : "");
+        return 0;
+}
+
+static int setup_network(struct supervisor *s, char *err, size_t errlen) {
+        for (unsigned i = 0; i < s->ctx.inst->n_nics; i++)
+                if (s->ctx.inst->nics[i].net == NET_BRIDGE) {
+                        int r = setup_tap(s, i, err, errlen);
+                        if (r < 0)
+                                return r;
+                }
+        return 0;
+}
+
+static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
+        const struct vm_paths *p = &s->ctx.paths;
+        mode_t mode = s->user.socket_gid != (gid_t)-1 ? 0660 : 0600;
+        int r;
+
+        s->lock_fd = runtime_lock(p, err, errlen);
+        if (s->lock_fd < 0)
+                return s->lock_fd;
+        runtime_clean(p);       /* leftovers of a crashed run */
+        if (chmod(p->run_dir, s->user.socket_gid != (gid_t)-1 ? 0750 : 0700) < 0 ||
+            (s->user.socket_gid != (gid_t)-1 && chown(p->run_dir, (uid_t)-1, s->user.socket_gid) < 0)) {
+                r = -errno;
+                snprintf(err, errlen, "cannot set up %s: %s", p->run_dir, strerror(-r));
+                return r;
+        }
+        /* The operator group may use the sockets, so vrt list, vrt qmp and
+         * vrt console run by its members must see that the VM runs: they
+         * probe the lock. */
+        if (s->user.socket_gid != (gid_t)-1 &&
+            (fchown(s->lock_fd, (uid_t)-1, s->user.socket_gid) < 0 || fchmod(s->lock_fd, 0640) < 0)) {
+                r = -errno;
+                snprintf(err, errlen, "cannot set up %s: %s", p->lock_file, strerror(-r));
+                return r;
+        }
+        r = runtime_write_pid(p->pid_file, getpid());
+        if (r < 0) {
+                snprintf(err, errlen, "cannot write %s: %s", p->pid_file, strerror(-r));
+                return r;
+        }
+        /* The supervisor's socket is its alone; the others may be shared
+         * with an operator group. */
+        s->qmp_listen = runtime_listen(p->qmp_sock, 0600, (gid_t)-1, err, errlen);
+        if (s->qmp_listen < 0)
+                return s->qmp_listen;
+        s->monitor_listen = runtime_listen(p->monitor_sock, mode, s->user.socket_gid, err, errlen);
+        if (s->monitor_listen < 0)
+                return s->monitor_listen;
+        s->console_listen = runtime_listen(p->console_sock, mode, s->user.socket_gid, err, errlen);
+        if (s->console_listen < 0)
+                return s->console_listen;
+
+        if (mkdir(p->log_dir, 0750) < 0 && errno != EEXIST) {
+                r = -errno;
+                snprintf(err, errlen, "cannot create %s: %s", p->log_dir, strerror(-r));
+                return r;
+        }
+        s->console_log_fd = open(p->console_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (s->console_log_fd < 0) {
+                r = -errno;
+                snprintf(err, errlen, "cannot open %s: %s", p->console_log, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
+        char **argv = NULL;
+        int pipefd[2];
+        int r = qemu_argv_build(&s->ctx.launch, &argv, err, errlen);
+        if (r < 0)
+                return r;
+        if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
+                r = -errno;
+                snprintf(err, errlen, "pipe: %s", strerror(-r));
+                strv_free(argv);
+                return r;
+        }
+        s->out_read = pipefd[0];
+        s->out_write = pipefd[1];
+
+        struct spawn_fd fds[5 + 2 * VM_NICS_MAX];
+        size_t n = 0;
+        fds[n++] = (struct spawn_fd){ s->qmp_listen, LAUNCH_FD_QMP };
+        fds[n++] = (struct spawn_fd){ s->monitor_listen, LAUNCH_FD_MONITOR };
+        fds[n++] = (struct spawn_fd){ s->console_listen, LAUNCH_FD_CONSOLE };
+        fds[n++] = (struct spawn_fd){ s->console_log_fd, LAUNCH_FD_CONSOLE_LOG };
+        for (unsigned i = 0; i < VM_NICS_MAX; i++) {
+                if (s->tap_fd[i] >= 0)
+                        fds[n++] = (struct spawn_fd){ s->tap_fd[i], launch_fd_tap(i) };
+                if (s->vhost_fd[i] >= 0)
+                        fds[n++] = (struct spawn_fd){ s->vhost_fd[i], launch_fd_vhost(i) };
+        }
+        if (s->init_log_fd >= 0)
+                fds[n++] = (struct spawn_fd){ s->init_log_fd, LAUNCH_FD_INIT_LOG };
+        struct spawn_request req = {
+                .argv = argv,
+                .fds = fds,
+                .n_fds = n,
+                .stdout_fd = s->out_write,
+                .drop_privileges = s->user.drop,
+                .uid = s->user.uid,
+                .gid = s->user.gid,
+        };
+        r = spawn_child(&req, &s->qemu_pid, &s->pidfd, err, errlen);
+        strv_free(argv);
+        close_fd(&s->out_write);
+        if (r < 0)
+                return r;
+        log_info("started QEMU pid %d%s", (int)s->qemu_pid, s->user.drop ? "" : " (not root: running QEMU as the caller)");
+
+        char qpid[4200];
+        snprintf(qpid, sizeof qpid, "%s/qemu.pid", s->ctx.paths.run_dir);
+        runtime_write_pid(qpid, s->qemu_pid);
+
+        /* Connect while we still hold the listening socket: the connection
+         * waits in its backlog, and if QEMU dies before accepting, closing
+         * our copy resets it, so the handshake fails fast instead of
+         * retrying against a dead socket. */
+        r = qmp_connect_unix(s->ctx.paths.qmp_sock, 1000, &s->qmp, err, errlen);
+        close_fd(&s->qmp_listen);
+        close_fd(&s->monitor_listen);
+        close_fd(&s->console_listen);
+        close_fd(&s->console_log_fd);
+        close_nic_fds(s);       /* QEMU holds the only copies: the taps die with it */
+        close_fd(&s->init_log_fd);
+        if (r < 0)
+                return r;
+        return qmp_handshake(s->qmp, QMP_TIMEOUT_MS, err, errlen);
+}
+
+static void send_command(struct supervisor *s, const char *cmd) {
+        char err[512];
+        struct json_object *ret = NULL;
+        if (!s->qmp) {
+                log_warning("cannot send %s: QMP is disconnected", cmd);
+                return;
+        }
+        int r = qmp_execute(s->qmp, cmd, NULL, 5000, &ret, err, sizeof err);
+        if (r < 0)
+                log_warning("%s failed: %s", cmd, err[0] ? err : strerror(-r));
+        json_object_put(ret);
+}
+
+static void stage_enter(struct supervisor *s, enum stop_stage stage) {
+        s->stage = stage;
+        switch (stage) {
+        case STAGE_POWERDOWN:
+                log_notice("stopping: ACPI power button (system_powerdown), waiting up to %us for the guest", s->shutdown_timeout);
+                notify_send("STOPPING=1\nSTATUS=shutting down the guest");
+                send_command(s, "system_powerdown");
+                s->deadline = now_ms() + (int64_t)s->shutdown_timeout * 1000;
+                break;
+        case STAGE_QUIT:
+                log_warning("stopping: guest did not power off within %us, sending quit", s->shutdown_timeout);
+                notify_send("STATUS=guest did not power off, quitting QEMU");
+                send_command(s, "quit");
+                s->deadline = now_ms() + QUIT_WAIT_S * 1000;
+                break;
+        case STAGE_TERM:
+                log_warning("stopping: QEMU did not quit within %ds, sending SIGTERM", QUIT_WAIT_S);
+                kill(s->qemu_pid, SIGTERM);
+                s->deadline = now_ms() + SIGTERM_WAIT_S * 1000;
+                break;
+        case STAGE_KILL:
+                log_warning("stopping: QEMU ignored SIGTERM for %ds, sending SIGKILL", SIGTERM_WAIT_S);
+                kill(s->qemu_pid, SIGKILL);
+                s->deadline = now_ms() + SIGKILL_WAIT_S * 1000;
+                break;
+        case STAGE_RUNNING:
+                break;
+        }
+}
+
+static void handle_event(struct supervisor *s, struct json_object *ev) {
+        struct json_object *name = NULL, *data = NULL, *v = NULL;
+        json_object_object_get_ex(ev, "event", &name);
+        json_object_object_get_ex(ev, "data", &data);
+        const char *n = json_object_get_string(name);
+        if (!n)
+                return;
+        if (strcmp(n, "SHUTDOWN") == 0) {
+                const char *reason = "";
+                if (json_object_object_get_ex(data, "reason", &v))
+                        reason = json_object_get_string(v);
+                if (json_object_object_get_ex(data, "guest", &v) && json_object_get_boolean(v))
+                        s->guest_shutdown = true;
+                else if (strcmp(reason, "host-qmp-quit") == 0 && s->stage < STAGE_QUIT)
+                        s->host_quit = true;
+                else if (strcmp(reason, "host-signal") == 0 && s->stage < STAGE_TERM)
+                        s->host_signal = true;
+                log_notice("guest shutdown (%s)", reason);
+        } else if (strcmp(n, "RESET") == 0 || strcmp(n, "STOP") == 0 || strcmp(n, "RESUME") == 0 ||
+                   strcmp(n, "POWERDOWN") == 0 || strcmp(n, "GUEST_PANICKED") == 0) {
+                log_info("event %s", n);
+        }
+}
+
+static void drain_events(struct supervisor *s) {
+        struct json_object *ev;
+        while (s->qmp && qmp_next_event(s->qmp, &ev) > 0) {
+                handle_event(s, ev);
+                json_object_put(ev);
+        }
+}
+
+static int exit_status(struct supervisor *s, const siginfo_t *si) {
+        char tail[2048];
+        tail_join(s, tail, sizeof tail);
+        if (s->timed_out) {
+                log_error("VM %s did not power off within its run timeout; it was stopped", s->ctx.inst->name);
+                return SUPERVISOR_EXIT_TIMEOUT;
+        }
+        if (si->si_code == CLD_EXITED && si->si_status == 0) {
+                if (s->stage >= STAGE_QUIT && !s->guest_shutdown) {
+                        log_warning("VM %s stopped forcibly after the shutdown timeout", s->ctx.inst->name);
+                        return SUPERVISOR_EXIT_FORCED;
+                }
+                log_notice("VM %s powered off%s", s->ctx.inst->name,
+                           s->host_quit ? " (quit over QMP)"
+                           : s->host_signal ? " (QEMU was sent a signal from outside vrt, the guest did not shut down)" : "");
+                return SUPERVISOR_EXIT_OK;
+        }
+        if (s->stage >= STAGE_TERM) {
+                log_warning("VM %s killed after the shutdown timeout", s->ctx.inst->name);
+                return SUPERVISOR_EXIT_FORCED;
+        }
+        if (si->si_code == CLD_EXITED)
+                log_error("QEMU exited with status %d%s%s", si->si_status, tail[0] ? ": " : "", tail);
+        else
+                log_error("QEMU was killed by signal %s%s%s", strsignal(si->si_status), tail[0] ? "; last output: " : "", tail);
+        /* The operator asked for a stop and the VM is stopped: a service
+         * manager must not restart it (vrt@.service: SuccessExitStatus=3). */
+        if (s->stage != STAGE_RUNNING)
+                return SUPERVISOR_EXIT_FORCED;
+        return SUPERVISOR_EXIT_FAILED;
+}
+
+/* Reaps QEMU after its pidfd became readable and drains its last output. */
+static int reap(struct supervisor *s) {
+        siginfo_t si = { 0 };
+        while (waitid(P_PID, (id_t)s->qemu_pid, &si, WEXITED) < 0 && errno == EINTR)
+                ;
+        close_fd(&s->pidfd);
+        s->qemu_pid = 0;
+        if (s->out_read >= 0) {
+                int fl = fcntl(s->out_read, F_GETFL);
+                fcntl(s->out_read, F_SETFL, fl & ~O_NONBLOCK);
+                while (s->out_read >= 0)
+                        output_read(s);
+        }
+        return exit_status(s, &si);
+}
+
+static int event_loop(struct supervisor *s) {
+        for (;;) {
+                /* Events read while waiting for a reply are already queued. */
+                drain_events(s);
+                struct pollfd pfd[4];
+                int n = 0, i_sig, i_pid, i_qmp = -1, i_out = -1;
+                i_sig = n;
+                pfd[n++] = (struct pollfd){ .fd = s->sig_fd, .events = POLLIN };
+                i_pid = n;
+                pfd[n++] = (struct pollfd){ .fd = s->pidfd, .events = POLLIN };
+                if (s->qmp) {
+                        i_qmp = n;
+                        pfd[n++] = (struct pollfd){ .fd = qmp_get_fd(s->qmp), .events = POLLIN };
+                }
+                if (s->out_read >= 0) {
+                        i_out = n;
+                        pfd[n++] = (struct pollfd){ .fd = s->out_read, .events = POLLIN };
+                }
+                int timeout = -1;
+                int64_t deadline = s->stage != STAGE_RUNNING ? s->deadline : s->run_deadline;
+                if (deadline > 0) {
+                        int64_t left = deadline - now_ms();
+                        timeout = left > 0 ? (int)left : 0;
+                }
+                int r = poll(pfd, (nfds_t)n, timeout);
+                if (r < 0 && errno != EINTR) {
+                        log_error("poll: %s", strerror(errno));
+                        return SUPERVISOR_EXIT_FAILED;
+                }
+                if (r > 0 && (pfd[i_pid].revents & POLLIN))
+                        return reap(s);
+                if (r > 0 && i_out >= 0 && pfd[i_out].revents)
+                        output_read(s);
+                if (r > 0 && i_qmp >= 0 && pfd[i_qmp].revents) {
+                        int q = qmp_process_input(s->qmp);
+                        drain_events(s);
+                        if (q < 0) {
+                                /* QEMU is exiting; its pidfd tells when it is gone. */
+                                s->qmp = qmp_free(s->qmp);
+                        }
+                }
+                if (r > 0 && (pfd[i_sig].revents & POLLIN)) {
+                        struct signalfd_siginfo si;
+                        if (read(s->sig_fd, &si, sizeof si) == sizeof si) {
+                                if (si.ssi_signo == SIGHUP) {
+                                        log_info("SIGHUP ignored");
+                                } else if (s->stage == STAGE_RUNNING) {
+                                        /* `vrt stop --timeout S` sends the timeout along with SIGTERM. */
+                                        if (si.ssi_code == SI_QUEUE && si.ssi_int > 0)
+                                                s->shutdown_timeout = (unsigned)si.ssi_int;
+                                        log_notice("%s received", strsignal((int)si.ssi_signo));
+                                        stage_enter(s, STAGE_POWERDOWN);
+                                } else if (s->stage < STAGE_KILL) {
+                                        /* Asked again while stopping: skip to the next step. */
+                                        log_notice("%s received again, escalating", strsignal((int)si.ssi_signo));
+                                        stage_enter(s, s->stage + 1);
+                                }
+                        }
+                }
+                if (s->stage == STAGE_RUNNING && s->run_deadline > 0 && now_ms() >= s->run_deadline) {
+                        log_warning("run timeout reached: stopping the VM");
+                        s->timed_out = true;
+                        stage_enter(s, STAGE_POWERDOWN);
+                } else if (s->stage != STAGE_RUNNING && now_ms() >= s->deadline) {
+                        if (s->stage == STAGE_KILL) {
+                                log_error("QEMU pid %d survives SIGKILL; giving up", (int)s->qemu_pid);
+                                return SUPERVISOR_EXIT_FAILED;
+                        }
+                        stage_enter(s, s->stage + 1);
+                }
+        }
+}
+
+/* After QEMU runs, the supervisor only signals it (another uid: CAP_KILL)
+ * and removes its own root-owned runtime files (no capability needed), so
+ * everything else goes, including the bounding set. */
+static void drop_capabilities(struct supervisor *s) {
+        if (geteuid() != 0)
+                return;
+        capng_clear(CAPNG_SELECT_BOTH);
+        capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_KILL);
+        if (capng_apply(CAPNG_SELECT_BOTH) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                log_warning("could not drop capabilities; continuing with them");
+}
+
+static void supervisor_teardown(struct supervisor *s) {
+        if (s->qemu_pid > 0) {
+                /* We are failing with QEMU still there: take it down with us. */
+                kill(s->qemu_pid, SIGKILL);
+                while (waitpid(s->qemu_pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+        }
+        s->qmp = qmp_free(s->qmp);
+        close_fd(&s->qmp_listen);
+        close_fd(&s->monitor_listen);
+        close_fd(&s->console_listen);
+        close_fd(&s->console_log_fd);
+        close_nic_fds(s);
+        close_fd(&s->init_log_fd);
+        close_fd(&s->out_read);
+        close_fd(&s->out_write);
+        close_fd(&s->pidfd);
+        close_fd(&s->sig_fd);
+        if (s->lock_fd >= 0) {
+                runtime_remove(&s->ctx.paths);
+                close_fd(&s->lock_fd);
+        }
+        launch_context_done(&s->ctx);
+}
+
+int supervisor_run(const struct supervisor_options *o) {
+        struct supervisor s = {
+                .lock_fd = -1, .qmp_listen = -1, .monitor_listen = -1, .console_listen = -1,
+                .console_log_fd = -1, .init_log_fd = -1,
+                .out_read = -1, .out_write = -1,
+                .sig_fd = -1, .pidfd = -1,
+        };
+        char err[2048] = "";
+        int r, status = SUPERVISOR_EXIT_FAILED;
+        sigset_t mask;
+
+        for (unsigned i = 0; i < VM_NICS_MAX; i++)
+                s.tap_fd[i] = s.vhost_fd[i] = -1;
+        /* Signals are read from a signalfd, never delivered asynchronously. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        s.sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (s.sig_fd < 0) {
+                log_error("signalfd: %s", strerror(errno));
+                return SUPERVISOR_EXIT_FAILED;
+        }
+
+        r = launch_context_load(&s.ctx, o->root, o->runtime_dir, o->name, err, sizeof err);
+        if (r < 0) {
+                log_error("%s", err);
+                supervisor_teardown(&s);
+                return r == -EINVAL || r == -ENOENT ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
+        }
+        s.shutdown_timeout = o->shutdown_timeout > 0 ? (unsigned)o->shutdown_timeout
+                             : s.ctx.inst->shutdown_timeout ? s.ctx.inst->shutdown_timeout
+                             : s.ctx.host->shutdown_timeout;
+
+        if (o->seed_image) {
+                s.ctx.launch.seed_image = o->seed_image;
+                s.ctx.launch.fd_init_log = LAUNCH_FD_INIT_LOG;
+        }
+        /* Nothing is touched before the lock: the init log of a running
+         * first boot must not be truncated by a second vrt-launch. */
+        if ((r = spawn_resolve_user(s.ctx.host, &s.user, err, sizeof err)) < 0 ||
+            (r = setup_runtime(&s, err, sizeof err)) < 0 ||
+            (r = open_init_log(&s, o, err, sizeof err)) < 0 ||
+            (r = ensure_uefi_vars(&s, err, sizeof err)) < 0 ||
+            (r = grant_vm_files(&s, err, sizeof err)) < 0 ||
+            (r = setup_network(&s, err, sizeof err)) < 0) {
+                log_error("%s: %s", o->name, err);
+                /* Configuration errors, including a bridge= that names no
+                 * bridge (-ENOTTY) or one that is down. */
+                status = r == -EINVAL || r == -ENOENT || r == -ENODEV || r == -ENETDOWN || r == -ENOTTY ||
+                         r == -EBUSY
+                         ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
+                goto out;
+        }
+        notify_send("STATUS=starting QEMU");
+        r = start_qemu(&s, err, sizeof err);
+        if (r < 0) {
+                if (s.qemu_pid > 0) {
+                        /* Wait briefly for QEMU to die on its own, for its message. */
+                        struct pollfd pfd = { .fd = s.pidfd, .events = POLLIN };
+                        if (poll(&pfd, 1, 2000) <= 0)
+                                kill(s.qemu_pid, SIGKILL);
+                        reap(&s);
+                }
+                char tail[2048];
+                tail_join(&s, tail, sizeof tail);
+                log_error("%s: QEMU did not come up: %s%s%s", o->name, err, tail[0] ? "; QEMU said: " : "", tail);
+                goto out;
+        }
+        struct json_object *ret = NULL;
+        r = qmp_execute(s.qmp, "cont", NULL, 10000, &ret, err, sizeof err);
+        json_object_put(ret);
+        if (r < 0) {
+                log_error("%s: cont failed: %s", o->name, err);
+                goto out;
+        }
+        drop_capabilities(&s);
+        if (o->run_timeout > 0)
+                s.run_deadline = now_ms() + (int64_t)o->run_timeout * 1000;
+        log_notice("VM %s running", o->name);
+        notify_send("READY=1\nSTATUS=running");
+        status = event_loop(&s);
+out:
+        supervisor_teardown(&s);
+        return status;
+}
