@@ -36,40 +36,6 @@ extern char **environ;
 #define WAIT_POLL_MS 100
 #define CANCEL_SHUTDOWN_S 10
 
-static const char *const state_names[_FIRSTBOOT_STATE_MAX] = {
-        [FIRSTBOOT_CREATED] = "created",
-        [FIRSTBOOT_INIT_FAILED] = "init-failed",
-        [FIRSTBOOT_PENDING] = "init-pending",
-};
-
-const char *firstboot_state_to_string(enum firstboot_state s) {
-        return s >= 0 && s < _FIRSTBOOT_STATE_MAX ? state_names[s] : NULL;
-}
-
-enum firstboot_state firstboot_state_from_string(const char *s) {
-        for (int i = 0; s && i < _FIRSTBOOT_STATE_MAX; i++)
-                if (strcmp(s, state_names[i]) == 0)
-                        return (enum firstboot_state)i;
-        return _FIRSTBOOT_STATE_INVALID;
-}
-
-static bool marker_exists(const char *vm_dir, const char *file) {
-        char *p = paths_join(vm_dir, file);
-        struct stat st;
-        bool r = p && lstat(p, &st) == 0;
-        free(p);
-        return r;
-}
-
-enum firstboot_state firstboot_state_of(const char *vm_dir, bool has_init) {
-        /* INIT-FAILED first: only a successful run removes it. */
-        if (marker_exists(vm_dir, FIRSTBOOT_FAILED_FILE))
-                return FIRSTBOOT_INIT_FAILED;
-        if (marker_exists(vm_dir, FIRSTBOOT_CREATED_FILE) || !has_init)
-                return FIRSTBOOT_CREATED;
-        return FIRSTBOOT_PENDING;
-}
-
 /* --- the init script --- */
 
 static int read_script(const char *root, const char *script, char **ret, size_t *ret_len, char *err, size_t errlen) {
@@ -879,7 +845,7 @@ int firstboot_run(const struct firstboot_request *req, struct firstboot_result *
         r = instance_load(x.p.instance, req->name, req->runtime_dir, &x.inst, err, errlen);
         if (r < 0)
                 goto out;
-        if (marker_exists(x.p.vm_dir, FIRSTBOOT_CREATED_FILE)) {
+        if (vmstate_has_marker(x.p.vm_dir, FIRSTBOOT_CREATED_FILE)) {
                 snprintf(err, errlen, "%s is created already (%s/%s)", req->name, x.p.vm_dir, FIRSTBOOT_CREATED_FILE);
                 res.state = FIRSTBOOT_CREATED;
                 r = -EALREADY;
@@ -940,7 +906,7 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
         r = vm_paths_init(&p, root, runtime_dir, name);
         if (r < 0)
                 goto out;
-        if (marker_exists(p.vm_dir, FIRSTBOOT_CREATED_FILE)) {
+        if (vmstate_has_marker(p.vm_dir, FIRSTBOOT_CREATED_FILE)) {
                 snprintf(err, errlen, "%s is created already (%s/%s): its disk is not reset", name, p.vm_dir,
                          FIRSTBOOT_CREATED_FILE);
                 r = -EINVAL;

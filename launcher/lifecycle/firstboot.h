@@ -31,30 +31,13 @@
 #include <stddef.h>
 
 #include "launcher/core/config.h"
+#include "launcher/core/vmstate.h"
 
-#define FIRSTBOOT_CREATED_FILE "CREATED"
-#define FIRSTBOOT_FAILED_FILE "INIT-FAILED"
 #define FIRSTBOOT_SEED_FILE "seed.iso"
 #define FIRSTBOOT_SCRIPT_FILE "init.sh"
 #define FIRSTBOOT_STATUS_PREFIX "VRT-INIT-STATUS: "
 /* The largest init script accepted (it travels inside user-data). */
 #define FIRSTBOOT_SCRIPT_MAX (1u << 20)
-
-enum firstboot_state {
-        FIRSTBOOT_CREATED,      /* "created" */
-        FIRSTBOOT_INIT_FAILED,  /* "init-failed" */
-        FIRSTBOOT_PENDING,      /* "init-pending": init= set, no marker yet */
-        _FIRSTBOOT_STATE_MAX,
-        _FIRSTBOOT_STATE_INVALID = -1,
-};
-
-const char *firstboot_state_to_string(enum firstboot_state s);
-enum firstboot_state firstboot_state_from_string(const char *s);
-
-/* The state of the VM in vm_dir, from its markers; has_init: its
- * instance.properties has init=. Never fails: a marker that cannot be
- * stat()ed counts as absent. */
-enum firstboot_state firstboot_state_of(const char *vm_dir, bool has_init);
 
 /* Checks ROOT/init/SCRIPT before anything is created: a readable regular
  * file of at most FIRSTBOOT_SCRIPT_MAX bytes without NUL bytes. Returns 0,

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "launcher/core/config.h"
-#include "launcher/lifecycle/firstboot.h"
+#include "launcher/core/vmstate.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/strv.h"
