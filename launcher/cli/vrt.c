@@ -15,6 +15,8 @@ static const struct command {
 } commands[] = {
         { "list", cmd_list, "list [--all]          VMs with state, image, size, MAC, pid, uptime" },
         { "status", cmd_status, "status NAME           state and QEMU's view: vCPUs, memory, disks, NICs" },
+        { "stats", cmd_stats, "stats [NAME...]       CPU, memory, disk, net use; --interval S, --prometheus" },
+        { "top", cmd_top, "top                   live view of the VMs' CPU, memory, disk and net use" },
         { "start", cmd_start, "start NAME...         start VMs (systemd unit, or detached vrt-launch)" },
         { "stop", cmd_stop, "stop NAME...          ACPI power button, escalating; --force: power off now" },
         { "spool", cmd_spool, "spool [--watch]       carry out requests in inst/ start/ stop/ destroy/" },

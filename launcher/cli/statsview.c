@@ -1,0 +1,116 @@
+#include "launcher/cli/statsview.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launcher/core/paths.h"
+#include "launcher/core/runtime.h"
+#include "launcher/core/strv.h"
+#include <sys/stat.h>
+
+int statsview_init(struct statsview *s, const struct cli *cli, int argc, char **argv, char *err, size_t errlen) {
+        struct strv v = { 0 };
+        int r = 0;
+        *s = (struct statsview){ 0 };
+        if (argc == 0) {
+                char *vm_dir = paths_join(cli->root, "vm");
+                r = vm_dir ? strv_add_dir(&v, vm_dir, NULL, true) : -ENOMEM;
+                free(vm_dir);
+                if (r < 0)
+                        snprintf(err, errlen, "cannot read %s/vm: %s", cli->root, strerror(-r));
+                s->all = true;
+        } else {
+                for (int i = 0; i < argc; i++) {
+                        /* Check each name now: a typo is bad input, not a VM that is "stopped". */
+                        struct vm_paths p;
+                        struct stat st;
+                        r = config_check_vm_name(argv[i], cli->runtime_dir, err, errlen);
+                        if (r < 0)
+                                break;
+                        if (vm_paths_init(&p, cli->root, cli->runtime_dir, argv[i]) < 0) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        if (stat(p.vm_dir, &st) < 0 && !runtime_is_running(&p)) {
+                                snprintf(err, errlen, "no such VM %s (%s: %s)", argv[i], p.vm_dir, strerror(errno));
+                                r = -ENOENT;
+                        }
+                        vm_paths_done(&p);
+                        if (r < 0)
+                                break;
+                        strv_add(&v, argv[i]);
+                }
+        }
+        if (r == 0 && v.error)
+                r = v.error;
+        if (r < 0) {
+                strv_done(&v);
+                return r;
+        }
+        s->names = v.items;
+        s->n = v.n;
+        return 0;
+}
+
+int statsview_sample(struct statsview *s, const struct cli *cli) {
+        struct stats_options o = { cli->root, cli->runtime_dir, STATSVIEW_TIMEOUT_MS };
+        struct stats_vm *vms = calloc(s->n ? s->n : 1, sizeof *vms);
+        size_t n = 0;
+        if (!vms)
+                return -ENOMEM;
+        for (size_t i = 0; i < s->n; i++) {
+                struct stats_vm *v = &vms[n];
+                int r = stats_sample(&o, s->names[i], v);
+                if (r == -ENOMEM) {
+                        free(vms);
+                        return r;
+                }
+                /* A VM listed but gone meanwhile (cleanup) is left out of "all". */
+                if (s->all && (r == -ENOENT || strcmp(v->state, "destroyed") == 0))
+                        continue;
+                for (size_t j = 0; j < s->n_vms; j++)
+                        if (strcmp(s->vms[j].name, v->name) == 0)
+                                stats_rates(v, &s->vms[j]);
+                n++;
+        }
+        free(s->vms);
+        s->vms = vms;
+        s->n_vms = n;
+        return 0;
+}
+
+void statsview_done(struct statsview *s) {
+        strv_free(s->names);
+        free(s->vms);
+        *s = (struct statsview){ 0 };
+}
+
+void statsview_bytes(double b, char *buf, size_t len) {
+        static const char units[] = "BKMGTPE";
+        unsigned u = 0;
+        if (b < 0) {
+                snprintf(buf, len, "-");
+                return;
+        }
+        while (b >= 1024 && u + 1 < sizeof units - 1) {
+                b /= 1024;
+                u++;
+        }
+        if (u == 0)
+                snprintf(buf, len, "%.0f", b);
+        else
+                snprintf(buf, len, b < 10 ? "%.1f%c" : "%.0f%c", b, units[u]);
+}
+
+int statsview_parse_interval(const char *s, double *ret) {
+        char *end;
+        errno = 0;
+        double x = strtod(s, &end);
+        if (errno || end == s || *end || !isfinite(x) || x < 0.1 || x > 3600)
+                return -EINVAL;
+        *ret = x;
+        return 0;
+}
