@@ -69,6 +69,7 @@ int cmd_stats(struct cli *cli, int argc, char **argv) {
         char err[512];
         struct statsview s;
         int c, r;
+        opterr = 0;     /* one line of our own for a bad option */
         while ((c = getopt_long(argc, argv, "+i:ph", opts, NULL)) >= 0)
                 switch (c) {
                 case 'i':
@@ -88,7 +89,7 @@ int cmd_stats(struct cli *cli, int argc, char **argv) {
                                "Prometheus text format (counters; Prometheus computes the rates).\n");
                         return CLI_OK;
                 default:
-                        cli_error(USAGE);
+                        cli_error("%s: bad option \"%s\" (%s)", argv[0], argv[optind - 1], USAGE);
                         return CLI_INVALID;
                 }
         if (prometheus && (cli->json || interval > 0)) {

@@ -111,6 +111,7 @@ int cmd_top(struct cli *cli, int argc, char **argv) {
         char err[512], note[128] = "";
         struct statsview s;
         int c, r;
+        opterr = 0;     /* one line of our own for a bad option */
         current_sort = SORT_CPU;
         while ((c = getopt_long(argc, argv, "+i:s:h", opts, NULL)) >= 0)
                 switch (c) {
@@ -138,7 +139,7 @@ int cmd_top(struct cli *cli, int argc, char **argv) {
                                "sort by CPU, memory, disk, network, name; + and - change the interval; q quits.\n");
                         return CLI_OK;
                 default:
-                        cli_error(USAGE);
+                        cli_error("%s: bad option \"%s\" (%s)", argv[0], argv[optind - 1], USAGE);
                         return CLI_INVALID;
                 }
         if (cli->json) {
