@@ -59,9 +59,9 @@ static void draw(struct statsview *s, double interval, const char *note) {
         mvprintw(0, 0, "vrt top - %s  %zu VMs, %zu running  every %.1fs  sorted by %s", up, s->n_vms, running,
                  interval, sort_names[current_sort]);
         mvprintw(1, 0, "%s", note && *note ? note : "keys: c cpu  m mem  d disk  n net  a name  +/- interval  q quit");
-        /* 80 columns: 16+1+10+1+6+1+4+1+6+1+7+1+7+1+7+1+7+1+8 = 87 is too wide, so names are cut at 14. */
+        /* 77 columns, so an 80-column terminal never wraps: names are cut at 13. */
         attron(A_REVERSE);
-        mvprintw(3, 0, "%-14s %-9s %5s %4s %6s %7s %7s %7s %7s %7s", "NAME", "STATE", "%CPU", "CPUS", "MEM",
+        mvprintw(3, 0, "%-13s %-9s %5s %4s %6s %6s %6s %6s %6s %7s", "NAME", "STATE", "%CPU", "CPUS", "MEM",
                  "DISK-R", "DISK-W", "NET-RX", "NET-TX", "UPTIME");
         attroff(A_REVERSE);
         qsort(s->vms, s->n_vms, sizeof *s->vms, compare);
@@ -93,7 +93,7 @@ static void draw(struct statsview *s, double interval, const char *note) {
                         else
                                 snprintf(up, sizeof up, "%lldm%02llds", u / 60, u % 60);
                 }
-                snprintf(line, sizeof line, "%-14.14s %-9.9s %5s %4s %6s %7s %7s %7s %7s %7s", v->name,
+                snprintf(line, sizeof line, "%-13.13s %-9.9s %5s %4s %6s %6s %6s %6s %6s %7s", v->name,
                          v->running && !v->responding ? "no-answer" : v->state, pct, cpus, mem, dr, dw, nr, nt, up);
                 mvprintw((int)i + 4, 0, "%s", line);
         }
