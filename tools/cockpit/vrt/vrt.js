@@ -13,6 +13,16 @@ function vrt(args) {
         .catch(ex => { throw new Error((ex.message || String(ex)).trim() || ex.problem || "vrt failed"); });
 }
 
+/* vrt stats exits 1 when a VM did not answer, and still prints every VM
+ * (those with "responding": false): the page shows what it printed. */
+function vrtStats(args) {
+    return new Promise((resolve, reject) => {
+        cockpit.spawn(["vrt", "stats"].concat(args, ["--json"]), { superuser: "try", err: "message" })
+            .done(resolve)
+            .fail((ex, data) => ex.exit_status === 1 && data ? resolve(data) : reject(new Error(ex.message || String(ex))));
+    });
+}
+
 function showError(text) {
     const box = document.getElementById("error");
     box.textContent = text || "";
@@ -112,7 +122,7 @@ let timer = null;
 function refresh() {
     clearTimeout(timer);
     /* One sample over one second gives CPU %; vrt bounds the time per VM. */
-    Promise.all([vrt(["list"]), vrt(["stats", "--interval", "1"]).catch(() => "[]")])
+    Promise.all([vrt(["list"]), vrtStats(["--interval", "1"]).catch(() => "[]")])
         .then(([list, stats]) => {
             if (!busy)
                 render(JSON.parse(list), JSON.parse(stats));
