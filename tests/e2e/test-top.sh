@@ -39,7 +39,10 @@ check "top: alpha" shows "^alpha +running +[0-9]+ +1 "
 check "top: parked, stopped, without figures" shows "^parked +stopped +- +- "
 check "top: says 3 VMs, 2 running" shows "3 VMs, 2 running"
 check "top: sorted by cpu, zeta (busy) above alpha" wait_for 10 before zeta alpha
-check "top: zeta near 100 %CPU" wait_for 10 shows "^zeta +running +(9[0-9]|1[0-9][0-9]) "
+# How much CPU a spinning vCPU gets depends on the host's load (test-stats
+# compares with a host busy loop); here: clearly busy, and alpha near 0.
+check "top: zeta busy (>= 20 %CPU)" wait_for 10 shows "^zeta +running +([2-9][0-9]|1[0-9][0-9]) "
+check "top: alpha near 0 %CPU" shows "^alpha +running +[0-9] "
 screen >"$E2E_DIR/top-screen.txt"
 check "top: every line fits 80 columns" awk 'length($0) > 80 { exit 1 }' "$E2E_DIR/top-screen.txt"
 # The screen as a test artifact (README shows one).
