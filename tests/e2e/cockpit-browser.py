@@ -112,7 +112,18 @@ try:
     check(f"CPU refreshes from vrt stats ({cpu})", bool(cpu))
     mem = page.wait(f'{cell(".mem")}.includes("MiB") && {cell(".mem")}', 10)
     check(f"memory from vrt stats ({mem})", bool(mem))
+
+    # The serial console: a line typed in the page reaches the guest's shell,
+    # which answers with something only it computes.
+    page.js(f'{row}.querySelector("button[data-action=console]").click()')
+    check("Console: the panel opens", page.wait('!document.getElementById("console").hidden', 10))
+    page.js('document.getElementById("console-in").value = "echo cockpit-$((6 * 7))"')
+    page.js('document.getElementById("console-form").requestSubmit()')
+    check("Console: the guest's shell answered (cockpit-42)",
+          page.wait('document.getElementById("console-out").textContent.includes("cockpit-42\\n")', 30))
     page.screenshot(os.path.join(artifacts, "cockpit-vrt.png"))
+    page.js('document.getElementById("console-close").click()')
+    check("Console: Close hides it", page.wait('document.getElementById("console").hidden', 10))
 
     page.js(f'{row}.querySelector("button[data-action=stop]").click()')
     deadline = time.monotonic() + 90

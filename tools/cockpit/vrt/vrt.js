@@ -112,9 +112,55 @@ function render(list, stats) {
         td.appendChild(actionButton("Start", ["start", vm.name], !running && vm.state !== "destroyed"));
         td.appendChild(actionButton("Stop", ["stop", vm.name], running));
         td.appendChild(actionButton("Force off", ["stop", "--force", vm.name], running, "danger"));
+        const c = el("button", { type: "button", "data-action": "console" }, "Console");
+        c.disabled = !running;
+        c.addEventListener("click", () => openConsole(vm.name));
+        td.appendChild(c);
         tr.appendChild(td);
         rows.appendChild(tr);
     });
+}
+
+/* The serial console: `vrt console NAME` on a pty, its output shown as
+ * text (terminal control sequences dropped), a line of input sent on Enter. */
+let consoleProc = null;
+
+function closeConsole() {
+    if (consoleProc) {
+        consoleProc.input("\x1d", true);     /* Ctrl-]: vrt console leaves */
+        consoleProc.close();
+    }
+    consoleProc = null;
+    document.getElementById("console").hidden = true;
+}
+
+function openConsole(name) {
+    closeConsole();
+    const out = document.getElementById("console-out");
+    out.textContent = "";
+    document.getElementById("console-vm").textContent = name;
+    document.getElementById("console").hidden = false;
+    const proc = cockpit.spawn(["vrt", "console", name], { superuser: "try", pty: true, err: "out" });
+    consoleProc = proc;
+    proc.stream(data => {
+        /* eslint-disable-next-line no-control-regex */
+        out.textContent += data.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r/g, "");
+        out.scrollTop = out.scrollHeight;
+    });
+    proc.fail(ex => {
+        if (consoleProc === proc && ex.problem !== "cancelled")
+            showError(ex.message);
+    });
+    proc.input("\n", true);   /* a fresh prompt */
+    document.getElementById("console-in").focus();
+}
+
+function sendConsoleLine(event) {
+    event.preventDefault();
+    const input = document.getElementById("console-in");
+    if (consoleProc)
+        consoleProc.input(input.value + "\n", true);
+    input.value = "";
 }
 
 let timer = null;
@@ -179,6 +225,8 @@ function create(event) {
 
 document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("create-form").addEventListener("submit", create);
+    document.getElementById("console-form").addEventListener("submit", sendConsoleLine);
+    document.getElementById("console-close").addEventListener("click", closeConsole);
     loadImages();
     refresh();
 });
