@@ -99,7 +99,7 @@ int cmd_stats(struct cli *cli, int argc, char **argv) {
         r = statsview_init(&s, cli, argc - optind, argv + optind, err, sizeof err);
         if (r < 0) {
                 cli_error("%s", err);
-                return r == -ENOMEM ? CLI_FAILED : CLI_INVALID;
+                return cli_status_for(r);
         }
         r = statsview_sample(&s, cli);
         if (r == 0 && interval > 0) {

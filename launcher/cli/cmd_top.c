@@ -47,9 +47,7 @@ static void draw(struct statsview *s, double interval, const char *note) {
         char line[256], up[24];
         time_t t = time(NULL);
         struct tm tm;
-        int rows, cols;
-        getmaxyx(stdscr, rows, cols);
-        (void)cols;
+        int rows = getmaxy(stdscr);
         erase();
         localtime_r(&t, &tm);
         strftime(up, sizeof up, "%H:%M:%S", &tm);
@@ -149,7 +147,7 @@ int cmd_top(struct cli *cli, int argc, char **argv) {
         r = statsview_init(&s, cli, argc - optind, argv + optind, err, sizeof err);
         if (r < 0) {
                 cli_error("%s", err);
-                return r == -ENOMEM ? CLI_FAILED : CLI_INVALID;
+                return cli_status_for(r);
         }
         setlocale(LC_ALL, "");
         if (!newterm(NULL, stdout, stdin)) {

@@ -5,11 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/strv.h"
-#include <sys/stat.h>
 
 int statsview_init(struct statsview *s, const struct cli *cli, int argc, char **argv, char *err, size_t errlen) {
         struct strv v = { 0 };
@@ -34,8 +34,9 @@ int statsview_init(struct statsview *s, const struct cli *cli, int argc, char **
                                 r = -ENOMEM;
                                 break;
                         }
-                        if (stat(p.vm_dir, &st) < 0 && !runtime_is_running(&p)) {
-                                snprintf(err, errlen, "no such VM %s (%s: %s)", argv[i], p.vm_dir, strerror(errno));
+                        int stat_errno = stat(p.vm_dir, &st) < 0 ? errno : 0;
+                        if (stat_errno && !runtime_is_running(&p)) {
+                                snprintf(err, errlen, "no such VM %s (%s: %s)", argv[i], p.vm_dir, strerror(stat_errno));
                                 r = -ENOENT;
                         }
                         vm_paths_done(&p);
@@ -44,8 +45,10 @@ int statsview_init(struct statsview *s, const struct cli *cli, int argc, char **
                         strv_add(&v, argv[i]);
                 }
         }
-        if (r == 0 && v.error)
+        if (r == 0 && v.error) {
                 r = v.error;
+                snprintf(err, errlen, "out of memory");
+        }
         if (r < 0) {
                 strv_done(&v);
                 return r;

@@ -147,6 +147,7 @@ t0=$(date +%s%N)
 "$VRT" stats --json idle busy >"$out" 2>"$E2E_DIR/err"
 st=$?
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+"$VRT" stats idle >"$E2E_DIR/text" 2>&1
 kill -CONT "$iqpid"
 STOPPED_QEMU=
 check "QEMU stopped: stats returns within 5 s (${ms} ms)" [ "$ms" -lt 5000 ]
@@ -154,6 +155,7 @@ check "QEMU stopped: exit 1" [ "$st" = 1 ]
 check "QEMU stopped: idle is running but not responding" \
         bash -c '[ "$("$0" 0.state <"$1")" = running ] && [ "$("$0" 0.responding <"$1")" = false ]' "$JSON_GET" "$out"
 check "QEMU stopped: idle says why" bash -c '"$0" 0.error <"$1" | grep -q "QMP"' "$JSON_GET" "$out"
+check "QEMU stopped: the table says no-answer and why" grep -qE "^idle +no-answer .*\(QMP" "$E2E_DIR/text"
 check "QEMU stopped: busy still answers" [ "$(jget "1.responding" <"$out")" = true ]
 "$VRT" stats idle >/dev/null 2>&1
 check "QEMU continued: idle answers again" [ $? = 0 ]
