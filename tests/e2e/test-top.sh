@@ -40,9 +40,12 @@ check "top: parked, stopped, without figures" shows "^parked +stopped +- +- "
 check "top: says 3 VMs, 2 running" shows "3 VMs, 2 running"
 check "top: sorted by cpu, zeta (busy) above alpha" wait_for 10 before zeta alpha
 # How much CPU a spinning vCPU gets depends on the host's load (test-stats
-# compares with a host busy loop); here: clearly busy, and alpha near 0.
-check "top: zeta busy (>= 20 %CPU)" wait_for 10 shows "^zeta +running +([2-9][0-9]|1[0-9][0-9]) "
-check "top: alpha near 0 %CPU" shows "^alpha +running +[0-9] "
+# compares with a host busy loop): here zeta clearly above alpha, which is
+# near 0.
+pct() { screen | awk -v n="$1" '$1 == n { print $3 }'; }
+busier() { local z a; z=$(pct zeta); a=$(pct alpha); [ -n "$z" ] && [ -n "$a" ] && [ "$z" -ge 10 ] && [ "$z" -ge $((4 * a)) ]; }
+check "top: zeta busy (>= 10 %CPU and >= 4x alpha)" wait_for 15 busier
+check "top: alpha near 0 %CPU" wait_for 10 shows "^alpha +running +[0-9] "
 screen >"$E2E_DIR/top-screen.txt"
 check "top: every line fits 80 columns" awk 'length($0) > 80 { exit 1 }' "$E2E_DIR/top-screen.txt"
 # The screen as a test artifact (README shows one).
