@@ -43,24 +43,33 @@ static int compare(const void *a, const void *b) {
         return strcmp(x->name, y->name);
 }
 
+/* A line cut at the terminal's width: a narrow terminal loses the right
+ * columns instead of wrapping every row. */
+static void put_line(int y, const char *text, int cols) {
+        if (cols > 0)
+                mvaddnstr(y, 0, text, cols);
+}
+
 static void draw(struct statsview *s, double interval, const char *note) {
         char line[256], up[24];
         time_t t = time(NULL);
         struct tm tm;
-        int rows = getmaxy(stdscr);
+        int rows = getmaxy(stdscr), cols = getmaxx(stdscr);
         erase();
         localtime_r(&t, &tm);
         strftime(up, sizeof up, "%H:%M:%S", &tm);
         size_t running = 0;
         for (size_t i = 0; i < s->n_vms; i++)
                 running += s->vms[i].running;
-        mvprintw(0, 0, "vrt top - %s  %zu VMs, %zu running  every %.1fs  sorted by %s", up, s->n_vms, running,
-                 interval, sort_names[current_sort]);
-        mvprintw(1, 0, "%s", note && *note ? note : "keys: c cpu  m mem  d disk  n net  a name  +/- interval  q quit");
+        snprintf(line, sizeof line, "vrt top - %s  %zu VMs, %zu running  every %.1fs  sorted by %s", up, s->n_vms,
+                 running, interval, sort_names[current_sort]);
+        put_line(0, line, cols);
+        put_line(1, note && *note ? note : "keys: c cpu  m mem  d disk  n net  a name  +/- interval  q quit", cols);
         /* 77 columns, so an 80-column terminal never wraps: names are cut at 13. */
         attron(A_REVERSE);
-        mvprintw(3, 0, "%-13s %-9s %5s %4s %6s %6s %6s %6s %6s %7s", "NAME", "STATE", "%CPU", "CPUS", "MEM",
-                 "DISK-R", "DISK-W", "NET-RX", "NET-TX", "UPTIME");
+        snprintf(line, sizeof line, "%-13s %-9s %5s %4s %6s %6s %6s %6s %6s %7s", "NAME", "STATE", "%CPU", "CPUS",
+                 "MEM", "DISK-R", "DISK-W", "NET-RX", "NET-TX", "UPTIME");
+        put_line(3, line, cols);
         attroff(A_REVERSE);
         qsort(s->vms, s->n_vms, sizeof *s->vms, compare);
         for (size_t i = 0; i < s->n_vms && (int)i + 4 < rows; i++) {
@@ -93,7 +102,7 @@ static void draw(struct statsview *s, double interval, const char *note) {
                 }
                 snprintf(line, sizeof line, "%-13.13s %-9.9s %5s %4s %6s %6s %6s %6s %6s %7s", v->name,
                          v->running && !v->responding ? "no-answer" : v->state, pct, cpus, mem, dr, dw, nr, nt, up);
-                mvprintw((int)i + 4, 0, "%s", line);
+                put_line((int)i + 4, line, cols);
         }
         refresh();
 }

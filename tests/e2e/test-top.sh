@@ -64,6 +64,10 @@ tm send-keys -t top +
 check "key +: interval doubled" wait_for 5 shows "every 2.0s"
 tm send-keys -t top x
 check "unknown key: a hint, no exit" wait_for 5 shows "unknown key"
+# A narrower terminal cuts the columns on the right and wraps nothing.
+tm resize-window -t top -x 60 -y 24
+nonempty() { [ "$(screen | grep -c .)" = 6 ] && screen | grep -qE "^NAME +STATE" && [ "$(screen | awk '{ print length($0) }' | sort -n | tail -1)" -le 60 ]; }
+check "60 columns: 6 lines, none wrapped" wait_for 5 nonempty
 tm send-keys -t top q
 has_status() { [ -s "$E2E_DIR/top.status" ]; }
 check "q: top exits" wait_for 5 has_status
