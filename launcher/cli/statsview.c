@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,26 +59,60 @@ int statsview_init(struct statsview *s, const struct cli *cli, int argc, char **
         return 0;
 }
 
+/* One VM's sample, run on a thread of its own. */
+struct job {
+        const struct stats_options *o;
+        const char *name;
+        struct stats_vm vm;
+        int r;
+        pthread_t thread;
+        bool started;
+};
+
+static void *job_run(void *arg) {
+        struct job *j = arg;
+        j->r = stats_sample(j->o, j->name, &j->vm);
+        return NULL;
+}
+
 int statsview_sample(struct statsview *s, const struct cli *cli) {
         struct stats_options o = { cli->root, cli->runtime_dir, STATSVIEW_TIMEOUT_MS };
         struct stats_vm *vms = calloc(s->n ? s->n : 1, sizeof *vms);
+        struct job *jobs = calloc(s->n ? s->n : 1, sizeof *jobs);
         size_t n = 0;
-        if (!vms)
+        int r = 0;
+        if (!vms || !jobs) {
+                free(vms);
+                free(jobs);
                 return -ENOMEM;
+        }
+        /* All VMs at once, so VMs that do not answer cost one timeout in
+         * all, not one each; a thread that cannot start samples inline. */
         for (size_t i = 0; i < s->n; i++) {
-                struct stats_vm *v = &vms[n];
-                int r = stats_sample(&o, s->names[i], v);
-                if (r == -ENOMEM) {
-                        free(vms);
-                        return r;
-                }
+                jobs[i] = (struct job){ .o = &o, .name = s->names[i] };
+                jobs[i].started = pthread_create(&jobs[i].thread, NULL, job_run, &jobs[i]) == 0;
+                if (!jobs[i].started)
+                        job_run(&jobs[i]);
+        }
+        for (size_t i = 0; i < s->n; i++) {
+                struct job *j = &jobs[i];
+                if (j->started)
+                        pthread_join(j->thread, NULL);
+                if (j->r == -ENOMEM)
+                        r = -ENOMEM;
                 /* A VM listed but gone meanwhile (cleanup) is left out of "all". */
-                if (s->all && (r == -ENOENT || strcmp(v->state, "destroyed") == 0))
+                if (s->all && (j->r == -ENOENT || strcmp(j->vm.state, "destroyed") == 0))
                         continue;
-                for (size_t j = 0; j < s->n_vms; j++)
-                        if (strcmp(s->vms[j].name, v->name) == 0)
-                                stats_rates(v, &s->vms[j]);
+                vms[n] = j->vm;
+                for (size_t k = 0; k < s->n_vms; k++)
+                        if (strcmp(s->vms[k].name, vms[n].name) == 0)
+                                stats_rates(&vms[n], &s->vms[k]);
                 n++;
+        }
+        free(jobs);
+        if (r < 0) {
+                free(vms);
+                return r;
         }
         free(s->vms);
         s->vms = vms;

@@ -22,8 +22,10 @@ struct statsview {
  * one-line message in err and -EINVAL/-ENOENT. Returns 0 or a negative errno. */
 int statsview_init(struct statsview *s, const struct cli *cli, int argc, char **argv, char *err, size_t errlen);
 
-/* Samples every VM once; with rates against the previous sample, when
- * there is one. Returns 0 or -ENOMEM. */
+/* Samples every VM once, all in parallel (one thread each), so the whole
+ * sample takes at most about STATSVIEW_TIMEOUT_MS however many VMs do not
+ * answer; with rates against the previous sample, when there is one.
+ * Returns 0 or -ENOMEM. */
 int statsview_sample(struct statsview *s, const struct cli *cli);
 
 void statsview_done(struct statsview *s);

@@ -44,9 +44,7 @@ static int read_proc(const char *path, char *buf, size_t len) {
 }
 
 double stats_ticks_to_seconds(uint64_t ticks) {
-        static long hz;
-        if (hz <= 0)
-                hz = sysconf(_SC_CLK_TCK);
+        long hz = sysconf(_SC_CLK_TCK);
         return hz > 0 ? (double)ticks / (double)hz : 0;
 }
 

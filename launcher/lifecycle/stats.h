@@ -78,7 +78,7 @@ struct stats_options {
 /* Samples VM NAME into *ret (always filled: state and error say what is
  * known). Returns 0 — also for a VM that is stopped or does not answer —
  * -EINVAL for a bad name (message in ret->error), -ENOENT when there is no
- * such VM, -ENOMEM. */
+ * such VM, -ENOMEM. Several threads may sample (other VMs) at once. */
 int stats_sample(const struct stats_options *o, const char *name, struct stats_vm *ret);
 
 /* Seconds of CPU time from clock ticks. */

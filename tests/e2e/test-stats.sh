@@ -15,7 +15,7 @@ ip netns add "$NS" 2>/dev/null || skip_all "cannot create a network namespace"
 STOPPED_QEMU=
 stats_cleanup() {
         local p
-        [ -n "$STOPPED_QEMU" ] && kill -CONT "$STOPPED_QEMU" 2>/dev/null
+        [ -n "$STOPPED_QEMU" ] && kill -CONT $STOPPED_QEMU 2>/dev/null
         e2e_cleanup
         for p in $(ip netns pids "$NS" 2>/dev/null); do
                 kill -9 "$p" 2>/dev/null
@@ -159,6 +159,18 @@ check "QEMU stopped: the table says no-answer and why" grep -qE "^idle +no-answe
 check "QEMU stopped: busy still answers" [ "$(jget "1.responding" <"$out")" = true ]
 "$VRT" stats idle >/dev/null 2>&1
 check "QEMU continued: idle answers again" [ $? = 0 ]
+# Two VMs that do not answer cost one timeout, not two: VMs are sampled in parallel.
+bqpid=$(pgrep -P "$(cat "$VRT_RUNTIME_DIR/busy/pid")" | head -1)
+STOPPED_QEMU="$iqpid $bqpid"
+kill -STOP $STOPPED_QEMU
+t0=$(date +%s%N)
+"$VRT" stats --json >"$out" 2>/dev/null
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+kill -CONT $STOPPED_QEMU
+STOPPED_QEMU=
+check "two QEMUs stopped: one timeout in all (${ms} ms < 3500)" [ "$ms" -lt 3500 ]
+check "two QEMUs stopped: both not responding" \
+        bash -c '[ "$("$0" "[name=idle].responding" <"$1")" = false ] && [ "$("$0" "[name=busy].responding" <"$1")" = false ]' "$JSON_GET" "$out"
 
 # --- bad input ---
 bad() {         # bad DESCRIPTION ARGS...: exit 2 with one line on stderr
