@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "launcher/core/paths.h"
+#include "launcher/core/util.h"
 
 static const char *const state_names[_FIRSTBOOT_STATE_MAX] = {
         [FIRSTBOOT_CREATED] = "created",
@@ -17,10 +18,7 @@ const char *firstboot_state_to_string(enum firstboot_state s) {
 }
 
 enum firstboot_state firstboot_state_from_string(const char *s) {
-        for (int i = 0; s && i < _FIRSTBOOT_STATE_MAX; i++)
-                if (strcmp(s, state_names[i]) == 0)
-                        return (enum firstboot_state)i;
-        return _FIRSTBOOT_STATE_INVALID;
+        return (enum firstboot_state)table_lookup(state_names, _FIRSTBOOT_STATE_MAX, s);
 }
 
 bool vmstate_has_marker(const char *vm_dir, const char *file) {

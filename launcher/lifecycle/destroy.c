@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "launcher/core/actionlog.h"
+#include "launcher/core/fileio.h"
 #include "launcher/core/config.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/paths.h"
@@ -214,15 +215,6 @@ static const char *disk_in_use(const struct vm_paths *p) {
         return NULL;
 }
 
-static int fsync_dir(const char *path) {
-        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        int r = fsync(fd) < 0 ? -errno : 0;
-        close(fd);
-        return r;
-}
-
 int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool force,
                struct destroy_result *ret, char *err, size_t errlen) {
         struct destroy_result res = { 0 };
@@ -322,7 +314,7 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
                         goto done;
                 }
         }
-        r = fsync_dir(p.vm_dir);
+        r = fileio_fsync_dir(p.vm_dir);
         if (r < 0) {
                 snprintf(err, errlen, "cannot fsync %s: %s", p.vm_dir, strerror(-r));
                 goto done;
@@ -351,11 +343,6 @@ static int add_entry(struct cleanup_result *res, const char *name, bool removed,
         snprintf(e[res->n].reason, sizeof e[res->n].reason, "%s", reason ? reason : "");
         res->n++;
         return 0;
-}
-
-static bool has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
 }
 
 /* Removes one destroyed VM. Returns 1 removed, 0 skipped or gone, < 0 failed. */
@@ -396,7 +383,7 @@ static int cleanup_one(const char *root, const char *runtime_dir, const char *vm
                 }
                 goto done;
         }
-        fsync_dir(vm_root);
+        fileio_fsync_dir(vm_root);
         r = create_remove_tree(hidden_path);
         if (r < 0) {
                 /* Invisible already; the next cleanup finishes the removal. */

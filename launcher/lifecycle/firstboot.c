@@ -958,11 +958,7 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
                 snprintf(err, errlen, "cannot remove %s: %s", p.uefi_vars, strerror(-r));
                 goto out;
         }
-        int dfd = open(p.vm_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-        }
+        fileio_fsync_dir(p.vm_dir);
 out:
         if (r == -ENOMEM && !err[0])
                 snprintf(err, errlen, "out of memory");

@@ -44,10 +44,7 @@ const char *service_manager_to_string(enum service_manager m) {
 }
 
 enum service_manager service_manager_from_string(const char *s) {
-        for (int i = 0; s && i < _SERVICE_MANAGER_MAX; i++)
-                if (strcmp(s, manager_names[i]) == 0)
-                        return (enum service_manager)i;
-        return _SERVICE_MANAGER_INVALID;
+        return (enum service_manager)table_lookup(manager_names, _SERVICE_MANAGER_MAX, s);
 }
 
 static void result_set(struct service_result *res, enum service_outcome outcome, const char *fmt, ...)

@@ -51,10 +51,7 @@ const char *spool_queue_to_string(enum spool_queue q) {
 }
 
 enum spool_queue spool_queue_from_string(const char *s) {
-        for (int i = 0; s && i < _SPOOL_QUEUE_MAX; i++)
-                if (strcmp(s, queue_names[i]) == 0)
-                        return (enum spool_queue)i;
-        return _SPOOL_QUEUE_INVALID;
+        return (enum spool_queue)table_lookup(queue_names, _SPOOL_QUEUE_MAX, s);
 }
 
 /* One line to the queue's log and to the caller's report hook. */
@@ -322,11 +319,6 @@ static int run_destroy(const struct spool *s, struct spool_stats *st) {
 }
 
 /* ---- inst/ ---- */
-
-static bool has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
-}
 
 /* ".claim-HOST-PID": where a run keeps the requests it took. */
 static void claim_dir_name(char *buf, size_t len, pid_t pid) {
