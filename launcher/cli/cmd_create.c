@@ -418,7 +418,7 @@ int cmd_init(struct cli *cli, int argc, char **argv) {
                 cli_error("no such VM %s (%s)", name, p.instance);
                 goto out;
         }
-        if (stat(p.destroyed, &st) == 0) {
+        if (vmstate_is_destroyed(p.vm_dir)) {
                 cli_error("%s is destroyed (%s exists)", name, p.destroyed);
                 goto out;
         }

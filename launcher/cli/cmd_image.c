@@ -20,6 +20,7 @@
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/core/strv.h"
+#include "launcher/core/vmstate.h"
 #include "launcher/core/util.h"
 
 #define DEFAULT_INSTALL_MEMORY (UINT64_C(2) << 30)
@@ -232,14 +233,12 @@ static int collect_users(const char *root, struct image_users *u) {
                 return 0;
         }
         while ((de = readdir(d))) {
-                char *vm = NULL, *props = NULL, *destroyed = NULL, *image = NULL, err[512];
-                struct stat st;
+                char *vm = NULL, *props = NULL, *image = NULL, err[512];
                 if (de->d_name[0] == '.')
                         continue;
-                if (!(vm = paths_join(dir, de->d_name)) || !(props = paths_join(vm, "instance.properties")) ||
-                    !(destroyed = paths_join(vm, "DESTROYED"))) {
+                if (!(vm = paths_join(dir, de->d_name)) || !(props = paths_join(vm, "instance.properties"))) {
                         r = -ENOMEM;
-                } else if (stat(destroyed, &st) < 0 && props_parse_file(props, grab_image, &image, err, sizeof err) == 0 && image) {
+                } else if (!vmstate_is_destroyed(vm) && props_parse_file(props, grab_image, &image, err, sizeof err) == 0 && image) {
                         char **n = realloc(u->images, (u->n + 1) * sizeof *n);
                         if (n) {
                                 u->images = n;
@@ -252,7 +251,6 @@ static int collect_users(const char *root, struct image_users *u) {
                 free(image);
                 free(vm);
                 free(props);
-                free(destroyed);
                 if (r < 0)
                         break;
         }

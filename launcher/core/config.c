@@ -283,7 +283,7 @@ int host_config_load(const char *path, struct host_config **ret, char *err, size
         if (!c)
                 return -ENOMEM;
         c->path = strdup(path);
-        c->shutdown_timeout = 120;
+        c->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT_S;
         c->init_timeout = 600;
         r = -ENOMEM;
         if (!c->path)

@@ -899,7 +899,7 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
         struct vm_paths p = { 0 };
         struct qcow2_header h;
         char *tmp = NULL, msg[512];
-        int fd = -1, r;
+        int fd = -1, lock_fd = -1, r;
 
         if (errlen)
                 err[0] = '\0';
@@ -912,9 +912,17 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
                 r = -EINVAL;
                 goto out;
         }
-        if (runtime_is_running(&p)) {
-                snprintf(err, errlen, "%s is running; stop it before resetting its disk", name);
+        /* Held until the new overlay is in place: no start slips in
+         * between the check and the rename, nor boots a half-reset VM. */
+        lock_fd = runtime_lock(&p, msg, sizeof msg);
+        if (lock_fd == -EBUSY) {
+                snprintf(err, errlen, "%s is running; stop it before resetting its disk (%s)", name, msg);
                 r = -EBUSY;
+                goto out;
+        }
+        if (lock_fd < 0) {
+                snprintf(err, errlen, "%s", msg);
+                r = lock_fd;
                 goto out;
         }
         fd = open(p.overlay, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -964,6 +972,10 @@ out:
                 snprintf(err, errlen, "out of memory");
         if (fd >= 0)
                 close(fd);
+        if (lock_fd >= 0) {
+                runtime_remove(&p);
+                close(lock_fd);
+        }
         free(tmp);
         vm_paths_done(&p);
         return r;

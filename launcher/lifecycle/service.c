@@ -24,15 +24,13 @@
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/strv.h"
-#include "qmp/qmp.h"
 #include "launcher/core/util.h"
+#include "launcher/lifecycle/stop.h"
 
 extern char **environ;
 
 #define UNIT_PROBE_TIMEOUT_MS 5000
-#define QMP_FORCE_TIMEOUT_MS 5000
-#define PID_FILE_WAIT_MS 3000
-#define DEFAULT_SHUTDOWN_TIMEOUT_S 120
+#define PID_FILE_WAIT_MS STOP_PID_WAIT_MS
 
 static const char *const manager_names[_SERVICE_MANAGER_MAX] = {
         [SERVICE_DETACHED] = "detached",
@@ -410,21 +408,14 @@ static bool vm_lookup(const struct service_options *o, const char *name, struct 
         return true;
 }
 
-/* The running supervisor's pid: the lock is held from before the pid file
- * is written, so a starting VM may need a moment. 0 if it is not running. */
-static pid_t running_pid(const struct vm_paths *p) {
-        int64_t deadline = now_ms() + PID_FILE_WAIT_MS;
-        for (;;) {
-                pid_t pid = 0;
-                if (!runtime_is_running(p))
-                        return 0;
-                if (runtime_read_pid(p->pid_file, &pid) == 0)
-                        return pid;
-                if (now_ms() >= deadline)
-                        return 0;
-                struct timespec ts = { 0, 20 * 1000 * 1000 };
-                nanosleep(&ts, NULL);
-        }
+/* The running supervisor's pid, 0 if it does not run or its pid is not
+ * known within PID_FILE_WAIT_MS. */
+static pid_t running_pid(const struct vm_paths *p, bool *ret_running) {
+        struct vm_running run = { 0 };
+        bool running = vmstate_running(p, PID_FILE_WAIT_MS, 0, &run) > 0;
+        if (ret_running)
+                *ret_running = running;
+        return running ? run.pid : 0;
 }
 
 /* ---- start ---- */
@@ -623,9 +614,7 @@ static void start_finished(const struct service_options *o, const char *name, st
         j->pending = false;
         if (o->manager == SERVICE_SYSTEMD) {
                 if (status == 0) {
-                        pid_t pid = 0;
-                        runtime_read_pid(j->p.pid_file, &pid);
-                        res->pid = pid;
+                        res->pid = running_pid(&j->p, NULL);
                         result_set(res, SERVICE_DONE, "started (vrt@%s.service)", name);
                 } else {
                         result_set(res, SERVICE_FAILED, "systemctl start vrt@%s.service failed: %s", name,
@@ -634,7 +623,7 @@ static void start_finished(const struct service_options *o, const char *name, st
                 return;
         }
         /* The supervisor ended before it was ready. */
-        pid_t other = running_pid(&j->p);
+        pid_t other = running_pid(&j->p, NULL);
         if (other > 0) {
                 res->pid = other;
                 result_set(res, SERVICE_ALREADY, "already running (supervisor pid %d, started concurrently)", (int)other);
@@ -647,17 +636,6 @@ static void start_finished(const struct service_options *o, const char *name, st
                 result_set(res, SERVICE_FAILED, "%s", line);
         else
                 result_set(res, SERVICE_FAILED, "vrt-launch exited with status %d: %s", status, line);
-}
-
-/* A VM whose init script never finished would boot unconfigured. */
-static bool first_boot_pending(const struct service_options *o, const char *name, const struct vm_paths *p) {
-        struct instance *inst = NULL;
-        char err[512];
-        if (instance_load(p->instance, name, o->runtime_dir, &inst, err, sizeof err) < 0)
-                return false;   /* vrt-launch reports a broken instance itself */
-        bool pending = inst->init && firstboot_state_of(p->vm_dir, true) == FIRSTBOOT_PENDING;
-        instance_free(inst);
-        return pending;
 }
 
 int service_start(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
@@ -684,22 +662,18 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
         for (size_t i = 0; i < n; i++) {
                 struct start_job *j = &jobs[i];
                 struct service_result *res = &results[i];
-                struct stat st;
+                char why[sizeof res->message];
+                int k = vmstate_check_startable(o->root, o->runtime_dir, names[i], why, sizeof why);
+                if (k < 0) {
+                        result_set(res, k == -ENOMEM ? SERVICE_FAILED : SERVICE_INVALID, "%s", why);
+                        continue;
+                }
                 if (!vm_lookup(o, names[i], &j->p, res, true))
                         continue;
                 j->have_paths = true;
-                if (stat(j->p.destroyed, &st) == 0) {
-                        result_set(res, SERVICE_INVALID, "VM is destroyed (%s exists); not starting it", j->p.destroyed);
-                        continue;
-                }
-                if (first_boot_pending(o, names[i], &j->p)) {
-                        result_set(res, SERVICE_INVALID, "its first boot (init=) has not completed; "
-                                   "fix the script and run `vrt init %s [--reset]`, or remove init= from %s",
-                                   names[i], j->p.instance);
-                        continue;
-                }
-                pid_t pid = running_pid(&j->p);
-                if (pid > 0 || runtime_is_running(&j->p)) {
+                bool running;
+                pid_t pid = running_pid(&j->p, &running);
+                if (running) {
                         res->pid = pid;
                         result_set(res, SERVICE_ALREADY, "already running (supervisor pid %d)", (int)pid);
                         continue;
@@ -812,59 +786,15 @@ out:
 
 /* ---- stop ---- */
 
-struct stop_job {
+struct stop_entry {
         struct vm_paths p;
         bool have_paths;
         bool pending;
-        pid_t pid;
-        int pidfd;
-        int64_t deadline;
-        unsigned bound_s;
+        struct stop_job s;
         const char *how;        /* extra words for the result, may be "" */
 };
 
-/* The shutdown timeout vrt-launch will use for this VM. */
-static unsigned configured_shutdown_timeout(const struct service_options *o, const struct vm_paths *p) {
-        char err[512], *conf = paths_join(o->root, "vrt.conf");
-        struct host_config *host = NULL;
-        struct instance *inst = NULL;
-        unsigned t = DEFAULT_SHUTDOWN_TIMEOUT_S;
-        if (conf && host_config_load(conf, &host, err, sizeof err) == 0) {
-                t = host->shutdown_timeout;
-                if (instance_load(p->instance, NULL, o->runtime_dir, &inst, err, sizeof err) == 0 && inst->shutdown_timeout)
-                        t = inst->shutdown_timeout;
-        }
-        instance_free(inst);
-        host_config_free(host);
-        free(conf);
-        return t;
-}
-
-static int queue_sigterm(int pidfd, unsigned value) {
-        siginfo_t si = { 0 };
-        si.si_signo = SIGTERM;
-        si.si_code = SI_QUEUE;
-        si.si_pid = getpid();
-        si.si_uid = getuid();
-        si.si_value.sival_int = (int)value;
-        if (syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, &si, 0U) < 0)
-                return -errno;
-        return 0;
-}
-
-static int qmp_quit(const char *sock, char *err, size_t errlen) {
-        struct qmp *q = NULL;
-        int r = qmp_connect_unix(sock, 1000, &q, err, errlen);
-        if (r == 0)
-                r = qmp_handshake(q, QMP_FORCE_TIMEOUT_MS, err, errlen);
-        if (r == 0)
-                r = qmp_execute(q, "quit", NULL, QMP_FORCE_TIMEOUT_MS, NULL, err, errlen);
-        qmp_free(q);
-        /* QEMU may close the socket before its reply makes it out. */
-        return r == -ECONNRESET ? 0 : r;
-}
-
-static void stop_one(const struct service_options *o, const char *name, struct stop_job *j, struct service_result *res) {
+static void stop_one(const struct service_options *o, const char *name, struct stop_entry *j, struct service_result *res) {
         struct stat st;
         char err[512];
 
@@ -872,55 +802,32 @@ static void stop_one(const struct service_options *o, const char *name, struct s
                 return;
         j->have_paths = true;
         j->how = "";
-        j->pid = running_pid(&j->p);
-        if (j->pid > 0)
-                j->pidfd = (int)syscall(SYS_pidfd_open, j->pid, 0);
-        /* The pid we opened must still be the lock holder's, not a reused one. */
-        pid_t again = 0;
-        if (j->pidfd < 0 || !runtime_is_running(&j->p) || runtime_read_pid(j->p.pid_file, &again) < 0 || again != j->pid) {
-                close_fd(&j->pidfd);
-                if (runtime_is_running(&j->p)) {
-                        result_set(res, SERVICE_FAILED, "running, but its supervisor pid is unknown (%s)", j->p.pid_file);
-                        return;
-                }
+        struct stop_request req = {
+                .force = o->force,
+                .shutdown_timeout = o->shutdown_timeout,
+                .wait_s = o->wait_s,
+                .pid_wait_ms = STOP_PID_WAIT_MS,
+        };
+        int r = stop_begin(o->root, &j->p, name, &req, &j->s, err, sizeof err);
+        if (r < 0) {
+                result_set(res, SERVICE_FAILED, "%s", err);
+                return;
+        }
+        if (r == 0) {
                 if (stat(j->p.vm_dir, &st) < 0)
                         result_set(res, SERVICE_INVALID, "no such VM (%s: %s)", j->p.vm_dir, strerror(errno));
                 else
                         result_set(res, SERVICE_ALREADY, "not running");
                 return;
         }
-        res->pid = j->pid;
-        int r;
-        if (o->force) {
-                r = qmp_quit(j->p.monitor_sock, err, sizeof err);
-                if (r < 0) {
-                        /* The monitor is busy or wedged: let the supervisor quit
-                         * QEMU after a one-second powerdown instead. */
-                        r = queue_sigterm(j->pidfd, 1);
-                        j->how = " (QMP quit failed, forced by vrt-launch after 1 s)";
-                }
-                j->bound_s = o->wait_s ? o->wait_s : 1 + SERVICE_ESCALATION_S;
-        } else {
-                r = queue_sigterm(j->pidfd, o->shutdown_timeout);
-                unsigned t = o->shutdown_timeout ? o->shutdown_timeout : configured_shutdown_timeout(o, &j->p);
-                j->bound_s = o->wait_s ? o->wait_s : t + SERVICE_ESCALATION_S;
-        }
-        if (r == -ESRCH) {
-                result_set(res, SERVICE_ALREADY, "not running (ended meanwhile)");
-                close_fd(&j->pidfd);
-                return;
-        }
-        if (r < 0) {
-                result_set(res, SERVICE_FAILED, "cannot signal supervisor pid %d: %s", (int)j->pid, strerror(-r));
-                close_fd(&j->pidfd);
-                return;
-        }
-        j->deadline = now_ms() + (int64_t)j->bound_s * 1000;
+        res->pid = j->s.pid;
+        if (j->s.quit_failed)
+                j->how = " (QMP quit failed, forced by vrt-launch after 1 s)";
         j->pending = true;
 }
 
 int service_stop(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
-        struct stop_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+        struct stop_entry *jobs = calloc(n ? n : 1, sizeof *jobs);
         struct pollfd *pfd = calloc(n ? n : 1, sizeof *pfd);
         size_t *map = calloc(n ? n : 1, sizeof *map);
         int failed = 0;
@@ -930,7 +837,7 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                 goto out;
         }
         for (size_t i = 0; i < n; i++) {
-                jobs[i] = (struct stop_job){ .pidfd = -1 };
+                jobs[i] = (struct stop_entry){ .s = { .pidfd = -1 } };
                 results[i] = (struct service_result){ .outcome = SERVICE_FAILED };
                 stop_one(o, names[i], &jobs[i], &results[i]);
         }
@@ -938,19 +845,19 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                 size_t m = 0;
                 int64_t next = INT64_MAX, now = now_ms();
                 for (size_t i = 0; i < n; i++) {
-                        struct stop_job *j = &jobs[i];
+                        struct stop_entry *j = &jobs[i];
                         if (!j->pending)
                                 continue;
-                        if (now >= j->deadline) {
+                        if (now >= j->s.deadline) {
                                 j->pending = false;
                                 result_set(&results[i], SERVICE_FAILED, "still stopping after %us (supervisor pid %d)",
-                                           j->bound_s, (int)j->pid);
+                                           j->s.bound_s, (int)j->s.pid);
                                 continue;
                         }
-                        if (j->deadline < next)
-                                next = j->deadline;
+                        if (j->s.deadline < next)
+                                next = j->s.deadline;
                         map[m] = i;
-                        pfd[m++] = (struct pollfd){ .fd = j->pidfd, .events = POLLIN };
+                        pfd[m++] = (struct pollfd){ .fd = j->s.pidfd, .events = POLLIN };
                 }
                 if (m == 0)
                         break;
@@ -962,10 +869,11 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                 for (size_t k = 0; r > 0 && k < m; k++) {
                         if (!(pfd[k].revents & (POLLIN | POLLHUP | POLLERR)))
                                 continue;
-                        struct stop_job *j = &jobs[map[k]];
+                        struct stop_entry *j = &jobs[map[k]];
                         char line[400], *log = launch_log_path(&j->p);
                         j->pending = false;
-                        if (log && service_launch_log_last(log, j->pid, 0, line, sizeof line) == 0)
+                        stop_job_done(&j->s);
+                        if (log && service_launch_log_last(log, j->s.pid, 0, line, sizeof line) == 0)
                                 result_set(&results[map[k]], SERVICE_DONE, "stopped%s: %s", j->how, line);
                         else
                                 result_set(&results[map[k]], SERVICE_DONE, "stopped%s", j->how);
@@ -977,7 +885,7 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                         failed++;
 out:
         for (size_t i = 0; jobs && i < n; i++) {
-                close_fd(&jobs[i].pidfd);
+                stop_job_done(&jobs[i].s);
                 if (jobs[i].have_paths)
                         vm_paths_done(&jobs[i].p);
         }

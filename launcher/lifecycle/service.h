@@ -6,7 +6,8 @@
  * queued SIGTERM to the supervisor (carrying the shutdown timeout), whose
  * own escalation does the rest, then a pidfd wait — pidfds work for
  * processes that are not our children, and never depend on the reaper.
- * Several VMs are handled in parallel; every VM gets its own result. */
+ * Several VMs are handled in parallel; every VM gets its own result.
+ * The stop itself is lifecycle/stop.h's. */
 #pragma once
 
 #include <stdbool.h>
@@ -38,9 +39,6 @@ struct service_result {
 
 /* Seconds `vrt start` waits for a VM to report running, by default. */
 #define SERVICE_START_WAIT_S 60
-/* vrt-launch's escalation after the shutdown timeout: quit, SIGTERM,
- * SIGKILL (10 + 5 + 5 s), plus slack for a loaded host. */
-#define SERVICE_ESCALATION_S 30
 
 struct service_options {
         const char *root;

@@ -24,6 +24,7 @@
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/util.h"
+#include "launcher/core/vmstate.h"
 
 /* Bursts of requests (`touch start/a start/b`) are taken in one run. */
 #define WATCH_DEBOUNCE_MS 20
@@ -146,34 +147,25 @@ static int list_dir(const char *dir, struct names *out) {
         return r;
 }
 
-static bool vm_file_exists(const char *root, const char *name, const char *file) {
-        char *path = NULL;
-        struct stat st;
-        bool ok = asprintf(&path, "%s/vm/%s/%s", root, name, file) >= 0 && stat(path, &st) == 0;
-        free(path);
-        return ok;
-}
-
-/* Checks that a request names an existing VM that may get the action.
- * Returns false (having logged why) when it must be dropped. */
+/* Checks that a request names an existing VM that may get the action
+ * (vmstate's one answer for start/). Returns false (having logged why)
+ * when it must be dropped: a bad name, an unknown or destroyed VM is
+ * malformed; a VM whose first boot did not succeed is a failed start. */
 static bool request_valid(const struct spool *s, enum spool_queue q, const char *entry, struct spool_stats *st) {
-        char err[256];
-        if (config_check_vm_name(entry, s->runtime_dir, err, sizeof err) < 0) {
+        char err[1024];
+        int r = q == SPOOL_START ? vmstate_check_startable(s->root, s->runtime_dir, entry, err, sizeof err)
+                                 : vmstate_check_exists(s->root, s->runtime_dir, entry, err, sizeof err);
+        if (r == 0)
+                return true;
+        if (r == -EINVAL)
                 note(s, q, true, "%s/%.80s: %s: request removed", queue_names[q], entry, err);
+        else
+                note(s, q, r != -ESTALE, "%s: %s: request removed", entry, err);
+        if (r == -EINVAL || r == -ENOENT || r == -ESTALE)
                 st->dropped++;
-                return false;
-        }
-        if (!vm_file_exists(s->root, entry, "instance.properties")) {
-                note(s, q, true, "%s: unknown VM (no vm/%s/instance.properties): request removed", entry, entry);
-                st->dropped++;
-                return false;
-        }
-        if (q == SPOOL_START && vm_file_exists(s->root, entry, "DESTROYED")) {
-                note(s, q, false, "%s: destroyed, not started: request removed", entry);
-                st->dropped++;
-                return false;
-        }
-        return true;
+        else
+                st->failed++;
+        return false;
 }
 
 /* Claims the requests in start/, stop/ or destroy/: an entry is ours when
@@ -747,13 +739,14 @@ int spool_autostart(const struct spool *s, struct spool_stats *st) {
                 snprintf(name, sizeof name, "%s", entries.v[i]);
                 if (has_suffix(name, ".sh"))
                         name[strlen(name) - 3] = '\0';
-                if (config_check_vm_name(name, s->runtime_dir, err, sizeof err) < 0) {
-                        note(s, SPOOL_START, true, "autostart: autostart/%.80s: %s: ignored", entries.v[i], err);
+                int k = vmstate_check_exists(s->root, s->runtime_dir, name, err, sizeof err);
+                if (k == -ENOENT) {
+                        note(s, SPOOL_START, true, "autostart: %s: %s (autostart/%.80s): ignored", name, err, entries.v[i]);
                         st->dropped++;
                         continue;
                 }
-                if (!vm_file_exists(s->root, name, "instance.properties")) {
-                        note(s, SPOOL_START, true, "autostart: %s: unknown VM (autostart/%.80s): ignored", name, entries.v[i]);
+                if (k < 0) {
+                        note(s, SPOOL_START, true, "autostart: autostart/%.80s: %s: ignored", entries.v[i], err);
                         st->dropped++;
                         continue;
                 }
@@ -782,11 +775,15 @@ int spool_autostart(const struct spool *s, struct spool_stats *st) {
                 }
                 instance_free(inst);
         }
-        /* Destroyed VMs stay down, whatever still points at them. */
+        /* Destroyed VMs stay down, whatever still points at them, and so
+         * do those whose first boot did not succeed. */
         size_t m = 0;
         for (size_t i = 0; i < start.n; i++) {
-                if (vm_file_exists(s->root, start.v[i], "DESTROYED")) {
-                        note(s, SPOOL_START, false, "autostart: %s: destroyed, not started", start.v[i]);
+                int k = vmstate_check_startable(s->root, s->runtime_dir, start.v[i], err, sizeof err);
+                if (k < 0) {
+                        note(s, SPOOL_START, k != -ESTALE, "autostart: %s: %s", start.v[i], err);
+                        if (k != -ESTALE)
+                                st->failed++;
                         free(start.v[i]);
                         continue;
                 }
