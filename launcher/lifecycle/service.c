@@ -13,7 +13,6 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,11 +22,10 @@
 #include "launcher/core/vmstate.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/spawn.h"
 #include "launcher/core/strv.h"
 #include "launcher/core/util.h"
 #include "launcher/lifecycle/stop.h"
-
-extern char **environ;
 
 #define UNIT_PROBE_TIMEOUT_MS 5000
 #define PID_FILE_WAIT_MS STOP_PID_WAIT_MS
@@ -182,114 +180,6 @@ int service_find_launcher(char **ret) {
         return 0;
 }
 
-/* In a forked child: only async-signal-safe calls until execve. */
-static void child_reset_signals(void) {
-        struct sigaction sa = { .sa_handler = SIG_DFL };
-        sigset_t none;
-        for (int s = 1; s < NSIG; s++)
-                sigaction(s, &sa, NULL);        /* fails harmlessly for SIGKILL/SIGSTOP */
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-static void child_setup_fds(int in, int out) {
-        if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
-                _exit(127);
-        /* Nothing of ours, nor what our caller leaked to us, reaches the child. */
-        if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-                for (int fd = 3; fd < 65536; fd++)
-                        close(fd);
-}
-
-static void child_exec_failed(const char *prog, int error) {
-        char buf[512];
-        int n = snprintf(buf, sizeof buf, "vrt: cannot execute %s: %s\n", prog, strerror(error));
-        if (n > 0 && write(STDERR_FILENO, buf, (size_t)n) < 0) {
-                /* nowhere left to report */
-        }
-        _exit(127);
-}
-
-/* Forks argv with stdin /dev/null and stdout+stderr into a pipe whose read
- * end (non-blocking) goes to *ret_out. Returns the child's pid or a
- * negative errno. */
-static pid_t spawn_piped(char *const *argv, int *ret_out) {
-        int pipefd[2], devnull = -1;
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                return -errno;
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (devnull < 0) {
-                int r = -errno;
-                close(pipefd[0]);
-                close(pipefd[1]);
-                return r;
-        }
-        pid_t pid = fork();
-        if (pid == 0) {
-                child_reset_signals();
-                child_setup_fds(devnull, pipefd[1]);
-                execv(argv[0], argv);
-                child_exec_failed(argv[0], errno);
-        }
-        int r = pid < 0 ? -errno : 0;
-        close(pipefd[1]);
-        close(devnull);
-        if (r < 0) {
-                close(pipefd[0]);
-                return r;
-        }
-        fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
-        *ret_out = pipefd[0];
-        return pid;
-}
-
-/* Appends what is readable on fd to buf (capped, NUL-terminated). Returns
- * false at EOF or error. */
-static bool drain_into(int fd, char *buf, size_t cap, size_t *len) {
-        for (;;) {
-                char tmp[1024];
-                ssize_t n = read(fd, tmp, sizeof tmp);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 && errno == EAGAIN;
-                size_t take = (size_t)n < cap - 1 - *len ? (size_t)n : cap - 1 - *len;
-                memcpy(buf + *len, tmp, take);
-                *len += take;
-                buf[*len] = '\0';
-        }
-}
-
-/* Runs argv to its end within timeout_ms, collecting its output. Returns
- * the exit status (0..255), or a negative errno (-ETIMEDOUT: killed). */
-static int run_capture(char *const *argv, int timeout_ms, char *out, size_t outlen) {
-        int fd = -1, status = 0;
-        size_t len = 0;
-        out[0] = '\0';
-        pid_t pid = spawn_piped(argv, &fd);
-        if (pid < 0)
-                return pid;
-        int64_t deadline = now_ms() + timeout_ms;
-        bool open_ = true;
-        while (open_) {
-                int64_t left = deadline - now_ms();
-                if (left <= 0) {
-                        kill(pid, SIGKILL);
-                        break;
-                }
-                struct pollfd pfd = { .fd = fd, .events = POLLIN };
-                if (poll(&pfd, 1, (int)left) > 0)
-                        open_ = drain_into(fd, out, outlen, &len);
-        }
-        close(fd);
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return -errno;
-        if (open_)
-                return -ETIMEDOUT;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 int service_manager_detect(const char *root, const char *runtime_dir, const char *probe_name,
                            enum service_manager *ret, char *note, size_t notelen) {
         const char *env = getenv("VRT_SERVICE_MANAGER");
@@ -314,7 +204,7 @@ int service_manager_detect(const char *root, const char *runtime_dir, const char
         enum service_manager m = SERVICE_DETACHED;
         if (systemctl && asprintf(&unit, "vrt@%s.service", probe_name ? probe_name : "probe") >= 0) {
                 char *argv[] = { systemctl, "show", "--property=Environment", "--value", unit, NULL };
-                if (run_capture(argv, UNIT_PROBE_TIMEOUT_MS, out, sizeof out) == 0 &&
+                if (spawn_capture(argv, UNIT_PROBE_TIMEOUT_MS, out, sizeof out) == 0 &&
                     service_parse_unit_environment(out, &unit_root, &unit_runtime) == 0) {
                         const char *ur = unit_root ? unit_root : VRT_DEFAULT_ROOT;
                         const char *ut = unit_runtime ? unit_runtime : VRT_DEFAULT_RUNTIME_DIR;
@@ -492,36 +382,11 @@ static bool notify_ready(int fd, pid_t pid) {
         }
 }
 
-/* The detached supervisor's environment: ours, with the root, runtime dir
- * and our notify socket, and without what belonged to our own caller. */
-static char **child_environment(const char *root, const char *runtime_dir, const char *notify) {
-        static const char *const drop[] = { "NOTIFY_SOCKET=", "VRT_ROOT=", "VRT_RUNTIME_DIR=", "JOURNAL_STREAM=",
-                                            "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "WATCHDOG_USEC=",
-                                            "WATCHDOG_PID=", "INVOCATION_ID=" };
-        struct strv v = { 0 };
-        for (char **e = environ; e && *e; e++) {
-                bool skip = false;
-                for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
-                        if (strncmp(*e, drop[i], strlen(drop[i])) == 0)
-                                skip = true;
-                if (!skip)
-                        strv_add(&v, *e);
-        }
-        strv_addf(&v, "VRT_ROOT=%s", root);
-        strv_addf(&v, "VRT_RUNTIME_DIR=%s", runtime_dir);
-        strv_addf(&v, "NOTIFY_SOCKET=%s", notify);
-        if (v.error) {
-                strv_done(&v);
-                return NULL;
-        }
-        return v.items;
-}
-
 static int start_detached(const struct service_options *o, const char *launcher, const char *name,
                           size_t index, struct start_job *j, struct service_result *res) {
-        char addr[108];
+        char addr[108], err[256];
         char **envp = NULL;
-        int devnull = -1, r;
+        int r;
 
         if (mkdir(j->p.log_dir, 0750) < 0 && errno != EEXIST) {
                 result_set(res, SERVICE_FAILED, "cannot create %s: %s", j->p.log_dir, strerror(errno));
@@ -547,37 +412,33 @@ static int start_detached(const struct service_options *o, const char *launcher,
                 result_set(res, SERVICE_FAILED, "cannot create a notify socket: %s", strerror(-r));
                 return r;
         }
-        envp = child_environment(o->root, o->runtime_dir, addr);
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (!envp || devnull < 0) {
-                r = envp ? -errno : -ENOMEM;
-                result_set(res, SERVICE_FAILED, "cannot prepare vrt-launch: %s", strerror(-r));
+        envp = spawn_environment(o->root, o->runtime_dir, addr);
+        if (!envp) {
+                result_set(res, SERVICE_FAILED, "cannot prepare vrt-launch: %s", strerror(ENOMEM));
+                r = -ENOMEM;
                 goto out;
         }
         char *argv[] = { (char *)launcher, (char *)name, NULL };
-        pid_t pid = fork();
-        if (pid == 0) {
-                /* A session of its own: no terminal, no job control signals of ours. */
-                setsid();
-                child_reset_signals();
-                child_setup_fds(devnull, j->log_fd);
-                if (chdir("/") < 0)
-                        _exit(127);
-                execve(launcher, argv, envp);
-                child_exec_failed(launcher, errno);
-        }
-        if (pid < 0) {
-                r = -errno;
-                result_set(res, SERVICE_FAILED, "fork: %s", strerror(-r));
+        /* A session of its own: no terminal, no job control signals of ours;
+         * it outlives us. */
+        struct spawn_options so = {
+                .argv = argv,
+                .envp = envp,
+                .stdout_fd = j->log_fd,
+                .session = SPAWN_SESSION_NEW,
+                .chdir_root = true,
+                .fail_prefix = "vrt: cannot execute ",
+        };
+        struct spawn_result sr;
+        r = spawn_process(&so, &sr, err, sizeof err);
+        if (r < 0) {
+                result_set(res, SERVICE_FAILED, "cannot start %s: %s", launcher, err);
                 goto out;
         }
-        j->pid = pid;
-        j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        r = 0;
+        j->pid = sr.pid;
+        j->pidfd = sr.pidfd;
 out:
         strv_free(envp);
-        if (devnull >= 0)
-                close(devnull);
         close_fd(&j->log_fd);
         return r;
 }
@@ -589,14 +450,18 @@ static int start_systemd(const char *systemctl, const char *name, struct start_j
                 return -ENOMEM;
         }
         char *argv[] = { (char *)systemctl, "--no-ask-password", "start", unit, NULL };
-        pid_t pid = spawn_piped(argv, &j->out_fd);
+        struct spawn_options so = { .argv = argv, .stdout_fd = SPAWN_PIPE, .fail_prefix = "vrt: cannot execute " };
+        struct spawn_result sr;
+        char err[256];
+        int r = spawn_process(&so, &sr, err, sizeof err);
         free(unit);
-        if (pid < 0) {
-                result_set(res, SERVICE_FAILED, "cannot run %s: %s", systemctl, strerror((int)-pid));
-                return (int)pid;
+        if (r < 0) {
+                result_set(res, SERVICE_FAILED, "cannot run %s: %s", systemctl, err);
+                return r;
         }
-        j->pid = pid;
-        j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        j->pid = sr.pid;
+        j->pidfd = sr.pidfd;
+        j->out_fd = sr.out_fd;
         return 0;
 }
 
@@ -745,13 +610,13 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
                                 result_set(&results[i], SERVICE_DONE, "started (supervisor pid %d)", (int)j->pid);
                                 continue;
                         }
-                        if (j->out_fd >= 0 && !drain_into(j->out_fd, j->out, sizeof j->out, &j->out_len))
+                        if (j->out_fd >= 0 && !spawn_drain(j->out_fd, j->out, sizeof j->out, &j->out_len))
                                 close_fd(&j->out_fd);
                         int status;
                         pid_t w = waitpid(j->pid, &status, WNOHANG);
                         if (w == j->pid) {
                                 if (j->out_fd >= 0)
-                                        drain_into(j->out_fd, j->out, sizeof j->out, &j->out_len);
+                                        spawn_drain(j->out_fd, j->out, sizeof j->out, &j->out_len);
                                 /* A READY=1 sent just before exiting still counts. */
                                 if (j->notify_fd >= 0 && notify_ready(j->notify_fd, j->pid)) {
                                         j->pending = false;

@@ -14,7 +14,6 @@
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +22,7 @@
 #include "launcher/core/config.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/paths.h"
+#include "launcher/core/spawn.h"
 #include "launcher/core/util.h"
 #include "launcher/core/vmstate.h"
 
@@ -552,21 +552,39 @@ struct worker {
         int pidfd;
 };
 
-static pid_t start_worker(const struct spool *s, enum spool_queue q, bool quiet, const sigset_t *old, int *close_fds, size_t n_close) {
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid != 0)
-                return pid < 0 ? -errno : pid;
-        for (size_t i = 0; i < n_close; i++)
-                if (close_fds[i] >= 0)
-                        close(close_fds[i]);
-        sigprocmask(SIG_SETMASK, old, NULL);
-        struct spool w = *s;
+struct worker_job {
+        const struct spool *s;
+        enum spool_queue q;
+        bool quiet;
+};
+
+static int worker_main(void *userdata) {
+        const struct worker_job *job = userdata;
+        struct spool w = *job->s;
         struct spool_stats st = { 0 };
-        w.quiet_skip = quiet;
-        spool_run_queue(&w, q, &st);
-        fflush(NULL);
-        _exit(st.start_skipped ? WORKER_EXIT_SKIPPED : st.failed ? 1 : 0);
+        w.quiet_skip = job->quiet;
+        spool_run_queue(&w, job->q, &st);
+        return st.start_skipped ? WORKER_EXIT_SKIPPED : st.failed ? 1 : 0;
+}
+
+/* Runs one queue in a child. Returns 0 and the worker, or a negative errno. */
+static int start_worker(const struct spool *s, enum spool_queue q, bool quiet, const sigset_t *old, int *close_fds,
+                        size_t n_close, struct worker *ret) {
+        struct worker_job job = { .s = s, .q = q, .quiet = quiet };
+        struct spawn_options o = {
+                .fn = worker_main,
+                .userdata = &job,
+                .close_fds = close_fds,
+                .n_close_fds = n_close,
+                .fn_sigmask = old,
+        };
+        struct spawn_result res;
+        char err[256];
+        int r = spawn_process(&o, &res, err, sizeof err);
+        if (r < 0)
+                return r;
+        *ret = (struct worker){ res.pid, res.pidfd };
+        return 0;
 }
 
 int spool_watch(const struct spool *s, unsigned rescan_s) {
@@ -618,12 +636,9 @@ int spool_watch(const struct spool *s, unsigned rescan_s) {
                                 continue;
                         if (due[q] <= now) {
                                 int close_fds[] = { sfd, ifd };
-                                pid_t pid = start_worker(s, (enum spool_queue)q, retrying[q], &old, close_fds, 2);
-                                if (pid < 0) {
+                                if (start_worker(s, (enum spool_queue)q, retrying[q], &old, close_fds, 2, &workers[q]) < 0) {
                                         due[q] = now + 1000;    /* try again shortly */
                                 } else {
-                                        workers[q].pid = pid;
-                                        workers[q].pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
                                         due[q] = INT64_MAX;
                                         busy = true;
                                         continue;
