@@ -75,8 +75,9 @@ int service_manager_detect(const char *root, const char *runtime_dir, const char
 int service_find_launcher(char **ret);
 
 /* Starts the named VMs in parallel and fills results[i] for names[i].
- * A VM that already runs is SERVICE_ALREADY; a bad name, a VM without
- * instance.properties or with a DESTROYED marker is SERVICE_INVALID.
+ * A VM that already runs is SERVICE_ALREADY; one that may not start
+ * (vmstate_check_startable(): a bad name, no such VM, destroyed, its first
+ * boot unfinished or failed) is SERVICE_INVALID with vmstate's message.
  * Returns the number of VMs that are SERVICE_INVALID or SERVICE_FAILED
  * (0: all are running now), or a negative errno if nothing could be tried. */
 int service_start(const struct service_options *o, char *const *names, size_t n, struct service_result *results);
