@@ -27,11 +27,6 @@
 #define CLI_QMP_TIMEOUT_MS 10000
 #define CONSOLE_LINGER_MS 1000  /* reading on after piped input ended */
 
-static int has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* Checks every *.properties in ROOT/SUB with check(); first error wins. */
 static int check_dir(const char *root, const char *sub, const struct host_config *host,
                      int (*check)(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen),

@@ -1,5 +1,6 @@
 #include "launcher/core/config.h"
 #include "launcher/core/props.h"
+#include "launcher/core/util.h"
 #include "net/mac.h"
 
 #include <ctype.h>
@@ -22,15 +23,6 @@ static const char *const firmware_table[_FIRMWARE_MAX] = {
         [FIRMWARE_BIOS] = "bios",
         [FIRMWARE_UEFI] = "uefi",
 };
-
-static int table_lookup(const char *const *table, int n, const char *s) {
-        if (!s)
-                return -1;
-        for (int i = 0; i < n; i++)
-                if (table[i] && strcmp(table[i], s) == 0)
-                        return i;
-        return -1;
-}
 
 const char *disk_mode_to_string(enum disk_mode m) {
         return m >= 0 && m < _DISK_MODE_MAX ? disk_mode_table[m] : NULL;
@@ -291,7 +283,7 @@ int host_config_load(const char *path, struct host_config **ret, char *err, size
         if (!c)
                 return -ENOMEM;
         c->path = strdup(path);
-        c->shutdown_timeout = 120;
+        c->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT_S;
         c->init_timeout = 600;
         r = -ENOMEM;
         if (!c->path)

@@ -11,6 +11,8 @@
 /* NIC 0 has the seed's keys (net=, bridge=, mac=, hostfwd=); NIC N the same
  * keys with a suffix, net.N= and so on, for N in 1..VM_NICS_MAX-1. */
 #define VM_NICS_MAX 8
+/* vrt.conf's shutdown_timeout when it sets none (or is missing). */
+#define CONFIG_DEFAULT_SHUTDOWN_TIMEOUT_S 120
 #define UNIX_PATH_MAX_BYTES 108
 
 enum disk_mode { DISK_OVERLAY, DISK_COPY, _DISK_MODE_MAX, _DISK_MODE_INVALID = -1 };

@@ -11,10 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,11 +22,11 @@
 #include "images/seediso.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/spawn.h"
 #include "launcher/lifecycle/service.h"
 #include "launcher/core/strv.h"
 #include "launcher/vm/supervisor.h"
 
-extern char **environ;
 
 #define INIT_LOG_TAIL_BYTES 65536
 #define TAIL_LINES 3
@@ -551,62 +549,24 @@ fail:
 
 /* --- running vrt-launch --- */
 
-static char **launcher_environment(const char *root, const char *runtime_dir) {
-        static const char *const drop[] = { "VRT_ROOT=", "VRT_RUNTIME_DIR=", "NOTIFY_SOCKET=", "LISTEN_FDS=",
-                                            "LISTEN_PID=", "LISTEN_FDNAMES=", "WATCHDOG_USEC=", "WATCHDOG_PID=" };
-        struct strv v = { 0 };
-        for (char **e = environ; e && *e; e++) {
-                bool skip = false;
-                for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
-                        skip |= strncmp(*e, drop[i], strlen(drop[i])) == 0;
-                if (!skip)
-                        strv_add(&v, *e);
-        }
-        strv_addf(&v, "VRT_ROOT=%s", root);
-        strv_addf(&v, "VRT_RUNTIME_DIR=%s", runtime_dir);
-        if (v.error) {
-                strv_done(&v);
-                return NULL;
-        }
-        return v.items;
-}
-
 /* Starts argv with stdin /dev/null and stdout+stderr appended to log_fd,
  * in its own process group (our caller's Ctrl-C reaches it only through
  * us, as one SIGTERM), and stopped with SIGTERM should we die. */
-static pid_t spawn(char *const *argv, char *const *envp, int log_fd) {
-        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        pid_t parent = getpid();
-        if (devnull < 0)
-                return -errno;
-        pid_t pid = fork();
-        if (pid == 0) {
-                struct sigaction sa = { .sa_handler = SIG_DFL };
-                sigset_t none;
-                for (int s = 1; s < NSIG; s++)
-                        sigaction(s, &sa, NULL);
-                sigemptyset(&none);
-                sigprocmask(SIG_SETMASK, &none, NULL);
-                setpgid(0, 0);
-                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
-                        _exit(127);
-                if (dup2(devnull, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-                    dup2(log_fd, STDERR_FILENO) < 0)
-                        _exit(127);
-                if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-                        for (int fd = 3; fd < 1024; fd++)
-                                close(fd);
-                execve(argv[0], argv, envp);
-                char msg[PATH_MAX + 64];
-                int len = snprintf(msg, sizeof msg, "vrt: cannot execute %s: %s\n", argv[0], strerror(errno));
-                if (len > 0 && write(STDERR_FILENO, msg, (size_t)len) < 0) {
-                        /* nowhere left to report */
-                }
-                _exit(127);
-        }
-        int r = pid < 0 ? -errno : 0;
-        close(devnull);
-        return r < 0 ? r : pid;
+static pid_t spawn(char *const *argv, char *const *envp, int log_fd, char *err, size_t errlen) {
+        struct spawn_options o = {
+                .argv = argv,
+                .envp = envp,
+                .stdout_fd = log_fd,
+                .session = SPAWN_SESSION_GROUP,
+                .death_signal = SIGTERM,
+                .fail_prefix = "vrt: cannot execute ",
+        };
+        struct spawn_result res;
+        int r = spawn_process(&o, &res, err, errlen);
+        if (r < 0)
+                return r;
+        close(res.pidfd);       /* waited for with waitpid(): it is our child */
+        return res.pid;
 }
 
 /* Waits for pid; on cancel sends one SIGTERM (vrt-launch then powers the
@@ -757,7 +717,7 @@ static int boot(struct run *x, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot run vrt-launch %s: %s", x->launcher, strerror(-r));
                 return r;
         }
-        x->envp = launcher_environment(x->req->root, x->req->runtime_dir);
+        x->envp = spawn_environment(x->req->root, x->req->runtime_dir, NULL);
         if (!x->envp)
                 return -ENOMEM;
         if (mkdir(x->p.log_dir, 0755) < 0 && errno != EEXIST) {
@@ -778,9 +738,10 @@ static int boot(struct run *x, char *err, size_t errlen) {
         };
         if (x->req->on_boot)
                 x->req->on_boot(x->inst->init, x->res->timeout, x->req->userdata);
-        pid_t pid = spawn(argv, x->envp, x->log_fd);
+        char why[256];
+        pid_t pid = spawn(argv, x->envp, x->log_fd, why, sizeof why);
         if (pid < 0) {
-                snprintf(err, errlen, "cannot start %s: %s", x->launcher, strerror((int)-pid));
+                snprintf(err, errlen, "cannot start %s: %s", x->launcher, why);
                 return (int)pid;
         }
         x->res->ran = true;
@@ -899,7 +860,7 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
         struct vm_paths p = { 0 };
         struct qcow2_header h;
         char *tmp = NULL, msg[512];
-        int fd = -1, r;
+        int fd = -1, lock_fd = -1, r;
 
         if (errlen)
                 err[0] = '\0';
@@ -912,9 +873,17 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
                 r = -EINVAL;
                 goto out;
         }
-        if (runtime_is_running(&p)) {
-                snprintf(err, errlen, "%s is running; stop it before resetting its disk", name);
+        /* Held until the new overlay is in place: no start slips in
+         * between the check and the rename, nor boots a half-reset VM. */
+        lock_fd = runtime_lock(&p, msg, sizeof msg);
+        if (lock_fd == -EBUSY) {
+                snprintf(err, errlen, "%s is running; stop it before resetting its disk (%s)", name, msg);
                 r = -EBUSY;
+                goto out;
+        }
+        if (lock_fd < 0) {
+                snprintf(err, errlen, "%s", msg);
+                r = lock_fd;
                 goto out;
         }
         fd = open(p.overlay, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -958,16 +927,16 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
                 snprintf(err, errlen, "cannot remove %s: %s", p.uefi_vars, strerror(-r));
                 goto out;
         }
-        int dfd = open(p.vm_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-        }
+        fileio_fsync_dir(p.vm_dir);
 out:
         if (r == -ENOMEM && !err[0])
                 snprintf(err, errlen, "out of memory");
         if (fd >= 0)
                 close(fd);
+        if (lock_fd >= 0) {
+                runtime_remove(&p);
+                close(lock_fd);
+        }
         free(tmp);
         vm_paths_done(&p);
         return r;

@@ -96,6 +96,9 @@ int firstboot_run(const struct firstboot_request *req, struct firstboot_result *
  * format and size), and drops its UEFI variable store, so that the next
  * first boot starts from the template again. The new overlay is written
  * beside the old one and renamed over it: a crash leaves one or the other.
- * Returns 0, or a negative errno with one line in err: -EINVAL the VM has
- * no overlay (disk=copy) or is created already, -EBUSY it runs. */
+ * The VM's runtime lock is held from the "not running" check until the new
+ * overlay is in place, so no start boots it in between. Returns 0, or a
+ * negative errno with one line in err: -EINVAL the VM has no overlay
+ * (disk=copy) or is created already, -EBUSY it runs (someone holds its
+ * lock). */
 int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen);

@@ -19,6 +19,7 @@
 #include "images/copy.h"
 #include "images/qcow2.h"
 #include "launcher/core/actionlog.h"
+#include "launcher/core/fileio.h"
 #include "launcher/core/log.h"
 #include "launcher/vm/qemu_argv.h"
 #include "launcher/core/runtime.h"
@@ -514,20 +515,6 @@ fail:
         return r;
 }
 
-/* Moves src to dst without ever replacing dst. */
-static int rename_noreplace(const char *src, const char *dst) {
-        if (renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) == 0)
-                return 0;
-        if (errno != EINVAL && errno != ENOSYS)
-                return -errno;
-        /* File systems without RENAME_NOREPLACE (NFS): link fails on an
-         * existing target. */
-        if (link(src, dst) < 0)
-                return -errno;
-        unlink(src);
-        return 0;
-}
-
 static int finalise(struct install *in, char *err, size_t errlen) {
         struct image_chain *chain = NULL;
         char why[1024];
@@ -556,7 +543,7 @@ static int finalise(struct install *in, char *err, size_t errlen) {
         r = write_sidecar(in, err, errlen);
         if (r < 0)
                 goto fail;
-        r = rename_noreplace(in->staging, in->template_path);
+        r = fileio_rename_noreplace(AT_FDCWD, in->staging, in->template_path);
         if (r < 0) {
                 unlink(in->sidecar);
                 in->keep_staging = true;
@@ -568,11 +555,7 @@ static int finalise(struct install *in, char *err, size_t errlen) {
         char *images = strdup(in->template_path);
         if (images) {
                 *strrchr(images, '/') = '\0';
-                int dfd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd >= 0) {
-                        fsync(dfd);
-                        close(dfd);
-                }
+                fileio_fsync_dir(images);
                 free(images);
         }
         r = 0;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "images/chain.h"
+#include "launcher/core/vmstate.h"
 
 static int load_disk(struct launch_context *c, char *err, size_t errlen) {
         const char *top = NULL;
@@ -72,7 +73,7 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
                 r = -ENOENT;
                 goto fail;
         }
-        if (access(c->paths.destroyed, F_OK) == 0) {
+        if (vmstate_is_destroyed(c->paths.vm_dir)) {
                 snprintf(err, errlen, "VM %s is destroyed (%s exists); `vrt cleanup` removes it", name, c->paths.destroyed);
                 r = -EINVAL;
                 goto fail;

@@ -18,6 +18,7 @@
 #include "launcher/core/config.h"
 #include "launcher/vm/qemu_argv.h"
 #include "launcher/core/strv.h"
+#include "launcher/core/util.h"
 
 static const char *golden_dir;
 static char tmpdir[] = "/tmp/vrt-golden-XXXXXX";
@@ -224,11 +225,6 @@ static void test_golden(void **state) {
         free(got);
         free(argv_path);
         free(err_path);
-}
-
-static int has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
 }
 
 int main(int argc, char **argv) {
