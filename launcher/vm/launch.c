@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "images/chain.h"
+#include "launcher/vm/qemu_proc.h"
 
 static int load_disk(struct launch_context *c, char *err, size_t errlen) {
         const char *top = NULL;
@@ -123,26 +124,16 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
                         goto fail;
                 }
 
-        c->launch = (struct qemu_launch){
-                .host = c->host,
-                .inst = c->inst,
-                .size = c->size,
-                .image = c->meta,
-                .uefi_vars = c->paths.uefi_vars,
-                .fd_qmp = LAUNCH_FD_QMP,
-                .fd_monitor = LAUNCH_FD_MONITOR,
-                .fd_console = LAUNCH_FD_CONSOLE,
-                .fd_console_log = LAUNCH_FD_CONSOLE_LOG,
-                .fd_init_log = -1,
-        };
-        qemu_launch_no_nic_fds(&c->launch);
+        c->launch = (struct qemu_launch){ .uefi_vars = c->paths.uefi_vars };
+        qemu_launch_for_instance(&c->launch, c->host, c->inst, c->size, c->meta);
+        qemu_launch_std_fds(&c->launch, true);
         /* vhost-net is decided here, not when the supervisor opens it, so
          * that `vrt showcmd` prints the argv vrt-launch will use. */
         bool vhost = access("/dev/vhost-net", R_OK | W_OK) == 0;
         for (unsigned i = 0; i < c->inst->n_nics; i++)
                 if (c->inst->nics[i].net == NET_BRIDGE) {
-                        c->launch.fd_tap[i] = launch_fd_tap(i);
-                        c->launch.fd_vhost[i] = vhost ? launch_fd_vhost(i) : -1;
+                        c->launch.fd_tap[i] = qemu_fd_tap(i);
+                        c->launch.fd_vhost[i] = vhost ? qemu_fd_vhost(i) : -1;
                 }
         r = load_disk(c, err, errlen);
         if (r < 0)
@@ -176,12 +167,4 @@ void launch_context_done(struct launch_context *c) {
         image_chain_free(c->chain);
         free(c->layers);
         *c = (struct launch_context){ 0 };
-}
-
-int launch_fd_tap(unsigned nic) {
-        return nic == 0 ? LAUNCH_FD_TAP : LAUNCH_FD_NIC_EXTRA + 2 * ((int)nic - 1);
-}
-
-int launch_fd_vhost(unsigned nic) {
-        return nic == 0 ? LAUNCH_FD_VHOST : LAUNCH_FD_NIC_EXTRA + 2 * ((int)nic - 1) + 1;
 }
