@@ -6,6 +6,7 @@
 
 #include "launcher/core/config.h"
 #include "launcher/core/paths.h"
+#include "launcher/core/spawn.h"
 #include "launcher/vm/qemu_argv.h"
 
 struct image_chain;
@@ -18,14 +19,18 @@ struct launch_context {
         struct host_config *host;
         struct instance *inst;
         struct image_meta *meta;
+        struct qemu_user user;          /* who QEMU runs as */
         const struct size_class *size;
         struct image_chain *chain;
         struct qemu_disk_layer *layers;
         struct qemu_launch launch;
 };
 
-/* Loads and checks NAME under root. Returns 0, -EINVAL (bad input: the
- * caller exits 2) or another negative errno, with a one-line message. */
+/* Loads and checks NAME under root: every check that can be made without
+ * starting anything, so that `vrt check`, `vrt showcmd` and a start agree.
+ * Returns 0, -EINVAL or -ENOENT (bad input: the caller exits 2) or another
+ * negative errno, with a one-line message naming file:line where there is
+ * one. */
 int launch_context_load(struct launch_context *c, const char *root, const char *runtime_dir,
                         const char *name, char *err, size_t errlen);
 void launch_context_done(struct launch_context *c);

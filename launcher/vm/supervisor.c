@@ -608,8 +608,8 @@ int supervisor_run(const struct supervisor_options *o) {
         }
         /* Nothing is touched before the lock: the init log of a running
          * first boot must not be truncated by a second vrt-launch. */
-        if ((r = spawn_resolve_user(s.ctx.host, &s.user, err, sizeof err)) < 0 ||
-            (r = setup_runtime(&s, err, sizeof err)) < 0 ||
+        s.user = s.ctx.user;
+        if ((r = setup_runtime(&s, err, sizeof err)) < 0 ||
             (r = open_init_log(&s, o, err, sizeof err)) < 0 ||
             (r = ensure_uefi_vars(&s, err, sizeof err)) < 0 ||
             (r = grant_vm_files(&s, err, sizeof err)) < 0 ||
