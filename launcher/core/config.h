@@ -49,13 +49,26 @@ struct host_config {
         struct size_class *sizes;
         size_t n_sizes;
         unsigned line_accel, line_machine, line_qemu;   /* for messages; 0 = default */
+        unsigned line_user, line_group, line_ovmf_code, line_ovmf_vars;
+};
+
+/* One port forward of user networking, "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport",
+ * parsed and checked once; the argv builder writes it back in that form. */
+#define HOSTFWD_MAX 16
+struct hostfwd {
+        bool udp;
+        char host_addr[16];     /* dotted IPv4, "" = every address */
+        char guest_addr[16];    /* dotted IPv4, "" = the guest's DHCP address */
+        uint16_t host_port, guest_port; /* 1..65535 */
 };
 
 struct nic {
         enum net_mode net;      /* NET_NONE only for NIC 0: the VM has no NIC */
         char *bridge;           /* NULL = host default */
         char *mac;              /* NULL = none assigned yet */
-        char *hostfwd;          /* net=user only: QEMU hostfwd rules, ';'-separated */
+        char *hostfwd;          /* net=user only: the rules as written, ';'-separated */
+        struct hostfwd fwd[HOSTFWD_MAX];        /* the same, parsed */
+        unsigned n_fwd;
         unsigned line_net, line_mac, line_hostfwd;
         unsigned line_first;    /* its first key, 0 = none */
 };
@@ -84,6 +97,7 @@ struct image_meta {
         char *cmdline;
         enum firmware firmware;
         bool firmware_set;
+        unsigned line_kernel, line_initrd;      /* for messages */
 };
 
 /* Parses "512M", "1G", "10240" (bytes) into bytes. Units K M G T are binary.

@@ -186,14 +186,18 @@ int spawn_process(const struct spawn_options *o, struct spawn_result *ret, char 
 int spawn_resolve_user(const struct host_config *h, struct qemu_user *ret, char *err, size_t errlen) {
         struct qemu_user u = { .socket_gid = (gid_t)-1 };
         if (geteuid() == 0) {
+                /* file:line of user= and group= (the file alone for the default user). */
+                char at_user[4200], at_group[4200];
+                snprintf(at_user, sizeof at_user, h->line_user ? "%s:%u" : "%s", h->path, h->line_user);
+                snprintf(at_group, sizeof at_group, "%s:%u", h->path, h->line_group);
                 struct passwd *pw = getpwnam(h->user);
                 if (!pw) {
                         snprintf(err, errlen, "%s: user=%s does not exist (create it: useradd --system --no-create-home --shell /usr/sbin/nologin %s)",
-                                 h->path, h->user, h->user);
+                                 at_user, h->user, h->user);
                         return -EINVAL;
                 }
                 if (pw->pw_uid == 0) {
-                        snprintf(err, errlen, "%s: user=%s is root; QEMU must run unprivileged", h->path, h->user);
+                        snprintf(err, errlen, "%s: user=%s is root; QEMU must run unprivileged", at_user, h->user);
                         return -EINVAL;
                 }
                 u.drop = true;
@@ -202,7 +206,7 @@ int spawn_resolve_user(const struct host_config *h, struct qemu_user *ret, char 
                 if (h->group) {
                         struct group *gr = getgrnam(h->group);
                         if (!gr) {
-                                snprintf(err, errlen, "%s: group=%s does not exist", h->path, h->group);
+                                snprintf(err, errlen, "%s: group=%s does not exist", at_group, h->group);
                                 return -EINVAL;
                         }
                         u.socket_gid = gr->gr_gid;

@@ -152,10 +152,7 @@ static char *run_case(const char *name, int *ret_is_err) {
         if (r >= 0)
                 r = image_meta_load(image_path, &meta, err, sizeof err);
         if (r >= 0) {
-                l.host = host;
-                l.inst = inst;
-                l.size = host_config_find_size(host, inst->size);
-                l.image = meta;
+                qemu_launch_for_instance(&l, host, inst, host_config_find_size(host, inst->size), meta);
                 l.disk = layers;
                 l.n_disk = n_layers;
                 r = qemu_argv_build(&l, &argv, err, sizeof err);
