@@ -9,7 +9,8 @@
  *
  * Checks: an action only ever gets a valid name of an existing VM (and a
  * start never a destroyed one); every request is gone afterwards, except
- * hidden entries, which are left alone; nothing outside the root changes. */
+ * hidden entries, which are left alone, and in inst/ what is not a
+ * request (no .properties suffix, or a directory); the VMs stay. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -117,6 +118,8 @@ static void check_queue_empty(const char *q) {
                 const char *n = de->d_name;
                 if (n[0] == '.' || (strcmp(q, "inst") == 0 && (strcmp(n, "done") == 0 || strcmp(n, "failed") == 0)))
                         continue;
+                if (strcmp(q, "inst") == 0 && de->d_type == DT_DIR)
+                        continue;       /* inst/ ignores directories, whatever their name */
                 if (strcmp(q, "inst") == 0 && strlen(n) <= strlen(".properties"))
                         continue;
                 if (strcmp(q, "inst") == 0 && strcmp(n + strlen(n) - strlen(".properties"), ".properties") != 0)
