@@ -29,8 +29,6 @@
 
 
 #define INIT_LOG_TAIL_BYTES 65536
-#define TAIL_LINES 3
-#define TAIL_LINE_MAX 160
 #define WAIT_POLL_MS 100
 #define CANCEL_SHUTDOWN_S 10
 
@@ -440,12 +438,6 @@ static void remove_file(const char *vm_dir, const char *file) {
 
 /* --- the init log --- */
 
-struct init_report {
-        bool has_status;
-        int status;
-        char tail[TAIL_LINES * (TAIL_LINE_MAX + 3) + 1];    /* last lines of output, " | "-joined */
-};
-
 /* One line of guest output, made printable and cut. */
 static size_t clean_line(const char *s, size_t n, char *out, size_t outlen) {
         size_t k = 0;
@@ -455,11 +447,11 @@ static size_t clean_line(const char *s, size_t n, char *out, size_t outlen) {
                 s++;
                 n--;
         }
-        for (size_t i = 0; i < n && k + 1 < outlen && k < TAIL_LINE_MAX; i++) {
+        for (size_t i = 0; i < n && k + 1 < outlen && k < FIRSTBOOT_TAIL_LINE_MAX; i++) {
                 unsigned char c = (unsigned char)s[i];
                 out[k++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
         }
-        if (k == TAIL_LINE_MAX && n > TAIL_LINE_MAX && k + 4 < outlen) {
+        if (k == FIRSTBOOT_TAIL_LINE_MAX && n > FIRSTBOOT_TAIL_LINE_MAX && k + 4 < outlen) {
                 memcpy(out + k, "...", 3);
                 k += 3;
         }
@@ -469,7 +461,7 @@ static size_t clean_line(const char *s, size_t n, char *out, size_t outlen) {
 
 /* Finds the last status line and the output before it. The status line
  * may follow output that lacked a final newline. */
-static void parse_init_log(const char *data, size_t len, struct init_report *rep) {
+void firstboot_parse_init_log(const char *data, size_t len, struct firstboot_init_report *rep) {
         const char *end = data + len, *p;
         size_t plen = strlen(FIRSTBOOT_STATUS_PREFIX);
 
@@ -494,11 +486,11 @@ static void parse_init_log(const char *data, size_t len, struct init_report *rep
                         end = p;
                 }
         }
-        /* The last TAIL_LINES non-empty lines before end. */
-        char lines[TAIL_LINES][TAIL_LINE_MAX + 4];
+        /* The last FIRSTBOOT_TAIL_LINES non-empty lines before end. */
+        char lines[FIRSTBOOT_TAIL_LINES][FIRSTBOOT_TAIL_LINE_MAX + 4];
         int count = 0;
         const char *e = end;
-        while (e > data && count < TAIL_LINES) {
+        while (e > data && count < FIRSTBOOT_TAIL_LINES) {
                 const char *b = e;
                 while (b > data && b[-1] != '\n')
                         b--;
@@ -513,7 +505,7 @@ static void parse_init_log(const char *data, size_t len, struct init_report *rep
                 k += (size_t)snprintf(rep->tail + k, sizeof rep->tail - k, "%s%s", k ? " | " : "", lines[i]);
 }
 
-static int read_init_log(const char *path, struct init_report *rep) {
+static int read_init_log(const char *path, struct firstboot_init_report *rep) {
         char *buf = NULL;
         struct stat st;
         ssize_t n;
@@ -538,7 +530,7 @@ static int read_init_log(const char *path, struct init_report *rep) {
                 r = -errno;
                 goto fail;
         }
-        parse_init_log(buf, (size_t)n, rep);
+        firstboot_parse_init_log(buf, (size_t)n, rep);
         r = 0;
 fail:
         if (fd >= 0)
@@ -699,7 +691,7 @@ static int prepare(struct run *x, char *err, size_t errlen) {
 
 static int boot(struct run *x, char *err, size_t errlen) {
         char timeout[32], last[512];
-        struct init_report rep;
+        struct firstboot_init_report rep;
         struct stat st;
         bool cancelled = false;
         int r, status;

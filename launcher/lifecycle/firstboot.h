@@ -62,6 +62,22 @@ int firstboot_user_data(const struct firstboot_userdata_request *req, char **ret
  * "local-hostname: NAME". Returns 0 and a new string, or a negative errno. */
 int firstboot_meta_data(const char *vm_name, char **ret);
 
+/* What a first boot's init.log says: the status from its last
+ * "VRT-INIT-STATUS: N" line (N in 0..255, alone on its line) and the last
+ * FIRSTBOOT_TAIL_LINES non-empty lines of output before it, made printable,
+ * each cut to FIRSTBOOT_TAIL_LINE_MAX bytes, joined with " | ". */
+#define FIRSTBOOT_TAIL_LINES 3
+#define FIRSTBOOT_TAIL_LINE_MAX 160
+struct firstboot_init_report {
+        bool has_status;
+        int status;                     /* -1 without a status line */
+        char tail[FIRSTBOOT_TAIL_LINES * (FIRSTBOOT_TAIL_LINE_MAX + 3) + 1];
+};
+
+/* Parses len bytes of guest output (the end of init.log; any bytes, NUL
+ * included). Pure: reads nothing else, always fills in *rep. */
+void firstboot_parse_init_log(const char *data, size_t len, struct firstboot_init_report *rep);
+
 struct firstboot_request {
         const char *root;
         const char *runtime_dir;
