@@ -260,6 +260,15 @@ static int host_config_set(const char *key, const char *value, unsigned line, vo
                 }
                 return 0;
         }
+        if (strcmp(key, "shared_root") == 0) {
+                /* yes: other hosts may use this root, so its locks must work across hosts. */
+                if (strcmp(value, "yes") && strcmp(value, "no")) {
+                        snprintf(err, errlen, "shared_root: \"%s\" is not yes or no", value);
+                        return -EINVAL;
+                }
+                c->shared_root = strcmp(value, "yes") == 0;
+                return 0;
+        }
         snprintf(err, errlen, "unknown key %s", key);
         return -EINVAL;
 }
@@ -308,6 +317,7 @@ int host_config_load(const char *path, struct host_config **ret, char *err, size
         c->path = strdup(path);
         c->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT_S;
         c->init_timeout = 600;
+        c->shared_root = true;
         r = -ENOMEM;
         if (!c->path)
                 goto fail;

@@ -46,6 +46,7 @@ struct host_config {
         char *ovmf_vars;
         unsigned shutdown_timeout;
         unsigned init_timeout;
+        bool shared_root;       /* yes (default): leases must work across hosts */
         struct size_class *sizes;
         size_t n_sizes;
         unsigned line_accel, line_machine, line_qemu;   /* for messages; 0 = default */

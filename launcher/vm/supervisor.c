@@ -28,6 +28,7 @@
 #include "net/bridge.h"
 #include "net/tap.h"
 #include "qmp/qmp.h"
+#include "launcher/core/lease.h"
 #include "launcher/core/util.h"
 
 #define QMP_TIMEOUT_MS 30000    /* TCG under sanitizers can be slow to greet */
@@ -47,6 +48,7 @@ enum stop_stage {
 
 struct supervisor {
         struct launch_context ctx;
+        int lease_fd;           /* vm/NAME/lease on the shared root */
         int lock_fd;
         struct qemu_proc_fds fds;       /* for QEMU, until it is started */
         int out_read, out_write;        /* QEMU's stdout+stderr */
@@ -548,6 +550,33 @@ static void drop_capabilities(struct supervisor *s) {
                 log_warning("could not drop capabilities; continuing with them");
 }
 
+/* The lease says on the shared root that this host runs the VM. It is
+ * taken before anything else is touched, so that a start on a second host
+ * changes nothing and says where the VM runs. */
+static int take_lease(struct supervisor *s, char *err, size_t errlen) {
+        char host[LEASE_HOST_MAX + 1], who[256];
+        struct lease_holder stale;
+        int r;
+
+        if (s->ctx.host->shared_root) {
+                r = lease_check_root(s->ctx.root, "/proc/self/mountinfo", false, err, errlen);
+                if (r < 0)
+                        return r == -ENOLCK ? -EINVAL : r;
+        }
+        r = lease_host_name(host, sizeof host, err, errlen);
+        if (r < 0)
+                return r;
+        s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.inst->name, host, &stale, err, errlen);
+        if (s->lease_fd < 0)
+                return s->lease_fd;
+        if (stale.host[0]) {
+                lease_describe(&stale, who, sizeof who);
+                log_warning("%s: took over the stale lease of %s: that run ended without stopping the VM",
+                            s->ctx.inst->name, who);
+        }
+        return 0;
+}
+
 static void supervisor_teardown(struct supervisor *s) {
         if (s->proc.pid > 0) {
                 /* We are failing with QEMU still there: take it down with us. */
@@ -565,12 +594,14 @@ static void supervisor_teardown(struct supervisor *s) {
                 runtime_remove(&s->ctx.paths);
                 close_fd(&s->lock_fd);
         }
+        /* Last: QEMU has exited (reaped above or by the event loop). */
+        lease_release(&s->lease_fd);
         launch_context_done(&s->ctx);
 }
 
 int supervisor_run(const struct supervisor_options *o) {
         struct supervisor s = {
-                .lock_fd = -1,
+                .lease_fd = -1, .lock_fd = -1,
                 .out_read = -1, .out_write = -1,
                 .sig_fd = -1, .proc = { .pidfd = -1 },
         };
@@ -602,6 +633,13 @@ int supervisor_run(const struct supervisor_options *o) {
                              : s.ctx.inst->shutdown_timeout ? s.ctx.inst->shutdown_timeout
                              : s.ctx.host->shutdown_timeout;
 
+        r = take_lease(&s, err, sizeof err);
+        if (r < 0) {
+                log_error("%s", err);
+                supervisor_teardown(&s);
+                return r == -EBUSY ? SUPERVISOR_EXIT_ELSEWHERE
+                       : r == -EINVAL ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
+        }
         if (o->seed_image) {
                 s.ctx.launch.seed_image = o->seed_image;
                 s.ctx.launch.fd_init_log = QEMU_FD_INIT_LOG;
