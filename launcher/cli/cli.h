@@ -1,10 +1,11 @@
 /* cli: what every `vrt` subcommand shares. Each cmd_* returns the exit
- * status: 0 ok, 1 the operation failed, 2 bad usage or bad input. */
+ * status: 0 ok, 1 the operation failed, 2 bad usage or bad input, 5 the
+ * VM runs on another host (as vrt-launch's exit 5): not done here. */
 #pragma once
 
 #include <stdbool.h>
 
-enum { CLI_OK = 0, CLI_FAILED = 1, CLI_INVALID = 2 };
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_INVALID = 2, CLI_ELSEWHERE = 5 };
 
 struct cli {
         const char *root;

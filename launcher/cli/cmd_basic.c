@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include "launcher/cli/cli.h"
+#include "launcher/core/hostconf.h"
+#include "launcher/core/lease.h"
+#include "launcher/core/vmstate.h"
 #include "launcher/core/config.h"
 #include "launcher/vm/launch.h"
 #include "launcher/core/paths.h"
@@ -105,6 +108,27 @@ static int check_image(const char *path, const char *entry, const struct check_c
         return r;
 }
 
+/* Leases (lease.h) keep a VM on one host only if locks reach every host:
+ * a lock taken here must be seen through another open file, and an NFS
+ * root must not keep locks local (nolock, local_lock=). With
+ * shared_root=no that is only worth a note. */
+static int check_locks(const char *root, const struct host_config *host, char *err, size_t errlen) {
+        char why[1024];
+        int r = lease_check_root(root, "/proc/self/mountinfo", true, why, sizeof why);
+        if (r == 0)
+                return 0;
+        if (r != -ENOLCK && r != -EOPNOTSUPP) {
+                snprintf(err, errlen, "%s: cannot test locks: %s", root, why);
+                return r;
+        }
+        if (!host->shared_root) {
+                fprintf(stderr, "vrt: note: %s (harmless with shared_root=no: one host only)\n", why);
+                return 0;
+        }
+        snprintf(err, errlen, "WARNING: %s; vrt-launch refuses to start VMs on this root", why);
+        return -EINVAL;
+}
+
 int cmd_check(struct cli *cli, int argc, char **argv) {
         char err[2048];
         struct host_config *host = NULL;
@@ -125,6 +149,12 @@ int cmd_check(struct cli *cli, int argc, char **argv) {
                 r = check_dir(&c, "vm", check_vm, err, sizeof err);
         if (r == 0)
                 r = check_dir(&c, "inst", check_inst, err, sizeof err);
+        if (r == 0)
+                r = check_locks(cli->root, host, err, sizeof err);
+        if (r == 0) {
+                struct host_limits limits;
+                r = hostconf_load(hostconf_path(), &limits, err, sizeof err);
+        }
         host_config_free(host);
         free(conf);
         if (r < 0) {
@@ -178,6 +208,14 @@ static int running_vm(struct cli *cli, const char *name, struct vm_paths *p) {
                 cli_error("no such VM %s (%s: %s)", name, p->vm_dir, strerror(errno));
                 vm_paths_done(p);
                 return CLI_INVALID;
+        }
+        struct lease_holder holder;
+        if (!runtime_is_running(p) && vmstate_elsewhere(p->vm_dir, &holder) == 1) {
+                char where[300];
+                vmstate_describe_elsewhere(&holder, where, sizeof where);
+                cli_error("%s: %s; its sockets are on that host (run this there)", name, where);
+                vm_paths_done(p);
+                return CLI_ELSEWHERE;
         }
         if (!runtime_is_running(p)) {
                 cli_error("VM %s is not running", name);

@@ -65,8 +65,9 @@ int cmd_destroy(struct cli *cli, int argc, char **argv) {
                         cli_error("%s: %s", name, err);
                         if (r != -EINVAL && r != -ENOENT)
                                 actionlog_append(cli->root, "destroy", "%s: destroy failed: %s", name, err);
-                        int s = r == -EINVAL || r == -ENOENT ? CLI_INVALID : CLI_FAILED;
-                        if (s > status)
+                        int s = r == -EINVAL || r == -ENOENT ? CLI_INVALID : r == -EREMOTE ? CLI_ELSEWHERE : CLI_FAILED;
+                        /* The worst wins: failed, then bad input, then elsewhere. */
+                        if (status == CLI_OK || s == CLI_FAILED || (s == CLI_INVALID && status == CLI_ELSEWHERE))
                                 status = s;
                 } else {
                         describe(&res, what, sizeof what);

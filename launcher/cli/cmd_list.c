@@ -10,6 +10,8 @@
 
 #include "launcher/cli/cli.h"
 #include "launcher/core/config.h"
+#include "launcher/core/lease.h"
+#include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/firstboot.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
@@ -23,7 +25,9 @@ struct vm_info {
         const char *state;      /* running, stopped, destroyed, invalid, init-pending, init-failed */
         struct instance *inst;  /* NULL when it does not load */
         char error[512];
-        pid_t pid;              /* the supervisor, 0 when not running */
+        pid_t pid;              /* the supervisor (on host), 0 when not running */
+        char host[LEASE_HOST_MAX + 1];  /* where it runs; "" when not running */
+        bool here;              /* it runs on this host */
         long long uptime;       /* seconds, -1 when not running */
 };
 
@@ -45,14 +49,22 @@ static bool vm_info_load(const struct cli *cli, const char *name, struct vm_info
         if (config_check_vm_name(name, cli->runtime_dir, v->error, sizeof v->error) == 0)
                 instance_load(p.instance, name, cli->runtime_dir, &v->inst, v->error, sizeof v->error);
         struct vm_running run;
+        struct lease_holder holder;
+        char why[128];
+        long long since = 0;
         if (vmstate_running(&p, 0, 0, &run) > 0) {
                 v->state = "running";
                 v->pid = run.pid;
-                if (run.since > 0) {
-                        v->uptime = (long long)(time(NULL) - run.since);
-                        if (v->uptime < 0)
-                                v->uptime = 0;
-                }
+                v->here = true;
+                since = run.since;
+                if (lease_host_name(v->host, sizeof v->host, why, sizeof why) < 0)
+                        v->host[0] = '\0';
+        } else if (vmstate_elsewhere(p.vm_dir, &holder) == 1) {
+                /* Another host's supervisor holds the lease on the shared root. */
+                v->state = "running";
+                v->pid = (pid_t)holder.pid;
+                since = holder.since;
+                snprintf(v->host, sizeof v->host, "%s", holder.host);
         } else if (vmstate_is_destroyed(p.vm_dir)) {
                 v->state = "destroyed";
         } else if (!v->inst) {
@@ -61,6 +73,11 @@ static bool vm_info_load(const struct cli *cli, const char *name, struct vm_info
                 /* A stopped VM whose first boot did not (yet) succeed says so. */
                 enum firstboot_state fs = firstboot_state_of(p.vm_dir, v->inst->init != NULL);
                 v->state = fs == FIRSTBOOT_CREATED ? "stopped" : firstboot_state_to_string(fs);
+        }
+        if (since > 0) {
+                v->uptime = (long long)(time(NULL) - since);
+                if (v->uptime < 0)
+                        v->uptime = 0;
         }
         vm_paths_done(&p);
         return true;
@@ -88,6 +105,8 @@ static json_object *vm_info_json(const struct vm_info *v) {
         const struct instance *i = v->inst;
         json_object_object_add(o, "name", json_object_new_string(v->name));
         json_object_object_add(o, "state", json_object_new_string(v->state));
+        json_object_object_add(o, "host", v->host[0] ? json_object_new_string(v->host) : NULL);
+        json_object_object_add(o, "here", json_object_new_boolean(v->here));
         json_object_object_add(o, "image", string_or_null(i ? i->image : NULL));
         json_object_object_add(o, "size", string_or_null(i ? i->size : NULL));
         json_object_object_add(o, "mac", string_or_null(i ? i->nics[0].mac : NULL));
@@ -152,8 +171,8 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
         json_object *arr = cli->json ? json_object_new_array() : NULL;
         int status = CLI_OK;
         if (!cli->json)
-                printf("%-24s %-10s %-20s %-8s %-17s %-8s %-8s %s\n",
-                       "NAME", "STATE", "IMAGE", "SIZE", "MAC", "PID", "UPTIME", "COMMENT");
+                printf("%-24s %-12s %-12s %-20s %-8s %-17s %-8s %-8s %s\n",
+                       "NAME", "STATE", "HOST", "IMAGE", "SIZE", "MAC", "PID", "UPTIME", "COMMENT");
         for (size_t k = 0; k < names.n; k++) {
                 struct vm_info v;
                 if (!vm_info_load(cli, names.items[k], &v)) {
@@ -170,8 +189,8 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                                 const struct instance *i = v.inst;
                                 format_uptime(v.uptime, up, sizeof up);
                                 snprintf(pid, sizeof pid, v.pid > 0 ? "%d" : "-", (int)v.pid);
-                                printf("%-24s %-10s %-20s %-8s %-17s %-8s %-8s %s\n", v.name, v.state,
-                                       i && i->image ? i->image : "-", i && i->size ? i->size : "-",
+                                printf("%-24s %-12s %-12s %-20s %-8s %-17s %-8s %-8s %s\n", v.name, v.state,
+                                       v.host[0] ? v.host : "-", i && i->image ? i->image : "-", i && i->size ? i->size : "-",
                                        i && i->nics[0].mac ? i->nics[0].mac : "-", pid, up,
                                        i && i->comment ? i->comment : (i ? "" : v.error));
                         }
@@ -217,8 +236,10 @@ static void print_status_text(const struct vm_info *v, json_object *st) {
         if (json_object_object_get_ex(st, "status", &x))
                 printf(" (QEMU: %s)", jstr(x, "status"));
         printf("\n");
+        if (v->host[0])
+                printf("host:      %s%s\n", v->host, v->here ? " (this host)" : "");
         if (v->pid > 0)
-                printf("pid:       %d\nuptime:    %s\n", (int)v->pid, up);
+                printf("pid:       %d%s\nuptime:    %s\n", (int)v->pid, v->here ? "" : " (on that host)", up);
         if (i) {
                 printf("image:     %s\nsize:      %s\n", i->image ? i->image : "-", i->size ? i->size : "-");
                 printf("mac:       %s\nnet:       %s\n", i->nics[0].mac ? i->nics[0].mac : "-", net_mode_to_string(i->nics[0].net));
@@ -267,6 +288,8 @@ static void print_status_text(const struct vm_info *v, json_object *st) {
                         printf("nic:       %s mac %s\n", jstr(nic, "name"), jstr(nic, "main-mac"));
                 }
         }
+        if (json_object_object_get_ex(st, "note", &x))
+                printf("note:      %s\n", json_object_get_string(x));
         if (json_object_object_get_ex(st, "errors", &x)) {
                 json_object_object_foreach(x, cmd, msg)
                         printf("qmp:       %s failed: %s\n", cmd, json_object_get_string(msg));
@@ -311,7 +334,12 @@ int cmd_status(struct cli *cli, int argc, char **argv) {
                 return CLI_FAILED;
         }
         json_object *o = vm_info_json(&v);
-        if (strcmp(v.state, "running") == 0) {
+        if (strcmp(v.state, "running") == 0 && !v.here) {
+                /* QEMU's view is on the host that runs it. */
+                char where[300];
+                snprintf(where, sizeof where, "%s runs on host %s: QEMU's view (vrt status there) is not available here", name, v.host);
+                json_object_object_add(o, "note", json_object_new_string(where));
+        } else if (strcmp(v.state, "running") == 0) {
                 json_object *errors = json_object_new_object();
                 int r = qmp_connect_unix(p.monitor_sock, 1000, &q, err, sizeof err);
                 if (r == 0)

@@ -42,8 +42,9 @@ static int do_start(void *userdata, char *const *names, size_t n, struct service
         return service_start(&o, names, n, res);
 }
 
-static int do_stop(void *userdata, char *const *names, size_t n, struct service_result *res) {
+static int do_stop(void *userdata, char *const *names, size_t n, bool force, struct service_result *res) {
         struct service_options o = options_for(userdata, names);
+        o.force = force;
         return service_stop(&o, names, n, res);
 }
 

@@ -18,6 +18,8 @@ static const char *outcome_word(enum service_outcome o, bool start) {
                 return start ? "already-running" : "not-running";
         case SERVICE_INVALID:
                 return "invalid";
+        case SERVICE_ELSEWHERE:
+                return "elsewhere";
         case SERVICE_FAILED:
         default:
                 return "failed";
@@ -25,15 +27,18 @@ static const char *outcome_word(enum service_outcome o, bool start) {
 }
 
 /* Prints one line (or one JSON object) per VM and picks the exit status:
- * 1 if any VM failed, else 2 if any name was bad, else 0. */
+ * 1 if any VM failed, else 2 if any name was bad, else 5 if any runs on
+ * another host, else 0. */
 static int report(const struct cli *cli, char *const *names, size_t n, const struct service_result *res, bool start) {
         int status = CLI_OK;
         json_object *arr = cli->json ? json_object_new_array() : NULL;
         for (size_t i = 0; i < n; i++) {
                 if (res[i].outcome == SERVICE_FAILED)
                         status = CLI_FAILED;
-                else if (res[i].outcome == SERVICE_INVALID && status == CLI_OK)
+                else if (res[i].outcome == SERVICE_INVALID && status != CLI_FAILED)
                         status = CLI_INVALID;
+                else if (res[i].outcome == SERVICE_ELSEWHERE && status == CLI_OK)
+                        status = CLI_ELSEWHERE;
                 if (arr) {
                         json_object *o = json_object_new_object();
                         json_object_object_add(o, "name", json_object_new_string(names[i]));

@@ -95,3 +95,34 @@ int fileio_rename_noreplace(int dfd, const char *from, const char *to) {
                 return -errno;
         return renameat(dfd, from, dfd, to) < 0 ? -errno : 0;
 }
+
+int fileio_write_atomic(const char *tmp, const char *path, const void *buf, size_t len, mode_t mode) {
+        const char *p = buf;
+        int r = 0;
+
+        if (unlink(tmp) < 0 && errno != ENOENT)
+                return -errno;
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, mode);
+        if (fd < 0)
+                return -errno;
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        r = -errno;
+                        break;
+                }
+                p += n;
+                len -= (size_t)n;
+        }
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                unlink(tmp);
+        return r;
+}

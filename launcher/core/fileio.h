@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Reads PATH into a new NUL-terminated buffer. Returns 0, or a negative
  * errno with "PATH: why" in err: -ENOENT when missing, -EINVAL when not a
@@ -21,3 +22,9 @@ int fileio_fsync_dir(const char *path);
  * holds a lock that keeps others from creating to. Returns 0 or a
  * negative errno. */
 int fileio_rename_noreplace(int dfd, const char *from, const char *to);
+
+/* Writes len bytes of buf to path in one step: to tmp first (created anew,
+ * never through a link), fsync()ed, then renamed over path, so a reader
+ * (another host's spool) sees all of it or nothing. Returns 0 or a
+ * negative errno; tmp is gone either way. */
+int fileio_write_atomic(const char *tmp, const char *path, const void *buf, size_t len, mode_t mode);

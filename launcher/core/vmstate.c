@@ -193,3 +193,22 @@ out:
         vm_paths_done(&p);
         return r;
 }
+
+int vmstate_elsewhere(const char *vm_dir, struct lease_holder *ret) {
+        char me[LEASE_HOST_MAX + 1], err[128];
+        int r = lease_probe(vm_dir, ret);
+        if (r <= 0)
+                return r;
+        if (!ret->host[0])
+                return 0;
+        /* Without a valid own name every named holder is another host. */
+        if (lease_host_name(me, sizeof me, err, sizeof err) == 0 && strcmp(me, ret->host) == 0)
+                return 0;
+        return 1;
+}
+
+void vmstate_describe_elsewhere(const struct lease_holder *h, char *buf, size_t len) {
+        char who[256];
+        lease_describe(h, who, sizeof who);
+        snprintf(buf, len, "runs on %s", who);
+}

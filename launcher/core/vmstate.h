@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "launcher/core/lease.h"
 #include "launcher/core/paths.h"
 
 #define FIRSTBOOT_CREATED_FILE "CREATED"
@@ -83,3 +84,13 @@ int vmstate_check_exists(const char *root, const char *runtime_dir, const char *
  * instance.properties that does not parse is not refused here: vrt-launch
  * reports it with file and line. */
 int vmstate_check_startable(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen);
+
+/* Does the VM in vm_dir run on another host? Its lease (see lease.h) is
+ * held and names a host other than this one (lease_host_name()). Returns 1
+ * with *ret filled, 0 when not (no lease held, held by this host, or the
+ * holder has not written its name yet), or a negative errno. */
+int vmstate_elsewhere(const char *vm_dir, struct lease_holder *ret);
+
+/* "runs on host H (pid P, since T)": the one phrase for a VM that runs
+ * elsewhere, for "NAME: <phrase>; not started" and the like. */
+void vmstate_describe_elsewhere(const struct lease_holder *h, char *buf, size_t len);

@@ -13,6 +13,7 @@
 #include "launcher/core/actionlog.h"
 #include "launcher/core/fileio.h"
 #include "launcher/core/config.h"
+#include "launcher/core/lease.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/paths.h"
 #include "launcher/lifecycle/registry.h"
@@ -130,13 +131,36 @@ static const char *disk_in_use(const struct vm_paths *p) {
         return NULL;
 }
 
+/* Takes the VM's lease for this destroy. -EREMOTE when a host started it
+ * meanwhile (err names it). */
+static int take_lease(const struct vm_paths *p, const char *name, int *ret_fd, char *err, size_t errlen) {
+        char host[LEASE_HOST_MAX + 1];
+        struct lease_holder stale;
+        int r = lease_host_name(host, sizeof host, err, errlen);
+        if (r < 0)
+                return r;
+        r = lease_acquire(p->vm_dir, name, host, &stale, err, errlen);
+        if (r == -EBUSY) {
+                struct lease_holder h;
+                char where[300];
+                lease_probe(p->vm_dir, &h);
+                vmstate_describe_elsewhere(&h, where, sizeof where);
+                snprintf(err, errlen, "%s; not destroyed", where);
+                return -EREMOTE;
+        }
+        if (r < 0)
+                return r;
+        *ret_fd = r;
+        return 0;
+}
+
 int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool force,
                struct destroy_result *ret, char *err, size_t errlen) {
         struct destroy_result res = { 0 };
         struct vm_paths p = { 0 };
         char msg[512];
         struct stat st;
-        int r, lock_fd = -1;
+        int r, lock_fd = -1, lease_fd = -1;
 
         if (config_check_vm_name(name, runtime_dir, msg, sizeof msg) < 0) {
                 snprintf(err, errlen, "%s", msg);
@@ -174,6 +198,14 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
                 goto done;
         }
 
+        /* Another host's VM is destroyed there: its disk is in use there. */
+        struct lease_holder holder;
+        if (vmstate_elsewhere(p.vm_dir, &holder) == 1) {
+                vmstate_describe_elsewhere(&holder, msg, sizeof msg);
+                snprintf(err, errlen, "%s; not destroyed (destroy it there, or stop it first)", msg);
+                r = -EREMOTE;
+                goto done;
+        }
         unsigned timeout = force ? 1 : stop_shutdown_timeout(root, &p, name);
         int64_t deadline = now_ms() + INT64_C(1000) * (timeout + STOP_ESCALATION_S), busy_until = 0;
         for (;;) {
@@ -184,8 +216,14 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
                 lock_fd = runtime_lock(&p, msg, sizeof msg);
                 if (lock_fd >= 0) {
                         const char *busy = disk_in_use(&p);
-                        if (!busy)
+                        if (!busy) {
+                                /* The lease too, held until the disk is gone: no host
+                                 * starts the VM between our check and the marker. */
+                                r = take_lease(&p, name, &lease_fd, err, errlen);
+                                if (r < 0)
+                                        goto done;
                                 break;
+                        }
                         close(lock_fd);
                         lock_fd = -1;
                         if (busy_until == 0)
@@ -237,6 +275,7 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
         *ret = res;
         r = 0;
 done:
+        lease_release(&lease_fd);
         if (lock_fd >= 0) {
                 runtime_remove(&p);
                 close(lock_fd);

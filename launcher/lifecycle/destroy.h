@@ -33,6 +33,7 @@ struct destroy_result {
  * of a graceful shutdown. Returns 0 (also when it was destroyed already);
  * -EINVAL for a bad name, -ENOENT for a VM that never existed (neither a
  * directory nor a registered name); -ETIMEDOUT when the VM did not stop;
+ * -EREMOTE when the VM runs on another host (its lease; err names it),
  * -EBUSY when a QEMU this host does not supervise holds the disk; another
  * negative errno on failure. One line in err on failure. */
 int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool force,

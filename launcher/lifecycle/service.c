@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "launcher/core/config.h"
+#include "launcher/core/fileio.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
@@ -29,6 +30,7 @@
 
 #define UNIT_PROBE_TIMEOUT_MS 5000
 #define PID_FILE_WAIT_MS STOP_PID_WAIT_MS
+#define HANDOVER_POLL_MS 500
 
 static const char *const manager_names[_SERVICE_MANAGER_MAX] = {
         [SERVICE_DETACHED] = "detached",
@@ -476,7 +478,16 @@ static const char *first_line(char *s) {
 static void start_finished(const struct service_options *o, const char *name, struct start_job *j,
                            struct service_result *res, int status) {
         char line[400];
+        struct lease_holder holder;
         j->pending = false;
+        /* Another host took the lease between our check and the supervisor's
+         * (vrt-launch then exits 5, and systemd does not restart it). */
+        if (status != 0 && vmstate_elsewhere(j->p.vm_dir, &holder) == 1) {
+                vmstate_describe_elsewhere(&holder, line, sizeof line);
+                res->pid = (pid_t)holder.pid;
+                result_set(res, SERVICE_ELSEWHERE, "%s; not started", line);
+                return;
+        }
         if (o->manager == SERVICE_SYSTEMD) {
                 if (status == 0) {
                         res->pid = running_pid(&j->p, NULL);
@@ -536,6 +547,14 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
                 if (!vm_lookup(o, names[i], &j->p, res, true))
                         continue;
                 j->have_paths = true;
+                struct lease_holder holder;
+                if (vmstate_elsewhere(j->p.vm_dir, &holder) == 1) {
+                        char where[300];
+                        vmstate_describe_elsewhere(&holder, where, sizeof where);
+                        res->pid = (pid_t)holder.pid;
+                        result_set(res, SERVICE_ELSEWHERE, "%s; not started", where);
+                        continue;
+                }
                 bool running;
                 pid_t pid = running_pid(&j->p, &running);
                 if (running) {
@@ -657,7 +676,40 @@ struct stop_entry {
         bool pending;
         struct stop_job s;
         const char *how;        /* extra words for the result, may be "" */
+        bool handed_over;       /* runs on holder.host: waiting for its lease to go */
+        struct lease_holder holder;
+        int64_t handover_deadline;
 };
+
+/* Writes ROOT/stop/NAME for the host that runs the VM. Written under a
+ * hidden name and renamed, so that no spool ever reads half a request. */
+static int write_stop_request(const char *root, const char *name, bool force, char *err, size_t errlen) {
+        char *dir = paths_join(root, "stop"), *tmp = NULL, *path = NULL;
+        char host[LEASE_HOST_MAX + 1] = "", text[256];
+        int r = 0;
+
+        if (!dir || asprintf(&tmp, "%s/.%s.request", dir, name) < 0 || asprintf(&path, "%s/%s", dir, name) < 0) {
+                r = -ENOMEM;
+                snprintf(err, errlen, "out of memory");
+                goto out;
+        }
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+                r = -errno;
+                snprintf(err, errlen, "cannot create %s: %s", dir, strerror(-r));
+                goto out;
+        }
+        char why[64];
+        lease_host_name(host, sizeof host, why, sizeof why);
+        snprintf(text, sizeof text, "# vrt stop on host %s\n%s", host[0] ? host : "?", force ? "force=yes\n" : "");
+        r = fileio_write_atomic(tmp, path, text, strlen(text), 0644);
+        if (r < 0)
+                snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));
+out:
+        free(dir);
+        free(tmp);
+        free(path);
+        return r;
+}
 
 static void stop_one(const struct service_options *o, const char *name, struct stop_entry *j, struct service_result *res) {
         struct stat st;
@@ -678,6 +730,23 @@ static void stop_one(const struct service_options *o, const char *name, struct s
                 result_set(res, SERVICE_FAILED, "%s", err);
                 return;
         }
+        if (r == 0 && vmstate_elsewhere(j->p.vm_dir, &j->holder) == 1) {
+                r = write_stop_request(o->root, name, o->force, err, sizeof err);
+                if (r < 0) {
+                        result_set(res, SERVICE_FAILED, "%s", err);
+                        return;
+                }
+                unsigned bound = o->wait_s ? o->wait_s
+                                 : (o->force ? 0 : o->shutdown_timeout ? o->shutdown_timeout
+                                                                        : stop_shutdown_timeout(o->root, &j->p, name)) +
+                                           STOP_ESCALATION_S + SERVICE_HANDOVER_SLACK_S;
+                j->handed_over = true;
+                j->handover_deadline = now_ms() + (int64_t)bound * 1000;
+                j->s.bound_s = bound;
+                res->pid = (pid_t)j->holder.pid;
+                j->pending = true;
+                return;
+        }
         if (r == 0) {
                 if (stat(j->p.vm_dir, &st) < 0)
                         result_set(res, SERVICE_INVALID, "no such VM (%s: %s)", j->p.vm_dir, strerror(errno));
@@ -689,6 +758,26 @@ static void stop_one(const struct service_options *o, const char *name, struct s
         if (j->s.quit_failed)
                 j->how = " (QMP quit failed, forced by vrt-launch after 1 s)";
         j->pending = true;
+}
+
+/* A stop handed to another host is done when the VM's lease is free. */
+static void handover_check(const char *name, struct stop_entry *j, struct service_result *res, int64_t now) {
+        struct lease_holder h;
+        char where[300];
+        int r = lease_probe(j->p.vm_dir, &h);
+        if (r == 0) {
+                j->pending = false;
+                result_set(res, SERVICE_DONE, "stopped on host %s (handed over through stop/%s)", j->holder.host, name);
+        } else if (r > 0 && (strcmp(h.host, j->holder.host) != 0 || h.pid != j->holder.pid)) {
+                j->pending = false;
+                vmstate_describe_elsewhere(&h, where, sizeof where);
+                result_set(res, SERVICE_DONE, "stopped on host %s and started again: %s", j->holder.host, where);
+        } else if (now >= j->handover_deadline) {
+                j->pending = false;
+                result_set(res, SERVICE_FAILED,
+                           "runs on host %s; stop/%s was written for it, but it still runs after %us (does vrt spool watch the root there?)",
+                           j->holder.host, name, j->s.bound_s);
+        }
 }
 
 int service_stop(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
@@ -713,6 +802,12 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                         struct stop_entry *j = &jobs[i];
                         if (!j->pending)
                                 continue;
+                        if (j->handed_over) {
+                                handover_check(names[i], j, &results[i], now);
+                                if (j->pending && now + HANDOVER_POLL_MS < next)
+                                        next = now + HANDOVER_POLL_MS;
+                                continue;
+                        }
                         if (now >= j->s.deadline) {
                                 j->pending = false;
                                 result_set(&results[i], SERVICE_FAILED, "still stopping after %us (supervisor pid %d)",
@@ -724,7 +819,7 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                         map[m] = i;
                         pfd[m++] = (struct pollfd){ .fd = j->s.pidfd, .events = POLLIN };
                 }
-                if (m == 0)
+                if (m == 0 && next == INT64_MAX)
                         break;
                 int r = poll(pfd, (nfds_t)m, (int)(next - now));
                 if (r < 0 && errno != EINTR) {

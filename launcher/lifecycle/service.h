@@ -29,6 +29,7 @@ enum service_outcome {
         SERVICE_ALREADY,        /* was running already, resp. was not running */
         SERVICE_INVALID,        /* bad name, unknown or destroyed VM: nothing tried */
         SERVICE_FAILED,
+        SERVICE_ELSEWHERE,      /* start: the VM runs on another host (its lease), not started here */
 };
 
 struct service_result {
@@ -36,6 +37,10 @@ struct service_result {
         pid_t pid;              /* the supervisor's pid when known, else 0 */
         char message[512];      /* one phrase for "NAME: <message>" */
 };
+
+/* A stop handed to another host waits this much longer than a local one:
+ * that host's spool rescans the shared root every 60 s by default. */
+#define SERVICE_HANDOVER_SLACK_S 90
 
 /* Seconds `vrt start` waits for a VM to report running, by default. */
 #define SERVICE_START_WAIT_S 60
@@ -84,7 +89,12 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
 
 /* Stops the named VMs in parallel (gracefully, or at once with o->force)
  * and waits until their supervisors are gone. A VM that is not running
- * is SERVICE_ALREADY. Returns as service_start(). */
+ * is SERVICE_ALREADY. A VM that runs on another host (its lease) is handed
+ * to that host: ROOT/stop/NAME is written (with "force=yes" for a forced
+ * stop), that host's spool carries it out at its next scan, and the wait
+ * is for the lease to be released, bounded as for a local stop plus
+ * SERVICE_HANDOVER_SLACK_S for the other host's spool to notice it.
+ * Returns as service_start(). */
 int service_stop(const struct service_options *o, char *const *names, size_t n, struct service_result *results);
 
 /* The last line vrt-launch pid wrote to log_path, without its timestamp

@@ -25,6 +25,7 @@
 #include "launcher/core/spawn.h"
 #include "launcher/core/util.h"
 #include "launcher/core/vmstate.h"
+#include "launcher/lifecycle/placement.h"
 
 /* Bursts of requests (`touch start/a start/b`) are taken in one run. */
 #define WATCH_DEBOUNCE_MS 20
@@ -168,9 +169,66 @@ static bool request_valid(const struct spool *s, enum spool_queue q, const char 
         return false;
 }
 
+/* Whether this host is the one to carry out request e (placement.h).
+ * Returns true to claim it; false to leave it for another host (logged
+ * unless s->quiet_skip, as watch mode looks again and again). A request
+ * whose text is malformed is claimed (and *bad set) to be dropped. */
+static bool request_is_ours(const struct spool *s, enum spool_queue q, const char *dir, const char *e,
+                            struct spool_request *req, bool *bad, struct spool_stats *st) {
+        char err[512], why[512], label[128];
+        struct vm_paths p;
+        struct lease_holder holder;
+        bool ours = true;
+
+        *req = (struct spool_request){ 0 };
+        *bad = false;
+        /* Bad names are dropped by request_valid() after the claim. */
+        if (config_check_vm_name(e, s->runtime_dir, err, sizeof err) < 0)
+                return true;
+        snprintf(label, sizeof label, "%s/%s", queue_names[q], e);
+        char *path = paths_join(dir, e);
+        if (!path)
+                return false;
+        int r = spool_request_load(path, label, req, err, sizeof err);
+        free(path);
+        if (r == -ENOENT)
+                return false;   /* another run took it */
+        if (r < 0) {
+                note(s, q, true, "%s: request removed", err);
+                st->dropped++;
+                *bad = true;
+                return true;
+        }
+        if (vm_paths_init(&p, s->root, s->runtime_dir, e) < 0)
+                return false;
+        if (q == SPOOL_START) {
+                r = placement_take_start(s->root, s->runtime_dir, e, req, why, sizeof why);
+                if (r < 0) {
+                        note(s, q, true, "%s: not taken: %s", label, why);
+                        ours = false;
+                } else if (r == 0) {
+                        if (!s->quiet_skip)
+                                note(s, q, false, "%s: left for another host: %s", label, why);
+                        st->left++;
+                        ours = false;
+                }
+        } else if (vmstate_elsewhere(p.vm_dir, &holder) == 1) {
+                /* Its host's spool carries it out. */
+                vmstate_describe_elsewhere(&holder, why, sizeof why);
+                if (!s->quiet_skip)
+                        note(s, q, false, "%s: left for its host: %s %s", label, e, why);
+                st->left++;
+                ours = false;
+        }
+        vm_paths_done(&p);
+        return ours;
+}
+
 /* Claims the requests in start/, stop/ or destroy/: an entry is ours when
- * our unlink() of it succeeded. Directories are removed as malformed. */
-static int claim_requests(const struct spool *s, enum spool_queue q, struct names *out, struct spool_stats *st) {
+ * our unlink() of it succeeded. Directories are removed as malformed.
+ * Forced stops (force=yes) go to out_force when it is given. */
+static int claim_requests(const struct spool *s, enum spool_queue q, struct names *out, struct names *out_force,
+                          struct spool_stats *st) {
         struct names entries = { 0 };
         char *dir = paths_join(s->root, queue_names[q]);
         int r, dfd = -1;
@@ -201,6 +259,10 @@ static int claim_requests(const struct spool *s, enum spool_queue q, struct name
                         st->dropped++;
                         continue;
                 }
+                struct spool_request req;
+                bool bad;
+                if (!request_is_ours(s, q, dir, e, &req, &bad, st))
+                        continue;
                 if (unlinkat(dfd, e, 0) < 0) {
                         if (errno != ENOENT) {
                                 note(s, q, true, "%s/%.80s: cannot remove the request: %s; not processed",
@@ -209,9 +271,9 @@ static int claim_requests(const struct spool *s, enum spool_queue q, struct name
                         }
                         continue;
                 }
-                if (!request_valid(s, q, e, st))
+                if (bad || !request_valid(s, q, e, st))
                         continue;
-                r = names_add(out, e);
+                r = names_add(req.force && out_force ? out_force : out, e);
                 if (r < 0)
                         break;
         }
@@ -241,7 +303,7 @@ static void log_results(const struct spool *s, enum spool_queue q, const struct 
 }
 
 static int run_start_or_stop(const struct spool *s, enum spool_queue q, struct spool_stats *st) {
-        struct names l = { 0 };
+        struct names l = { 0 }, lf = { 0 };
         struct service_result *res = NULL;
         int lock_fd = -1, r;
 
@@ -272,27 +334,32 @@ static int run_start_or_stop(const struct spool *s, enum spool_queue q, struct s
                 }
                 free(lock);
         }
-        r = claim_requests(s, q, &l, st);
+        r = claim_requests(s, q, &l, q == SPOOL_STOP ? &lf : NULL, st);
         if (r < 0)
                 note(s, q, true, "cannot read %s/%s: %s", s->root, queue_names[q], strerror(-r));
-        if (l.n > 0) {
-                res = calloc(l.n, sizeof *res);
+        for (int forced = 0; forced < 2; forced++) {
+                struct names *b = forced ? &lf : &l;
+                if (b->n == 0)
+                        continue;
+                free(res);
+                res = calloc(b->n, sizeof *res);
                 int k = !res ? -ENOMEM
-                        : q == SPOOL_START ? s->h->start(s->h->userdata, l.v, l.n, res)
-                        : s->h->stop(s->h->userdata, l.v, l.n, res);
-                log_results(s, q, &l, k < 0 ? k : 0, res, st);
+                        : q == SPOOL_START ? s->h->start(s->h->userdata, b->v, b->n, res)
+                        : s->h->stop(s->h->userdata, b->v, b->n, forced, res);
+                log_results(s, q, b, k < 0 ? k : 0, res, st);
         }
         /* The lock is released when the whole run is over, as the seed's cron job did. */
         if (lock_fd >= 0)
                 close(lock_fd);
         free(res);
         names_done(&l);
+        names_done(&lf);
         return r;
 }
 
 static int run_destroy(const struct spool *s, struct spool_stats *st) {
         struct names l = { 0 };
-        int r = claim_requests(s, SPOOL_DESTROY, &l, st);
+        int r = claim_requests(s, SPOOL_DESTROY, &l, NULL, st);
         if (r < 0)
                 note(s, SPOOL_DESTROY, true, "cannot read %s/destroy: %s", s->root, strerror(-r));
         for (size_t i = 0; i < l.n; i++) {

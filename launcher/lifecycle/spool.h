@@ -4,7 +4,7 @@
  *                        or inst/failed/ (with FILE.error holding the reason)
  *   start/NAME            start NAME (not if vmstate_check_startable() refuses:
  *                        destroyed, or its first boot unfinished or failed)
- *   stop/NAME             stop NAME gracefully
+ *   stop/NAME             stop NAME gracefully ("force=yes" in it: at once)
  *   destroy/NAME          destroy NAME (stop, delete its disk, mark DESTROYED)
  *
  * A request is removed before it is acted on, and only the process whose
@@ -13,7 +13,10 @@
  * the root over NFS. A start run also holds an flock() on ROOT/start.lock,
  * as the seed's cron job did; a run that finds it held skips start/ and
  * says so in start.log. Names that are not valid VM names, unknown VMs and
- * directories are logged and removed, never run. Hidden entries (".x",
+ * directories are logged and removed, never run. With several hosts on
+ * one root, a host claims only the requests that are its own (placement.h:
+ * host= in a start request, room for the VM, stops and destroys of the VMs
+ * it runs); the others stay for the other hosts. Hidden entries (".x",
  * NFS's ".nfsXXXX") are left alone. Every action and its result is one
  * timestamped line in log/create.log, start.log, stop.log or destroy.log. */
 #pragma once
@@ -45,7 +48,7 @@ struct spool_handlers {
         /* Start resp. stop the names (in parallel), one result per name;
          * return as service_start(). */
         int (*start)(void *userdata, char *const *names, size_t n, struct service_result *results);
-        int (*stop)(void *userdata, char *const *names, size_t n, struct service_result *results);
+        int (*stop)(void *userdata, char *const *names, size_t n, bool force, struct service_result *results);
         /* Destroys one VM. Returns 0 or a negative errno, with one line in
          * result->message either way. */
         int (*destroy)(void *userdata, const char *name, struct service_result *result);
@@ -65,6 +68,7 @@ struct spool_stats {
         unsigned failed;        /* requests that failed */
         unsigned dropped;       /* malformed or unknown entries removed unprocessed */
         bool start_skipped;     /* start.lock was held by another run */
+        unsigned left;          /* requests left for another host (placement.h) */
 };
 
 /* True when root looks mounted and set up: ROOT/vrt.conf or ROOT/vm exists. */

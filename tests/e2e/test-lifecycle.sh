@@ -82,8 +82,8 @@ check "list --json: bravo stopped, no pid" \
         bash -c '[ "$("$0" "[name=bravo].state" <"$1")" = stopped ] && ! "$0" "[name=bravo].pid" <"$1" >/dev/null' "$JSON_GET" "$out"
 check "list --json: one entry per VM" [ "$(grep -c '"name":' "$out")" = 6 ]
 "$VRT" list >"$out"
-check "list: a table with a header" grep -q "^NAME  *STATE  *IMAGE  *SIZE  *MAC  *PID  *UPTIME  *COMMENT" "$out"
-check "list: alpha's row" grep -q "^alpha  *running  *testguest  *tiny  *-  *$spid  .*the first one$" "$out"
+check "list: a table with a header" grep -q "^NAME  *STATE  *HOST  *IMAGE  *SIZE  *MAC  *PID  *UPTIME  *COMMENT" "$out"
+check "list: alpha's row" grep -q "^alpha  *running  *${VRT_HOST:-$(uname -n)}  *testguest  *tiny  *-  *$spid  .*the first one$" "$out"
 
 "$VRT" status alpha --json >"$out"
 check "status --json parses" parses "$out"

@@ -140,8 +140,8 @@ static int fake_start(void *u, char *const *names, size_t n, struct service_resu
         return fake_start_stop("start", "start", names, n, res);
 }
 
-static int fake_stop(void *u, char *const *names, size_t n, struct service_result *res) {
-        return fake_start_stop("stop", "stop", names, n, res);
+static int fake_stop(void *u, char *const *names, size_t n, bool force, struct service_result *res) {
+        return fake_start_stop(force ? "stop-forced" : "stop", "stop", names, n, res);
 }
 
 static int fake_destroy(void *u, const char *name, struct service_result *res) {
@@ -186,6 +186,9 @@ static int setup(void **state) {
         for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
                 mkdir_rel(dirs[i]);
         fake = (struct fake){ 0 };
+        /* This host, and no host.conf limits, whatever the machine has. */
+        setenv("VRT_HOST", "hostA", 1);
+        setenv("VRT_HOST_CONF", "/nonexistent/host.conf", 1);
         return 0;
 }
 
@@ -266,6 +269,79 @@ static void test_start_entries(void **state) {
         fake.calls[0] = '\0';
         assert_int_equal(spool_run_queue(&s, SPOOL_START, &st), 0);
         assert_string_equal(fake.calls, "");
+}
+
+/* Several hosts on one root: a start naming another host, or for which
+ * this host has no room, stays for the others; a forced stop is forced;
+ * a request with bad text is dropped with file:line. */
+static void test_placement(void **state) {
+        struct spool s = spool_for_test();
+        struct spool_stats st = { 0 };
+        make_vm("alpha", NULL);
+        make_vm("bravo", NULL);
+        make_vm("charlie", NULL);
+        make_vm("delta", NULL);
+        write_file("start/alpha", "host=hostA\n");
+        write_file("start/bravo", "# for the other one\nhost=hostB\n");
+        write_file("start/charlie", "colour=blue\n");
+        touch("start/delta");
+        write_file("stop/alpha", "force=yes\n");
+        touch("stop/bravo");
+        write_file("stop/charlie", "force=maybe\n");
+
+        assert_int_equal(spool_run_queue(&s, SPOOL_START, &st), 0);
+        assert_string_equal(fake.calls, "start alpha\nstart delta\n");
+        assert_int_equal(st.done, 2);
+        assert_int_equal(st.left, 1);
+        assert_int_equal(st.dropped, 1);
+        assert_true(exists("start/bravo"));
+        assert_false(exists("start/charlie"));
+        char *log = read_file("log/start.log");
+        assert_non_null(strstr(log, " start/bravo: left for another host: for host hostB\n"));
+        assert_non_null(strstr(log, " start/charlie:1: unknown key colour (host=, force=): request removed\n"));
+        free(log);
+
+        /* hostB itself takes it. */
+        setenv("VRT_HOST", "hostB", 1);
+        fake.calls[0] = '\0';
+        st = (struct spool_stats){ 0 };
+        assert_int_equal(spool_run_queue(&s, SPOOL_START, &st), 0);
+        assert_string_equal(fake.calls, "start bravo\n");
+        assert_false(exists("start/bravo"));
+
+        /* No room: a reserve no host has. */
+        write_file("host.conf", "reserve_memory=1000000G\n");
+        char *hc = path_of("host.conf");
+        setenv("VRT_HOST_CONF", hc, 1);
+        touch("start/delta");
+        fake.calls[0] = '\0';
+        st = (struct spool_stats){ 0 };
+        assert_int_equal(spool_run_queue(&s, SPOOL_START, &st), 0);
+        assert_string_equal(fake.calls, "");
+        assert_int_equal(st.left, 1);
+        assert_true(exists("start/delta"));
+        log = read_file("log/start.log");
+        assert_non_null(strstr(log, " start/delta: left for another host: no room on host hostB: only "));
+        free(log);
+        /* A broken host.conf takes nothing and says where. */
+        write_file("host.conf", "max_vms=lots\n");
+        st = (struct spool_stats){ 0 };
+        assert_int_equal(spool_run_queue(&s, SPOOL_START, &st), 0);
+        assert_true(exists("start/delta"));
+        log = read_file("log/start.log");
+        assert_non_null(strstr(log, "host.conf:1: max_vms=lots"));
+        free(log);
+        free(hc);
+
+        fake.calls[0] = '\0';
+        st = (struct spool_stats){ 0 };
+        assert_int_equal(spool_run_queue(&s, SPOOL_STOP, &st), 0);
+        assert_string_equal(fake.calls, "stop bravo\nstop-forced alpha\n");
+        assert_int_equal(st.dropped, 1);
+        assert_false(exists("stop/charlie"));
+        log = read_file("log/stop.log");
+        assert_non_null(strstr(log, " stop/charlie:1: force=maybe: must be yes or no: request removed\n"));
+        free(log);
 }
 
 static void test_start_lock_held(void **state) {
@@ -635,6 +711,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_queue_names, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_root_ready, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_entries, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_placement, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_lock_held, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stop_and_destroy, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_overlapping_stop_runs_act_once, setup, teardown),

@@ -67,7 +67,8 @@ static int fake_start(void *u, char *const *names, size_t n, struct service_resu
         return 0;
 }
 
-static int fake_stop(void *u, char *const *names, size_t n, struct service_result *res) {
+static int fake_stop(void *u, char *const *names, size_t n, bool force, struct service_result *res) {
+        (void)force;
         for (size_t i = 0; i < n; i++) {
                 check_name(names[i], false);
                 res[i].outcome = SERVICE_DONE;
