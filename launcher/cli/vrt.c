@@ -27,6 +27,7 @@ static const struct command {
         { "destroy", cmd_destroy, "destroy NAME...       stop, delete the disk, mark DESTROYED" },
         { "cleanup", cmd_cleanup, "cleanup               remove the directories of destroyed VMs" },
         { "image", cmd_image, "image CMD ...         images: info, overlay, list, protect, install (from an ISO)" },
+        { "snapshot", cmd_snapshot, "snapshot NAME [TAG]   external disk snapshots; list, revert, delete" },
         { "check", cmd_check, "check                 validate vrt.conf, images, VMs and requests" },
         { "showcmd", cmd_showcmd, "showcmd NAME          print the exact QEMU command line" },
         { "qmp", cmd_qmp, "qmp NAME CMD [ARGS]   run one QMP command on a running VM" },

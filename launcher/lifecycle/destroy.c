@@ -18,6 +18,7 @@
 #include "launcher/core/paths.h"
 #include "launcher/lifecycle/registry.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/snapstate.h"
 #include "launcher/core/util.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/stop.h"
@@ -117,8 +118,16 @@ static int write_marker(const struct vm_paths *p, bool *already, char *err, size
  * everywhere. Returns the path of a disk some QEMU holds, or NULL (also
  * when locks cannot be tested: then only the runtime lock protects). */
 static const char *disk_in_use(const struct vm_paths *p) {
-        const char *disks[2] = { p->overlay, p->copy };
-        for (size_t i = 0; i < 2; i++) {
+        static char active[4096];
+        char msg[256], *snap = NULL;
+        const char *disks[3] = { p->overlay, p->copy, NULL };
+        /* With snapshots, QEMU writes the active layer in snapshots/. */
+        if (snap_active_path(p->vm_dir, &snap, msg, sizeof msg) == 0 && snap) {
+                snprintf(active, sizeof active, "%s", snap);
+                disks[2] = active;
+        }
+        free(snap);
+        for (size_t i = 0; i < 3 && disks[i]; i++) {
                 int fd = open(disks[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
                 if (fd < 0)
                         continue;
@@ -129,6 +138,41 @@ static const char *disk_in_use(const struct vm_paths *p) {
                         return disks[i];
         }
         return NULL;
+}
+
+/* The snapshot layers and state go with the disk (snapstate.h). */
+static int remove_snapshots(const struct vm_paths *p, char *err, size_t errlen) {
+        char *dir = paths_join(p->vm_dir, SNAP_DIR);
+        if (!dir) {
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+        }
+        DIR *d = opendir(dir);
+        if (!d) {
+                int r = errno == ENOENT ? 0 : -errno;
+                if (r < 0)
+                        snprintf(err, errlen, "cannot open %s: %s", dir, strerror(-r));
+                free(dir);
+                return r;
+        }
+        int dfd = dirfd(d), r = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                char rel[300];
+                snprintf(rel, sizeof rel, SNAP_DIR "/%s", de->d_name);
+                bool ours = snap_layer_name_valid(rel) || strcmp(de->d_name, "state") == 0 ||
+                            strcmp(de->d_name, ".lock") == 0 || strcmp(de->d_name, ".state.tmp") == 0;
+                if (ours && unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT) {
+                        r = -errno;
+                        snprintf(err, errlen, "cannot delete %s/%s: %s", dir, de->d_name, strerror(-r));
+                        break;
+                }
+        }
+        closedir(d);
+        if (r == 0)
+                rmdir(dir);     /* stays if something else is in it */
+        free(dir);
+        return r;
 }
 
 /* Takes the VM's lease for this destroy. -EREMOTE when a host started it
@@ -267,6 +311,9 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
                         goto done;
                 }
         }
+        r = remove_snapshots(&p, err, errlen);
+        if (r < 0)
+                goto done;
         r = fileio_fsync_dir(p.vm_dir);
         if (r < 0) {
                 snprintf(err, errlen, "cannot fsync %s: %s", p.vm_dir, strerror(-r));

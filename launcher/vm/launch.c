@@ -9,32 +9,27 @@
 #include <unistd.h>
 
 #include "images/chain.h"
+#include "launcher/core/snapstate.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/vm/qemu_proc.h"
 
 static int load_disk(struct launch_context *c, char *err, size_t errlen) {
-        const char *top = NULL;
-        struct stat st;
+        char *top = NULL;
 
-        /* Only a disk that is not there at all makes a diskless VM: a
-         * dangling symlink or a failing stat (NFS) must not boot the
-         * kernel without its disk. lstat, so the chain check names it. */
-        const char *cand[] = { c->paths.overlay, c->paths.copy };
-        for (size_t i = 0; i < 2 && !top; i++) {
-                if (lstat(cand[i], &st) == 0)
-                        top = cand[i];
-                else if (errno != ENOENT) {
-                        int r = -errno;
-                        snprintf(err, errlen, "%s: %s", cand[i], strerror(-r));
-                        return r;
-                }
-        }
+        /* The active layer: the snapshot state's (snapstate.h), else
+         * hdd.ovl or hdd.img. Only a disk that is not there at all makes
+         * a diskless VM: a dangling symlink or a failing stat (NFS) must
+         * not boot the kernel without its disk. */
+        int r = snap_active_path(c->paths.vm_dir, &top, err, errlen);
+        if (r < 0)
+                return r == -ENOMEM ? r : -EINVAL;
         if (!top)
                 return 0;       /* diskless VM (e.g. direct kernel boot) */
 
         /* A missing, truncated, looping or mislabelled layer is bad input
          * (vrt-launch exits 2), whatever errno described it. */
-        int r = image_chain_inspect(top, &c->chain, err, errlen);
+        r = image_chain_inspect(top, &c->chain, err, errlen);
+        free(top);
         if (r < 0)
                 return r == -ENOMEM ? r : -EINVAL;
         c->layers = calloc(c->chain->n_layers, sizeof *c->layers);
@@ -70,8 +65,14 @@ static int check_template(struct launch_context *c, char *err, size_t errlen) {
                                  inst->image, c->image_path, strerror(r));
                 return -EINVAL;
         }
-        if (strcmp(top, c->paths.overlay) != 0)
-                return 0;       /* a copy: made from the template, not backed by it */
+        /* A copy (possibly under snapshot layers) was made from the
+         * template, not backed by it. */
+        if (stat(c->paths.copy, &st) == 0)
+                for (size_t i = 0; i < c->chain->n_layers; i++) {
+                        struct stat l;
+                        if (stat(c->chain->layers[i].path, &l) == 0 && l.st_dev == st.st_dev && l.st_ino == st.st_ino)
+                                return 0;
+                }
         for (size_t i = 1; i < c->chain->n_layers; i++)
                 if (stat(c->chain->layers[i].path, &st) == 0 && st.st_dev == tpl.st_dev && st.st_ino == tpl.st_ino)
                         return 0;

@@ -60,16 +60,17 @@ _vrt() {
                 words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
         fi
         local _vrt_cmd=${words[0]}
-        local commands="list status stats top start stop spool autostart create init destroy cleanup image check showcmd qmp console"
+        local commands="list status stats top start stop spool autostart create init destroy cleanup image snapshot check showcmd qmp console"
 
         # The command: the first word that is not a global option.
-        local i cmd= sub= ci=0
+        local i cmd= sub= ci=0 si=0
         for ((i = 1; i < cword; i++)); do
                 case ${words[i]} in
                 --root) ((i++)) ;;
                 -*) ;;
                 *) if [ -z "$cmd" ]; then cmd=${words[i]} ci=$i
-                   elif [ "$cmd" = image ] && [ -z "$sub" ]; then sub=${words[i]}; fi ;;
+                   elif [ "$cmd" = image ] && [ -z "$sub" ]; then sub=${words[i]}
+                   elif [ "$cmd" = snapshot ] && [ -z "$sub" ]; then sub=${words[i]} si=$i; fi ;;
                 esac
         done
 
@@ -119,6 +120,13 @@ _vrt() {
                         COMPREPLY=($(compgen -f -- "$cur"))
                         return
                 fi ;;
+        snapshot)
+                case $sub in
+                "") if [[ $cur == -* ]]; then _vrt_reply "--json"; else _vrt_reply "list revert delete $(_vrt_vms "")"; fi
+                    return ;;
+                list) opts="--json"; [ $((cword - si)) = 1 ] && words_=$(_vrt_vms "") ;;
+                revert|delete) [ $((cword - si)) = 1 ] && words_=$(_vrt_vms stopped) ;;
+                esac ;;
         image)
                 if [ -z "$sub" ]; then _vrt_reply "info overlay list protect install"; return; fi
                 case $sub in

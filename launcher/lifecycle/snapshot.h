@@ -1,0 +1,40 @@
+/* snapshot: external snapshots of a VM's disk (layout in core/snapstate.h).
+ *
+ * Taking a snapshot freezes the active layer and makes a new empty overlay,
+ * written by images/qcow2.c, the active layer: offline by updating the
+ * state file, live by blockdev-add of the new overlay and blockdev-snapshot
+ * in a QMP transaction on the VM's monitor socket. Revert and delete work
+ * on a stopped VM only. Layers nothing needs any more are removed; one
+ * with a single layer above it is first merged into that layer (see
+ * snapshot.c for why that runs qemu-img). The template is never written.
+ *
+ * Errors: -EINVAL bad name or tag, -ENOENT no such VM or tag, -EEXIST the
+ * tag exists (all bad input: exit 2), -EREMOTE the VM runs on another
+ * host, -EBUSY it runs here and the operation needs it stopped (or another
+ * snapshot command holds the VM), other negative errnos: failed. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct json_object;
+
+struct snapshot_result {
+        bool live;                      /* done on the running VM through QMP */
+        char layer[64];                 /* the new active layer, relative to the VM's directory */
+        unsigned merged;                /* layers merged into the layer above them */
+        unsigned removed;               /* layer files removed */
+};
+
+int snapshot_create(const char *root, const char *runtime_dir, const char *name, const char *tag,
+                    struct snapshot_result *res, char *err, size_t errlen);
+int snapshot_revert(const char *root, const char *runtime_dir, const char *name, const char *tag,
+                    struct snapshot_result *res, char *err, size_t errlen);
+int snapshot_delete(const char *root, const char *runtime_dir, const char *name, const char *tag,
+                    struct snapshot_result *res, char *err, size_t errlen);
+
+/* {"name","running","active","snapshots":[{"tag","time","layer","size"}],
+ * "chain":[as vrt image info --json]}; paths absolute, sizes in bytes
+ * (a snapshot's size: what its frozen layer file allocates). */
+int snapshot_list(const char *root, const char *runtime_dir, const char *name, struct json_object **ret,
+                  char *err, size_t errlen);
