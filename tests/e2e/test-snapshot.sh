@@ -1,0 +1,145 @@
+#!/bin/bash
+# External snapshots end to end with the real guest: it writes marker A,
+# `vrt snapshot` s1 (live), writes B, s2 (live), writes C; stopped, a
+# revert to s1 boots with A only, a revert to s2 with A and B, and deleting
+# s1 and then s2 (a merge) keeps A and B. After every step each layer
+# passes qemu-img check, qemu-img info --backing-chain agrees with
+# `vrt snapshot list --json`, and the template is unchanged. Refusals (bad
+# tag, unknown VM or tag, duplicate tag, revert or delete of a running VM)
+# exit 2 or 1 and change nothing.
+. "$(dirname "$0")/lib.sh"
+E2E_SHUTDOWN_TIMEOUT=10
+e2e_setup
+[ -f "$VRT_ROOT/images/testguest.qcow2" ] || skip_all "the test guest has no template disk"
+command -v qemu-img >/dev/null || skip_all "qemu-img (qemu-utils) not installed"
+command -v python3 >/dev/null || skip_all "python3 not installed"
+TEMPLATE="$VRT_ROOT/images/testguest.qcow2"
+VMDIR="$VRT_ROOT/vm/snap"
+sum_before=$(sha256sum <"$TEMPLATE")
+
+make_vm snap
+"$VRT" image overlay ../../images/testguest.qcow2 "$VMDIR/hdd.ovl" || exit 1
+
+# chain_ok: every layer of the active chain passes qemu-img check, and
+# qemu-img's backing chain is the one vrt snapshot list --json reports.
+chain_ok() {
+	"$VRT" snapshot list --json snap >"$E2E_DIR/list.json" || return 1
+	local active
+	active=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["active"])' "$E2E_DIR/list.json") || return 1
+	qemu-img info --backing-chain --output=json -U "$active" >"$E2E_DIR/info.json" || return 1
+	python3 - "$E2E_DIR/list.json" "$E2E_DIR/info.json" <<'PY' || return 1
+import json, os, sys
+vrt = json.load(open(sys.argv[1]))
+qemu = json.load(open(sys.argv[2]))
+a = [os.path.realpath(l["path"]) for l in vrt["chain"]]
+b = [os.path.realpath(l["filename"]) for l in qemu]
+if a != b:
+    print("  vrt chain", a, "\n  qemu-img chain", b)
+    sys.exit(1)
+fmts = [l.get("backing-format") for l in vrt["chain"][:-1]]
+if any(f != "qcow2" for f in fmts):
+    print("  backing formats", fmts)
+    sys.exit(1)
+PY
+	local l
+	for l in $(python3 -c 'import json,sys; [print(l["path"]) for l in json.load(open(sys.argv[1]))["chain"]]' "$E2E_DIR/list.json"); do
+		qemu-img check -q -U "$l" || { echo "  qemu-img check $l failed"; return 1; }
+	done
+}
+
+# markers: the guest prints which markers its disk holds.
+markers() {	# markers WANT, e.g. "HAVE-AAA-BBB--END"
+	console_cmd snap 'echo "HAVE-$(cat /mnt/disk/ma 2>/dev/null)-$(cat /mnt/disk/mb 2>/dev/null)-$(cat /mnt/disk/mc 2>/dev/null)-END"'
+	wait_for 20 console_has snap "$1"
+}
+
+boot() {
+	: >"$VMDIR/log/console.log" 2>/dev/null
+	launch snap
+	wait_ready snap 90 && wait_for 20 console_has snap "/dev/vda mounted on /mnt/disk"
+}
+
+stop_vm() {
+	kill -TERM "$LAUNCH_PID"
+	wait_exit "$LAUNCH_PID" 60 && [ "$EXIT_STATUS" = 0 ]
+}
+
+state_sum() {
+	{ cat "$VMDIR/snapshots/state" 2>/dev/null; ls -l "$VMDIR/snapshots" 2>/dev/null; } | sha256sum
+}
+
+# refused STATUS DESCRIPTION ARGS...: vrt snapshot ARGS exits STATUS with
+# one line on stderr and changes nothing.
+refused() {
+	local want=$1 what=$2 before st; shift 2
+	before=$(state_sum)
+	"$VRT" snapshot "$@" >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+	st=$?
+	check "$what: exit $want" [ "$st" = "$want" ]
+	check "$what: ... one line" [ "$(wc -l <"$E2E_DIR/err")" = 1 ]
+	check "$what: ... nothing changed" [ "$(state_sum)" = "$before" ]
+}
+
+# --- live snapshots while the guest writes -------------------------------------
+check "boots" boot
+console_cmd snap 'echo AAA > /mnt/disk/ma; sync; echo WROTE-A$((1+1))'
+check "guest wrote A" wait_for 20 console_has snap WROTE-A2
+check "snapshot s1 (live)" bash -c '"$0" snapshot snap s1 | grep -q "snapshot s1 taken live"' "$VRT"
+console_cmd snap 'echo BBB > /mnt/disk/mb; sync; echo WROTE-B$((1+1))'
+check "guest wrote B" wait_for 20 console_has snap WROTE-B2
+check "snapshot s2 (live)" bash -c '"$0" snapshot snap s2 | grep -q "snapshot s2 taken live"' "$VRT"
+console_cmd snap 'echo CCC > /mnt/disk/mc; sync; echo WROTE-C$((1+1))'
+check "guest wrote C" wait_for 20 console_has snap WROTE-C2
+check "the running guest sees A, B and C" markers HAVE-AAA-BBB-CCC-END
+check "list while running: chain agrees with qemu-img" chain_ok
+check "list: two snapshots" bash -c '"$0" snapshot list snap | grep -cE "^s[12] " | grep -qx 2' "$VRT"
+refused 1 "revert of a running VM" revert snap s1
+refused 1 "delete of a running VM" delete snap s1
+refused 2 "duplicate tag (running)" snap s1
+check "stops" stop_vm
+
+# --- refusals ---------------------------------------------------------------------
+refused 2 "bad tag" snap 'bad/tag'
+refused 2 "bad tag (leading -)" snap -x
+refused 2 "tag too long" snap "$(printf 'a%.0s' {1..33})"
+refused 2 "duplicate tag" snap s2
+refused 2 "unknown VM" nosuch s3
+refused 2 "unknown VM (list)" list nosuch
+refused 2 "unknown tag (revert)" revert snap nope
+refused 2 "unknown tag (delete)" delete snap nope
+refused 2 "bad tag (revert)" revert snap 'a b'
+
+# --- revert ------------------------------------------------------------------------
+check "revert to s1" "$VRT" snapshot revert snap s1
+check "after revert s1: chain agrees, qemu-img check clean" chain_ok
+check "boots from s1" boot
+check "s1 holds A only" markers HAVE-AAA---END
+check "stops" stop_vm
+check "revert to s2" "$VRT" snapshot revert snap s2
+check "after revert s2: chain agrees, qemu-img check clean" chain_ok
+check "boots from s2" boot
+check "s2 holds A and B" markers HAVE-AAA-BBB--END
+console_cmd snap 'echo DDD > /mnt/disk/mc; sync; echo WROTE-D$((1+1))'
+check "guest wrote D after the revert" wait_for 20 console_has snap WROTE-D2
+check "stops" stop_vm
+
+# --- delete ------------------------------------------------------------------------
+check "delete s1" "$VRT" snapshot delete snap s1
+check "after delete s1: chain agrees, qemu-img check clean" chain_ok
+check "... s1 gone from the list" not bash -c '"$0" snapshot list snap | grep -q "^s1 "' "$VRT"
+check "delete s2 (merges its layer)" bash -c '"$0" snapshot delete snap s2 | grep -q "1 layers merged"' "$VRT"
+check "after delete s2: chain agrees, qemu-img check clean" chain_ok
+check "... chain is active layer, hdd.ovl, template" \
+	[ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["chain"]))' "$E2E_DIR/list.json")" = 3 ]
+check "boots after the deletes" boot
+check "A, B and D kept" markers HAVE-AAA-BBB-DDD-END
+check "stops" stop_vm
+check "the template's sha256 is unchanged" [ "$(sha256sum <"$TEMPLATE")" = "$sum_before" ]
+check "the template is still 0444" [ "$(stat -c %a "$TEMPLATE")" = 444 ]
+
+# --- offline snapshot and destroy --------------------------------------------------
+check "offline snapshot s3" bash -c '"$0" snapshot snap s3 | grep -q "snapshot s3 taken;"' "$VRT"
+check "after s3: chain agrees" chain_ok
+check "destroy removes the snapshot layers" bash -c '"$0" destroy snap >/dev/null && [ ! -e "$1/snapshots" ]' "$VRT" "$VMDIR"
+
+e2e_finish
