@@ -107,8 +107,10 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                 if (r < 0)
                         return r;
                 /* Holding the runtime lock keeps a start out while we change
-                 * the chain of a stopped VM. */
-                c->run_fd = runtime_lock(&c->p, msg, sizeof msg);
+                 * the chain of a stopped VM. A running VM is seen first:
+                 * runtime_lock() would wait out what looks like a
+                 * momentary holder before saying it is busy. */
+                c->run_fd = runtime_is_running(&c->p) ? -EBUSY : runtime_lock(&c->p, msg, sizeof msg);
                 if (c->run_fd == -EBUSY) {
                         c->running = true;
                         c->run_fd = -1;
