@@ -70,22 +70,25 @@ static int handle(const char *key, const char *value, unsigned line, void *userd
                 s->next = (unsigned)v;
                 return 0;
         }
-        if (strncmp(key, "snapshot.", 9) == 0) {
-                const char *tag = key + 9;
-                char msg[256], layer[SNAP_LAYER_MAX];
+        if (strncmp(key, "snapshot.", 9) == 0 && key[9] && strspn(key + 9, "0123456789") == strlen(key + 9)) {
+                char msg[256], tag[SNAP_TAG_MAX + 2], layer[SNAP_LAYER_MAX];
                 long long t;
                 int used = 0;
-                if (snap_check_tag(tag, msg, sizeof msg) < 0) {
-                        snprintf(err, errlen, "%s", msg);
-                        return -EINVAL;
-                }
                 if (s->n >= SNAP_MAX) {
                         snprintf(err, errlen, "more than %d snapshots", SNAP_MAX);
                         return -EINVAL;
                 }
-                if (sscanf(value, "%31s %lld%n", layer, &t, &used) != 2 || value[used] != '\0' ||
+                if (sscanf(value, "%33s %31s %lld%n", tag, layer, &t, &used) != 3 || value[used] != '\0' ||
                     !snap_layer_name_valid(layer) || t < 0) {
-                        snprintf(err, errlen, "%s=%s: not \"LAYER TIME\"", key, value);
+                        snprintf(err, errlen, "%s=%s: not \"TAG LAYER TIME\"", key, value);
+                        return -EINVAL;
+                }
+                if (snap_check_tag(tag, msg, sizeof msg) < 0) {
+                        snprintf(err, errlen, "%s: %s", key, msg);
+                        return -EINVAL;
+                }
+                if (snap_state_find(s, tag) >= 0) {
+                        snprintf(err, errlen, "%s: snapshot %s appears twice", key, tag);
                         return -EINVAL;
                 }
                 struct snap_entry *e = &s->snaps[s->n++];
@@ -154,8 +157,8 @@ int snap_state_save(const char *vm_dir, const struct snap_state *s, char *err, s
         len += (size_t)snprintf(buf + len, sizeof buf - len, "# vrt snapshots: the active layer and the tags\nactive=%s\nnext=%u\n",
                                 s->active, s->next);
         for (size_t i = 0; i < s->n && len < sizeof buf; i++)
-                len += (size_t)snprintf(buf + len, sizeof buf - len, "snapshot.%s=%s %lld\n", s->snaps[i].tag,
-                                        s->snaps[i].layer, s->snaps[i].time);
+                len += (size_t)snprintf(buf + len, sizeof buf - len, "snapshot.%zu=%s %s %lld\n", i + 1,
+                                        s->snaps[i].tag, s->snaps[i].layer, s->snaps[i].time);
         if (len >= sizeof buf) {
                 snprintf(err, errlen, "%s: state too large", path);
                 r = -E2BIG;

@@ -12,8 +12,8 @@
  *
  *   active=snapshots/3.qcow2
  *   next=4
- *   snapshot.s1=hdd.ovl 1765026658
- *   snapshot.s2=snapshots/1.qcow2 1765026700
+ *   snapshot.1=s1 hdd.ovl 1765026658
+ *   snapshot.2=s2 snapshots/1.qcow2 1765026700
  *
  * Layer names are relative to the VM's directory. Without a state file the
  * active layer is hdd.ovl, else hdd.img. */

@@ -22,6 +22,7 @@
 #include "images/seediso.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/snapstate.h"
 #include "launcher/core/spawn.h"
 #include "launcher/lifecycle/service.h"
 #include "launcher/core/strv.h"
@@ -877,6 +878,20 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
                 snprintf(err, errlen, "%s", msg);
                 r = lock_fd;
                 goto out;
+        }
+        {
+                struct snap_state st;
+                r = snap_state_load(p.vm_dir, &st, msg, sizeof msg);
+                if (r == 0 && st.present) {
+                        snprintf(err, errlen, "%s has snapshots (%s/%s): its disk is not reset", name, p.vm_dir,
+                                 SNAP_STATE_FILE);
+                        r = -EINVAL;
+                }
+                if (r < 0) {
+                        if (!err[0])
+                                snprintf(err, errlen, "%s", msg);
+                        goto out;
+                }
         }
         fd = open(p.overlay, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {

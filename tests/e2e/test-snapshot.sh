@@ -138,8 +138,8 @@ check "the template's sha256 is unchanged" [ "$(sha256sum <"$TEMPLATE")" = "$sum
 check "the template is still 0444" [ "$(stat -c %a "$TEMPLATE")" = 444 ]
 
 # --- offline snapshot and destroy --------------------------------------------------
-check "offline snapshot s3" bash -c '"$0" snapshot snap s3 | grep -q "snapshot s3 taken;"' "$VRT"
-check "after s3: chain agrees" chain_ok
+check "offline snapshot Pre-Upgrade3 (capitals)" bash -c '"$0" snapshot snap Pre-Upgrade3 | grep -q "snapshot Pre-Upgrade3 taken;" && "$0" snapshot list snap | grep -q "^Pre-Upgrade3 "' "$VRT"
+check "after Pre-Upgrade3: chain agrees" chain_ok
 check "destroy removes the snapshot layers" bash -c '"$0" destroy snap >/dev/null && [ ! -e "$1/snapshots" ]' "$VRT" "$VMDIR"
 
 e2e_finish
