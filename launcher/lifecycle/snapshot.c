@@ -415,7 +415,7 @@ static struct json_object *jstr(const char *s) {
 
 /* blockdev-add the new layer without backing, then blockdev-snapshot in a
  * transaction: the guest's writes go to the new layer from then on. */
-static int live_snapshot(struct ctx *c, const char *layer, char *err, size_t errlen) {
+static int live_snapshot(struct ctx *c, const char *layer, bool *unknown, char *err, size_t errlen) {
         struct qmp *q = NULL;
         char node[128], new_node[64], msg[1024];
         char *path = vm_file(c, layer);
@@ -463,7 +463,12 @@ static int live_snapshot(struct ctx *c, const char *layer, char *err, size_t err
         r = qmp_execute(q, "transaction", args, SNAP_QMP_TIMEOUT_MS, NULL, msg, sizeof msg);
         json_object_put(args);
         if (r < 0) {
+                /* Refused: nothing changed. Anything else (a timeout, QEMU
+                 * gone): it may have happened. */
+                *unknown = r != -EREMOTEIO;
                 snprintf(err, errlen, "transaction blockdev-snapshot %s over %s: %s", new_node, node, msg);
+                if (*unknown)
+                        added = false;
                 goto out;
         }
         added = false;
@@ -506,30 +511,40 @@ int snapshot_create(const char *root, const char *runtime_dir, const char *name,
         r = new_layer(&c, frozen, layer, err, errlen);
         if (r < 0)
                 goto out;
-        if (c.running) {
-                r = live_snapshot(&c, layer, err, errlen);
-                if (r < 0) {
-                        unlink_layer(&c, layer);
-                        goto out;
-                }
-                res->live = true;
-        }
+        /* The state names the new layer before QEMU writes to it: should
+         * vrt die in between, the next start opens the new, empty layer
+         * over the one the guest wrote last, and nothing is lost. */
         struct snap_state before = c.st;
-        if ((r = add_tag(&c, tag, frozen, err, errlen)) < 0)
+        if ((r = add_tag(&c, tag, frozen, err, errlen)) < 0) {
+                unlink_layer(&c, layer);
                 goto out;
+        }
         snprintf(c.st.active, sizeof c.st.active, "%s", layer);
         c.st.next++;
         r = snap_state_save(c.p.vm_dir, &c.st, err, errlen);
         if (r < 0) {
-                if (res->live) {
-                        size_t n = strlen(err);
-                        snprintf(err + n, errlen - n, "; QEMU writes to %s now, but the next start would use %s", layer,
-                                 frozen);
-                } else {
-                        unlink_layer(&c, layer);
-                }
-                c.st = before;
+                unlink_layer(&c, layer);
                 goto out;
+        }
+        if (c.running) {
+                bool unknown = false;
+                r = live_snapshot(&c, layer, &unknown, err, errlen);
+                if (r < 0 && unknown) {
+                        size_t n = strlen(err);
+                        snprintf(err + n, errlen - n, "; the state names %s as the active layer, so no data is lost either way", layer);
+                        goto out;
+                }
+                if (r < 0) {
+                        char msg[512];
+                        if (snap_state_save(c.p.vm_dir, &before, msg, sizeof msg) == 0) {
+                                unlink_layer(&c, layer);
+                        } else {
+                                size_t n = strlen(err);
+                                snprintf(err + n, errlen - n, "; and the state could not be restored: %s", msg);
+                        }
+                        goto out;
+                }
+                res->live = true;
         }
         snprintf(res->layer, sizeof res->layer, "%s", layer);
 out:
