@@ -13,7 +13,7 @@ static const char usage_text[] =
         "usage: vrt snapshot NAME [TAG]          take a snapshot (live while NAME runs)\n"
         "       vrt snapshot list NAME [--json]  tags, times, sizes and the disk chain\n"
         "       vrt snapshot revert NAME TAG     continue from TAG on a fresh layer (NAME stopped)\n"
-        "       vrt snapshot delete NAME TAG     forget TAG, merging layers no longer needed (NAME stopped)";
+        "       vrt snapshot delete NAME TAG     forget TAG, merging layers no longer needed (live too)";
 
 static int status_for(int r) {
         switch (r) {

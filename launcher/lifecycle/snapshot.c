@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,12 +304,198 @@ static int scan_layers(struct ctx *c, struct layer_file **ret, size_t *ret_n, ch
         return 0;
 }
 
+static struct json_object *jstr(const char *s) {
+        return json_object_new_string(s);
+}
+
+/* The running chain's QEMU nodes, by the real path of their files. */
+struct live {
+        struct qmp *q;
+        struct json_object *nodes;      /* query-named-block-nodes */
+};
+
+static int live_open(struct ctx *c, struct live *l, char *err, size_t errlen) {
+        char msg[1024];
+        int r = qmp_connect_unix(c->p.monitor_sock, SNAP_QMP_TIMEOUT_MS, &l->q, msg, sizeof msg);
+        if (r == 0)
+                r = qmp_handshake(l->q, SNAP_QMP_TIMEOUT_MS, msg, sizeof msg);
+        if (r < 0)
+                snprintf(err, errlen, "%s: %s", c->p.monitor_sock, msg);
+        return r;
+}
+
+static int live_refresh(struct live *l, char *err, size_t errlen) {
+        json_object_put(l->nodes);
+        l->nodes = NULL;
+        return qmp_execute(l->q, "query-named-block-nodes", NULL, SNAP_QMP_TIMEOUT_MS, &l->nodes, err, errlen);
+}
+
+static void live_close(struct live *l) {
+        json_object_put(l->nodes);
+        qmp_free(l->q);
+        *l = (struct live){ 0 };
+}
+
+static bool live_has(const struct live *l, const char *node, const char *drv) {
+        for (size_t i = 0; json_object_is_type(l->nodes, json_type_array) && i < json_object_array_length(l->nodes); i++) {
+                struct json_object *n = json_object_array_get_idx(l->nodes, i), *d, *name;
+                if (json_object_object_get_ex(n, "drv", &d) && json_object_object_get_ex(n, "node-name", &name) &&
+                    strcmp(json_object_get_string(name), node) == 0 && strcmp(json_object_get_string(d), drv) == 0)
+                        return true;
+        }
+        return false;
+}
+
+/* The names of the qcow2 node of the layer rel (path) in QEMU, and of its
+ * file node when that is one of its own: the nodes vrt gave it, "disk0",
+ * "disk0-lI" with "disk0-lI-file" from the start (qemu_argv.c), or
+ * "snap-N" for snapshots/N.qcow2 added live (its file node is implicit).
+ * A qcow2 node's "file" in query-named-block-nodes is a json: name, so
+ * the layer is found by its file node. Returns false when QEMU has no
+ * node of that file. */
+static bool live_node(const struct live *l, const char *rel, const char *path, char *fmt, size_t fmtlen,
+                      char *file, size_t filelen) {
+        char want[PATH_MAX];
+        if (!realpath(path, want))
+                return false;
+        for (size_t i = 0; json_object_is_type(l->nodes, json_type_array) && i < json_object_array_length(l->nodes); i++) {
+                struct json_object *n = json_object_array_get_idx(l->nodes, i), *f, *d, *name;
+                char have[PATH_MAX];
+                unsigned idx;
+                int used = 0;
+                if (!json_object_object_get_ex(n, "file", &f) || !json_object_object_get_ex(n, "drv", &d) ||
+                    !json_object_object_get_ex(n, "node-name", &name) || strcmp(json_object_get_string(d), "file") != 0 ||
+                    !realpath(json_object_get_string(f), have) || strcmp(have, want) != 0)
+                        continue;
+                const char *nn = json_object_get_string(name);
+                file[0] = '\0';
+                if (sscanf(nn, "disk0-l%u-file%n", &idx, &used) == 1 && nn[used] == '\0') {
+                        if (idx == 0)
+                                snprintf(fmt, fmtlen, "disk0");
+                        else
+                                snprintf(fmt, fmtlen, "disk0-l%u", idx);
+                        snprintf(file, filelen, "%s", nn);
+                } else if (nn[0] == '#' && strncmp(rel, SNAP_DIR "/", sizeof SNAP_DIR) == 0) {
+                        snprintf(fmt, fmtlen, "snap-%.*s", (int)strcspn(rel + sizeof SNAP_DIR, "."), rel + sizeof SNAP_DIR);
+                } else {
+                        continue;
+                }
+                if (live_has(l, fmt, "qcow2"))
+                        return true;
+        }
+        return false;
+}
+
+/* Streams the layer `lower` (open in QEMU) into the one layer above it
+ * with block-stream, waits for the job, and takes `lower` out of QEMU. */
+static int live_merge(struct ctx *c, struct live *l, const struct layer_file *lower, const struct layer_file *upper,
+                      char *err, size_t errlen) {
+        char msg[1024], job[64], *lower_path = vm_file(c, lower->rel), *upper_path = vm_file(c, upper->rel),
+                                  *base_path = vm_file(c, lower->parent);
+        char top_node[128], base_node[128], lower_node[128], lower_file[128] = "";
+        int r;
+
+        if (!lower_path || !upper_path || !base_path) {
+                r = -ENOMEM;
+                snprintf(err, errlen, "out of memory");
+                goto out;
+        }
+        r = live_refresh(l, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "query-named-block-nodes: %s", msg);
+                goto out;
+        }
+        char unused[128];
+        bool ok_t = live_node(l, upper->rel, upper_path, top_node, sizeof top_node, unused, sizeof unused),
+             ok_b = live_node(l, lower->parent, base_path, base_node, sizeof base_node, unused, sizeof unused),
+             ok_l = live_node(l, lower->rel, lower_path, lower_node, sizeof lower_node, lower_file, sizeof lower_file);
+        if (!ok_t || !ok_b || !ok_l) {
+                snprintf(err, errlen, "QEMU has no node for %s", !ok_t ? upper_path : !ok_b ? base_path : lower_path);
+                r = -ENODEV;
+                goto out;
+        }
+        snprintf(job, sizeof job, "vrt-stream-%ld", (long)getpid());
+
+        struct json_object *a = json_object_new_object();
+        json_object_object_add(a, "job-id", jstr(job));
+        json_object_object_add(a, "device", jstr(top_node));
+        json_object_object_add(a, "base-node", jstr(base_node));
+        json_object_object_add(a, "backing-file", jstr(lower->backing_file));
+        r = qmp_execute(l->q, "block-stream", a, SNAP_QMP_TIMEOUT_MS, NULL, msg, sizeof msg);
+        json_object_put(a);
+        if (r < 0) {
+                snprintf(err, errlen, "block-stream %s into %s: %s", lower->rel, upper->rel, msg);
+                goto out;
+        }
+        /* Until BLOCK_JOB_COMPLETED (or _CANCELLED) for our job. */
+        struct timespec start, now;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        for (bool done = false; !done;) {
+                struct json_object *jobs = NULL, *ev;
+                r = qmp_execute(l->q, "query-block-jobs", NULL, SNAP_QMP_TIMEOUT_MS, &jobs, msg, sizeof msg);
+                json_object_put(jobs);
+                if (r < 0) {
+                        snprintf(err, errlen, "query-block-jobs: %s", msg);
+                        goto out;
+                }
+                while (qmp_next_event(l->q, &ev) == 1) {
+                        struct json_object *name, *data, *dev, *e = NULL;
+                        if (json_object_object_get_ex(ev, "event", &name) &&
+                            json_object_object_get_ex(ev, "data", &data) && json_object_object_get_ex(data, "device", &dev) &&
+                            strcmp(json_object_get_string(dev), job) == 0) {
+                                const char *what = json_object_get_string(name);
+                                if (strcmp(what, "BLOCK_JOB_COMPLETED") == 0 || strcmp(what, "BLOCK_JOB_CANCELLED") == 0) {
+                                        done = true;
+                                        if (json_object_object_get_ex(data, "error", &e) || strcmp(what, "BLOCK_JOB_CANCELLED") == 0) {
+                                                snprintf(err, errlen, "block-stream %s into %s: %s", lower->rel, upper->rel,
+                                                         e ? json_object_get_string(e) : "cancelled");
+                                                r = -EIO;
+                                        }
+                                }
+                        }
+                        json_object_put(ev);
+                }
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                if (!done && (now.tv_sec - start.tv_sec) * 1000 > SNAP_MERGE_TIMEOUT_MS) {
+                        snprintf(err, errlen, "block-stream %s into %s: not done after %d s", lower->rel, upper->rel,
+                                 SNAP_MERGE_TIMEOUT_MS / 1000);
+                        r = -ETIMEDOUT;
+                }
+                if (r < 0)
+                        goto out;
+                if (!done) {
+                        struct timespec ts = { 0, 20 * 1000000L };
+                        nanosleep(&ts, NULL);
+                }
+        }
+        /* The stream took lower out of the chain: close it in QEMU. */
+        const char *dels[2] = { lower_node, lower_file[0] ? lower_file : NULL };
+        for (size_t i = 0; i < 2 && dels[i]; i++) {
+                struct json_object *d = json_object_new_object();
+                json_object_object_add(d, "node-name", jstr(dels[i]));
+                r = qmp_execute(l->q, "blockdev-del", d, SNAP_QMP_TIMEOUT_MS, NULL, msg, sizeof msg);
+                json_object_put(d);
+                if (r < 0) {
+                        snprintf(err, errlen, "blockdev-del %s (%s): %s", dels[i], lower->rel, msg);
+                        goto out;
+                }
+        }
+out:
+        free(lower_path);
+        free(upper_path);
+        free(base_path);
+        return r;
+}
+
 /* Removes the layers in snapshots/ that neither the active layer nor a tag
  * needs: one with no layer above it is deleted; one with exactly one layer
  * above it is merged into that layer first, which then backs onto the
  * removed layer's backing file. A layer under several others stays.
  *
- * The merge runs `qemu-img rebase` (safe mode: it copies into the upper
+ * While the VM runs, a layer QEMU has open is merged by QEMU: block-stream
+ * into the layer above with the removed layer's backing as base, then
+ * blockdev-del (live_merge()). Any other merge runs `qemu-img rebase`
+ * (safe mode: it copies into the upper
  * layer every cluster in which the old and the new backing chains differ,
  * then rewrites its backing file name). vrt's own qcow2 writer lays out
  * empty images only; merging needs data clusters, L2 tables and refcount
@@ -318,10 +505,13 @@ static int scan_layers(struct ctx *c, struct layer_file **ret, size_t *ret_n, ch
  * leaves a chain that still reads the same data. */
 static int collect(struct ctx *c, struct snapshot_result *res, char *err, size_t errlen) {
         char qemu_img[512];
+        struct live l = { 0 };
         bool changed = true;
         int r = 0;
 
         qemu_img_path(c, qemu_img, sizeof qemu_img);
+        if (c->running && (r = live_open(c, &l, err, errlen)) < 0)
+                return r;
         while (changed && r == 0) {
                 struct layer_file *v = NULL;
                 size_t n = 0;
@@ -340,7 +530,24 @@ static int collect(struct ctx *c, struct snapshot_result *res, char *err, size_t
                                 }
                         if (kids > 1)
                                 continue;
-                        if (kids == 1) {
+                        /* A layer of the running chain is merged by QEMU. */
+                        char *lower_path = c->running ? vm_file(c, v[i].rel) : NULL;
+                        bool in_qemu = false;
+                        char fmt_node[128], file_node[128];
+                        if (lower_path && (r = live_refresh(&l, err, errlen)) == 0)
+                                in_qemu = live_node(&l, v[i].rel, lower_path, fmt_node, sizeof fmt_node, file_node,
+                                                    sizeof file_node);
+                        free(lower_path);
+                        if (r < 0)
+                                break;
+                        if (kids == 1 && in_qemu) {
+                                r = live_merge(c, &l, &v[i], &v[kid], err, errlen);
+                                if (r < 0)
+                                        break;
+                                res->merged++;
+                        } else if (kids == 0 && in_qemu) {
+                                continue;       /* cannot happen: an open layer has the active one above it */
+                        } else if (kids == 1) {
                                 char *upper = vm_file(c, v[kid].rel), out[4096] = "";
                                 if (!upper) {
                                         r = -ENOMEM;
@@ -365,6 +572,7 @@ static int collect(struct ctx *c, struct snapshot_result *res, char *err, size_t
                 }
                 free(v);
         }
+        live_close(&l);
         if (r == 0) {
                 char *dir = vm_file(c, SNAP_DIR);
                 if (dir)
@@ -409,10 +617,6 @@ static int top_node(struct qmp *q, char *buf, size_t len, char *err, size_t errl
         return r;
 }
 
-static struct json_object *jstr(const char *s) {
-        return json_object_new_string(s);
-}
-
 /* blockdev-add the new layer without backing, then blockdev-snapshot in a
  * transaction: the guest's writes go to the new layer from then on. */
 static int live_snapshot(struct ctx *c, const char *layer, bool *unknown, char *err, size_t errlen) {
@@ -433,7 +637,8 @@ static int live_snapshot(struct ctx *c, const char *layer, bool *unknown, char *
                 snprintf(err, errlen, "%s: %s", c->p.monitor_sock, msg);
                 goto out;
         }
-        snprintf(new_node, sizeof new_node, "snap-%u", c->st.next);
+        /* snap-N for snapshots/N.qcow2, as live_node() finds it again. */
+        snprintf(new_node, sizeof new_node, "snap-%.*s", (int)strcspn(layer + sizeof SNAP_DIR, "."), layer + sizeof SNAP_DIR);
 
         struct json_object *file = json_object_new_object(), *add = json_object_new_object();
         json_object_object_add(file, "driver", jstr("file"));
@@ -604,8 +809,7 @@ int snapshot_delete(const char *root, const char *runtime_dir, const char *name,
         r = snap_check_tag(tag, err, errlen);
         if (r < 0)
                 return r;
-        r = ctx_open(&c, root, runtime_dir, name, true, true,
-                     "snapshots are deleted from stopped VMs only (stop it first)", err, errlen);
+        r = ctx_open(&c, root, runtime_dir, name, true, false, NULL, err, errlen);
         if (r < 0)
                 goto out;
         i = snap_state_find(&c.st, tag);

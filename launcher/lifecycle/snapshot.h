@@ -3,10 +3,11 @@
  * Taking a snapshot freezes the active layer and makes a new empty overlay,
  * written by images/qcow2.c, the active layer: offline by updating the
  * state file, live by blockdev-add of the new overlay and blockdev-snapshot
- * in a QMP transaction on the VM's monitor socket. Revert and delete work
- * on a stopped VM only. Layers nothing needs any more are removed; one
- * with a single layer above it is first merged into that layer (see
- * snapshot.c for why that runs qemu-img). The template is never written.
+ * in a QMP transaction on the VM's monitor socket. Revert needs a stopped
+ * VM. Layers nothing needs any more are removed; one with a single layer
+ * above it is first merged into that layer: by QEMU (block-stream) when it
+ * has the layer open, else by qemu-img rebase (see snapshot.c for why).
+ * The template is never written.
  *
  * Errors: -EINVAL bad name or tag, -ENOENT no such VM or tag, -EEXIST the
  * tag exists (all bad input: exit 2), -EREMOTE the VM runs on another

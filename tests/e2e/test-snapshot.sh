@@ -2,10 +2,11 @@
 # External snapshots end to end with the real guest: it writes marker A,
 # `vrt snapshot` s1 (live), writes B, s2 (live), writes C; stopped, a
 # revert to s1 boots with A only, a revert to s2 with A and B, and deleting
-# s1 and then s2 (a merge) keeps A and B. After every step each layer
+# s1 and then s2 (a merge) keeps A and B; while running, deleting a middle
+# and then the last snapshot (block-stream) keeps everything. After every step each layer
 # passes qemu-img check, qemu-img info --backing-chain agrees with
 # `vrt snapshot list --json`, and the template is unchanged. Refusals (bad
-# tag, unknown VM or tag, duplicate tag, revert or delete of a running VM)
+# tag, unknown VM or tag, duplicate tag, revert of a running VM)
 # exit 2 or 1 and change nothing.
 . "$(dirname "$0")/lib.sh"
 E2E_SHUTDOWN_TIMEOUT=10
@@ -94,7 +95,6 @@ check "the running guest sees A, B and C" markers HAVE-AAA-BBB-CCC-END
 check "list while running: chain agrees with qemu-img" chain_ok
 check "list: two snapshots" bash -c '"$0" snapshot list snap | grep -cE "^s[12] " | grep -qx 2' "$VRT"
 refused 1 "revert of a running VM" revert snap s1
-refused 1 "delete of a running VM" delete snap s1
 refused 2 "duplicate tag (running)" snap s1
 check "stops" stop_vm
 
@@ -140,6 +140,34 @@ check "the template is still 0444" [ "$(stat -c %a "$TEMPLATE")" = 444 ]
 # --- offline snapshot and destroy --------------------------------------------------
 check "offline snapshot Pre-Upgrade3 (capitals)" bash -c '"$0" snapshot snap Pre-Upgrade3 | grep -q "snapshot Pre-Upgrade3 taken;" && "$0" snapshot list snap | grep -q "^Pre-Upgrade3 "' "$VRT"
 check "after Pre-Upgrade3: chain agrees" chain_ok
+# --- live delete: block-stream of a layer QEMU has open -----------------------------
+all_markers() {	# all_markers WANT: markers A, B, C/D, E, F
+	console_cmd snap 'echo "ALL-$(cat /mnt/disk/ma 2>/dev/null)-$(cat /mnt/disk/mb 2>/dev/null)-$(cat /mnt/disk/mc 2>/dev/null)-$(cat /mnt/disk/me 2>/dev/null)-$(cat /mnt/disk/mf 2>/dev/null)-END"'
+	wait_for 20 console_has snap "$1"
+}
+check "boots for the live deletes" boot
+console_cmd snap 'echo EEE > /mnt/disk/me; sync; echo WROTE-E$((1+1))'
+check "guest wrote E" wait_for 20 console_has snap WROTE-E2
+check "live snapshot L1" "$VRT" snapshot snap L1
+console_cmd snap 'echo FFF > /mnt/disk/mf; sync; echo WROTE-F$((1+1))'
+check "guest wrote F" wait_for 20 console_has snap WROTE-F2
+check "live delete Pre-Upgrade3 (a middle layer streamed into the one above)" \
+	bash -c '"$0" snapshot delete snap Pre-Upgrade3 | grep -q "1 layers merged"' "$VRT"
+check "... chain agrees, qemu-img check clean" chain_ok
+check "... the guest still sees everything" all_markers ALL-AAA-BBB-DDD-EEE-FFF-END
+check "live delete L1 (streamed into the active layer)" \
+	bash -c '"$0" snapshot delete snap L1 | grep -q "1 layers merged"' "$VRT"
+check "... chain agrees, qemu-img check clean" chain_ok
+check "... chain is active layer, hdd.ovl, template" \
+	[ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["chain"]))' "$E2E_DIR/list.json")" = 3 ]
+: >"$VMDIR/log/console.log"
+check "... the guest still sees everything" all_markers ALL-AAA-BBB-DDD-EEE-FFF-END
+check "stops" stop_vm
+check "after the live deletes: chain agrees, qemu-img check clean" chain_ok
+check "boots after the live deletes" boot
+check "A, B, D, E and F kept" all_markers ALL-AAA-BBB-DDD-EEE-FFF-END
+check "stops" stop_vm
+check "the template's sha256 is still unchanged" [ "$(sha256sum <"$TEMPLATE")" = "$sum_before" ]
 check "destroy removes the snapshot layers" bash -c '"$0" destroy snap >/dev/null && [ ! -e "$1/snapshots" ]' "$VRT" "$VMDIR"
 
 e2e_finish
