@@ -17,6 +17,7 @@
 #include "images/qcow2.h"
 #include "launcher/core/config.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/lease.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/snapstate.h"
@@ -36,10 +37,12 @@ struct ctx {
         char active[SNAP_LAYER_MAX];    /* the active layer, also without a state file */
         int lock_fd;                    /* flock of snapshots/.lock: one snapshot command at a time */
         int run_fd;                     /* the runtime lock while we work on a stopped VM, else -1 */
+        int lease_fd;                   /* and its lease on the shared root, else -1 */
         bool running;
 };
 
 static void ctx_done(struct ctx *c) {
+        lease_release(&c->lease_fd);
         if (c->run_fd >= 0) {
                 runtime_remove(&c->p);
                 close(c->run_fd);
@@ -47,7 +50,7 @@ static void ctx_done(struct ctx *c) {
         if (c->lock_fd >= 0)
                 close(c->lock_fd);
         vm_paths_done(&c->p);
-        c->run_fd = c->lock_fd = -1;
+        c->run_fd = c->lock_fd = c->lease_fd = -1;
 }
 
 static char *vm_file(const struct ctx *c, const char *rel) {
@@ -70,7 +73,7 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
         struct stat st;
         int r;
 
-        *c = (struct ctx){ .root = root, .name = name, .lock_fd = -1, .run_fd = -1 };
+        *c = (struct ctx){ .root = root, .name = name, .lock_fd = -1, .run_fd = -1, .lease_fd = -1 };
         r = vmstate_check_exists(root, runtime_dir, name, err, errlen);
         if (r < 0)
                 return r;
@@ -120,6 +123,28 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                         c->run_fd = -1;
                         snprintf(err, errlen, "%s", msg);
                         return r;
+                } else {
+                        /* And the lease, so that no other host starts it
+                         * meanwhile (as destroy does). */
+                        char host[LEASE_HOST_MAX + 1];
+                        struct lease_holder stale;
+                        r = lease_host_name(host, sizeof host, err, errlen);
+                        if (r < 0)
+                                return r;
+                        r = lease_acquire(c->p.vm_dir, name, host, &stale, msg, sizeof msg);
+                        if (r == -EBUSY) {
+                                struct lease_holder h;
+                                char where[300];
+                                lease_probe(c->p.vm_dir, &h);
+                                vmstate_describe_elsewhere(&h, where, sizeof where);
+                                snprintf(err, errlen, "%s; run this there", where);
+                                return -EREMOTE;
+                        }
+                        if (r < 0) {
+                                snprintf(err, errlen, "%s", msg);
+                                return r;
+                        }
+                        c->lease_fd = r;
                 }
         } else {
                 c->running = runtime_is_running(&c->p);
