@@ -93,6 +93,10 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                 return -EREMOTE;
         }
         if (modify) {
+                /* One snapshot command at a time (the callers' precheck()
+                 * has refused bad input before this creates anything).
+                 * Across hosts the lease (below) or the running VM's
+                 * host decides. */
                 char *dir = vm_file(c, SNAP_DIR), *lock = vm_file(c, SNAP_LOCK_FILE);
                 r = 0;
                 if (!dir || !lock)
@@ -103,9 +107,10 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                         r = -errno;
                 else if (flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0)
                         r = errno == EWOULDBLOCK ? -EBUSY : -errno;
-                if (r < 0)
-                        snprintf(err, errlen, r == -EBUSY ? "another snapshot command works on this VM (%s)" : "%s: %s",
-                                 r == -EBUSY ? lock : dir ? dir : "", strerror(-r));
+                if (r == -EBUSY)
+                        snprintf(err, errlen, "another snapshot command works on this VM (%s)", lock);
+                else if (r < 0)
+                        snprintf(err, errlen, "%s: %s", dir ? dir : "", strerror(-r));
                 free(dir);
                 free(lock);
                 if (r < 0)
@@ -186,11 +191,20 @@ static int new_layer(struct ctx *c, const char *over, char ret[SNAP_LAYER_MAX], 
 
         snprintf(ret, SNAP_LAYER_MAX, SNAP_DIR "/%u.qcow2", c->st.next);
         path = vm_file(c, ret);
-        if (!over_path || !path) {
+        char *dir = vm_file(c, SNAP_DIR);
+        if (!over_path || !path || !dir) {
+                free(dir);
                 r = -ENOMEM;
                 snprintf(err, errlen, "out of memory");
                 goto out;
         }
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+                r = -errno;
+                snprintf(err, errlen, "cannot create %s: %s", dir, strerror(-r));
+                free(dir);
+                goto out;
+        }
+        free(dir);
         r = image_chain_inspect(over_path, &chain, msg, sizeof msg);
         if (r < 0) {
                 snprintf(err, errlen, "%s", msg);
@@ -714,6 +728,28 @@ out:
         return r;
 }
 
+/* The checks of bad input, made before any lock is taken or file
+ * created, so that a refused command changes nothing; ctx_open() and the
+ * callers check again under the locks. want: 1 the tag must exist, 0 it
+ * must not. */
+static int precheck(const char *root, const char *runtime_dir, const char *name, const char *tag, int want,
+                    bool need_stopped, const char *msg_running, char *err, size_t errlen) {
+        struct ctx c;
+        int r = snap_check_tag(tag, err, errlen);
+        if (r < 0)
+                return r;
+        r = ctx_open(&c, root, runtime_dir, name, false, need_stopped, msg_running, err, errlen);
+        if (r == 0 && want == 1 && snap_state_find(&c.st, tag) < 0) {
+                snprintf(err, errlen, "no snapshot %s", tag);
+                r = -ENOENT;
+        } else if (r == 0 && want == 0 && snap_state_find(&c.st, tag) >= 0) {
+                snprintf(err, errlen, "snapshot %s exists already", tag);
+                r = -EEXIST;
+        }
+        ctx_done(&c);
+        return r;
+}
+
 int snapshot_create(const char *root, const char *runtime_dir, const char *name, const char *tag,
                     struct snapshot_result *res, char *err, size_t errlen) {
         struct ctx c;
@@ -721,7 +757,7 @@ int snapshot_create(const char *root, const char *runtime_dir, const char *name,
         int r;
 
         *res = (struct snapshot_result){ 0 };
-        r = snap_check_tag(tag, err, errlen);
+        r = precheck(root, runtime_dir, name, tag, 0, false, NULL, err, errlen);
         if (r < 0)
                 return r;
         r = ctx_open(&c, root, runtime_dir, name, true, false, NULL, err, errlen);
@@ -789,7 +825,7 @@ int snapshot_revert(const char *root, const char *runtime_dir, const char *name,
         int r, i;
 
         *res = (struct snapshot_result){ 0 };
-        r = snap_check_tag(tag, err, errlen);
+        r = precheck(root, runtime_dir, name, tag, 1, true, "stop it before reverting", err, errlen);
         if (r < 0)
                 return r;
         r = ctx_open(&c, root, runtime_dir, name, true, true, "stop it before reverting", err, errlen);
@@ -831,7 +867,7 @@ int snapshot_delete(const char *root, const char *runtime_dir, const char *name,
         int r, i;
 
         *res = (struct snapshot_result){ 0 };
-        r = snap_check_tag(tag, err, errlen);
+        r = precheck(root, runtime_dir, name, tag, 1, false, NULL, err, errlen);
         if (r < 0)
                 return r;
         r = ctx_open(&c, root, runtime_dir, name, true, false, NULL, err, errlen);

@@ -108,6 +108,14 @@ refused 2 "unknown VM (list)" list nosuch
 refused 2 "unknown tag (revert)" revert snap nope
 refused 2 "unknown tag (delete)" delete snap nope
 refused 2 "bad tag (revert)" revert snap 'a b'
+make_vm plain
+"$VRT" image overlay ../../images/testguest.qcow2 "$VRT_ROOT/vm/plain/hdd.ovl" || exit 1
+for args in "revert plain s1" "delete plain s1" "plain -bad"; do
+	"$VRT" snapshot $args 2>/dev/null
+	st=$?
+	check "no snapshots yet: vrt snapshot $args exits 2" [ "$st" = 2 ]
+	check "... and creates nothing" [ ! -e "$VRT_ROOT/vm/plain/snapshots" ] && [ ! -e "$VRT_ROOT/vm/plain/lease" ]
+done
 
 # --- revert ------------------------------------------------------------------------
 check "revert to s1" "$VRT" snapshot revert snap s1
