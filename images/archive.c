@@ -453,3 +453,41 @@ struct archive_reader *archive_reader_free(struct archive_reader *r) {
         free(r);
         return NULL;
 }
+
+int archive_file_sha256(const char *path, char sha256[ARCHIVE_SHA256_HEX], char *err, size_t errlen) {
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        char *buf = malloc(READ_BLOCK);
+        int fd = -1, r = 0;
+
+        if (!md || !buf || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+                r = -ENOMEM;
+                snprintf(err, errlen, "%s: out of memory", path);
+                goto done;
+        }
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0) {
+                r = -errno;
+                snprintf(err, errlen, "%s: %s", path, strerror(errno));
+                goto done;
+        }
+        for (;;) {
+                ssize_t n = read(fd, buf, READ_BLOCK);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        r = -errno;
+                        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+                        goto done;
+                }
+                if (n == 0)
+                        break;
+                EVP_DigestUpdate(md, buf, (size_t)n);
+        }
+        hex_digest(md, sha256);
+done:
+        if (fd >= 0)
+                close(fd);
+        free(buf);
+        EVP_MD_CTX_free(md);
+        return r;
+}

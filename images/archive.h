@@ -80,3 +80,7 @@ struct archive_reader *archive_reader_free(struct archive_reader *r);
 /* Checks a member name against the rules above. Returns 0 or -EINVAL with
  * the reason (without the name) in err. */
 int archive_check_name(const char *name, char *err, size_t errlen);
+
+/* The SHA-256 of the file at path (followed if a symlink), in hex.
+ * Returns 0 or a negative errno with one line. */
+int archive_file_sha256(const char *path, char sha256[ARCHIVE_SHA256_HEX], char *err, size_t errlen);
