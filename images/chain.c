@@ -367,7 +367,9 @@ static int inspect_layer(struct image_chain *c, struct layer_id *ids, const char
         ssize_t n;
         int fd = -1, r;
 
-        fd = open(l->path, O_RDONLY | O_CLOEXEC);
+        /* O_NONBLOCK: a FIFO named as a backing file must be refused below,
+         * not block the open forever (no effect on regular files). */
+        fd = open(l->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0) {
                 r = -errno;
                 if (referrer && errno == ENOENT)

@@ -4,6 +4,7 @@
 #include <json-c/json.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,16 +28,16 @@
 #define CLI_QMP_TIMEOUT_MS 10000
 #define CONSOLE_LINGER_MS 1000  /* reading on after piped input ended */
 
-static int has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* Checks every *.properties in ROOT/SUB with check(); first error wins. */
-static int check_dir(const char *root, const char *sub, const struct host_config *host,
-                     int (*check)(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen),
+struct check_ctx {
+        const struct cli *cli;
+        const struct host_config *host;
+};
+
+static int check_dir(const struct check_ctx *c, const char *sub,
+                     int (*check)(const char *path, const char *entry, const struct check_ctx *c, char *err, size_t errlen),
                      char *err, size_t errlen) {
-        char *dir = paths_join(root, sub);
+        char *dir = paths_join(c->cli->root, sub);
         if (!dir)
                 return -ENOMEM;
         DIR *d = opendir(dir);
@@ -54,7 +55,7 @@ static int check_dir(const char *root, const char *sub, const struct host_config
                         r = -ENOMEM;
                         break;
                 }
-                r = check(path, de->d_name, host, err, errlen);
+                r = check(path, de->d_name, c, err, errlen);
                 free(path);
         }
         closedir(d);
@@ -62,36 +63,40 @@ static int check_dir(const char *root, const char *sub, const struct host_config
         return r;
 }
 
-static int check_vm(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen) {
-        char *props = paths_join(path, "instance.properties");
-        struct instance *inst = NULL;
-        if (!props)
+/* A VM is checked as `vrt showcmd` does it, so check passes exactly when
+ * every VM would get an argv; a destroyed one is not started any more. */
+static int check_vm(const char *path, const char *entry, const struct check_ctx *c, char *err, size_t errlen) {
+        struct launch_context ctx;
+        char **args = NULL;
+        char *destroyed = paths_join(path, "DESTROYED");
+        if (!destroyed)
                 return -ENOMEM;
-        int r = instance_load(props, entry, paths_runtime_from_env(), &inst, err, errlen);
-        if (r == 0)
-                r = instance_check(inst, host, err, errlen);
-        if (r == 0 && strcmp(inst->name, entry) != 0) {
-                snprintf(err, errlen, "%s:%u: name=%s does not match its directory", props, inst->line_name, inst->name);
-                r = -EINVAL;
-        }
-        instance_free(inst);
-        free(props);
+        bool skip = access(destroyed, F_OK) == 0;
+        free(destroyed);
+        if (skip)
+                return 0;
+        int r = launch_context_load(&ctx, c->cli->root, c->cli->runtime_dir, entry, err, errlen);
+        if (r < 0)
+                return r;
+        r = qemu_argv_build(&ctx.launch, &args, err, errlen);
+        strv_free(args);
+        launch_context_done(&ctx);
         return r;
 }
 
-static int check_inst(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen) {
+static int check_inst(const char *path, const char *entry, const struct check_ctx *c, char *err, size_t errlen) {
         struct instance *inst = NULL;
         if (!has_suffix(entry, ".properties"))
                 return 0;
         /* A request's name comes from name= or is chosen at creation. */
-        int r = instance_load(path, "request", paths_runtime_from_env(), &inst, err, errlen);
+        int r = instance_load(path, "request", c->cli->runtime_dir, &inst, err, errlen);
         if (r == 0)
-                r = instance_check(inst, host, err, errlen);
+                r = instance_check(inst, c->host, err, errlen);
         instance_free(inst);
         return r;
 }
 
-static int check_image(const char *path, const char *entry, const struct host_config *host, char *err, size_t errlen) {
+static int check_image(const char *path, const char *entry, const struct check_ctx *c, char *err, size_t errlen) {
         struct image_meta *m = NULL;
         if (!has_suffix(entry, ".properties"))
                 return 0;
@@ -113,17 +118,18 @@ int cmd_check(struct cli *cli, int argc, char **argv) {
         if (!conf)
                 return CLI_FAILED;
         r = host_config_load(conf, &host, err, sizeof err);
+        struct check_ctx c = { cli, host };
         if (r == 0)
-                r = check_dir(cli->root, "images", host, check_image, err, sizeof err);
+                r = check_dir(&c, "images", check_image, err, sizeof err);
         if (r == 0)
-                r = check_dir(cli->root, "vm", host, check_vm, err, sizeof err);
+                r = check_dir(&c, "vm", check_vm, err, sizeof err);
         if (r == 0)
-                r = check_dir(cli->root, "inst", host, check_inst, err, sizeof err);
+                r = check_dir(&c, "inst", check_inst, err, sizeof err);
         host_config_free(host);
         free(conf);
         if (r < 0) {
                 cli_error("%s", err);
-                return CLI_INVALID;
+                return cli_status_for(r);
         }
         printf("configuration OK\n");
         return CLI_OK;

@@ -15,6 +15,7 @@
 #include "launcher/core/config.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/lifecycle/firstboot.h"
+#include "launcher/lifecycle/instantiate.h"
 #include "launcher/core/paths.h"
 #include "launcher/lifecycle/service.h"
 
@@ -143,6 +144,12 @@ static void on_first_boot(const char *script, unsigned timeout_s, void *userdata
         snprintf(n->script, sizeof n->script, "%s", script);
         if (!n->quiet)
                 cli_error("note: %s: first boot with init script %s (at most %u s)", n->name, script, timeout_s);
+}
+
+static void on_new_vm_boot(const char *name, const char *script, unsigned timeout_s, void *userdata) {
+        struct boot_note *n = userdata;
+        n->name = name;
+        on_first_boot(script, timeout_s, userdata);
 }
 
 /* Boots the new VM for real, as `vrt start` does. */
@@ -290,70 +297,49 @@ int cmd_create(struct cli *cli, int argc, char **argv) {
         sigaction(SIGHUP, &sa, NULL);
 
         struct progress prog = { .last_percent = -1 };
-        struct create_request req = {
-                .root = cli->root,
-                .runtime_dir = cli->runtime_dir,
-                .props_path = props_path,
-                .name = name,
-                .default_name = default_name,
-                .progress = !cli->json && isatty(STDERR_FILENO) ? show_progress : NULL,
-                .userdata = &prog,
-                .cancel = &create_cancel,
+        struct boot_note note = { .quiet = cli->json };
+        struct instantiate_request req = {
+                .create = {
+                        .root = cli->root,
+                        .runtime_dir = cli->runtime_dir,
+                        .props_path = props_path,
+                        .name = name,
+                        .default_name = default_name,
+                        .progress = !cli->json && isatty(STDERR_FILENO) ? show_progress : NULL,
+                        .userdata = &prog,
+                        .cancel = &create_cancel,
+                },
+                .source = fd_path[0] ? "command line" : props_path,
+                .on_boot = on_new_vm_boot,
+                .boot_userdata = &note,
         };
-        struct create_result res = { 0 };
-        r = create_vm(&req, &res, err, sizeof err);
+        struct instantiate_result res = { 0 };
+        r = instantiate_vm(&req, &res, err, sizeof err);
         if (prog.shown && prog.last_percent != 100)
                 fputc('\n', stderr);
-        if (r < 0) {
+        if (!res.exists) {
                 if (fd_path[0])
                         rewrite_flag_error(err, sizeof err, fd_path, line_flag);
                 cli_error("%s", err);
                 status = r == -EINVAL ? CLI_INVALID : CLI_FAILED;
                 goto done;
         }
-        const char *image = res.template_path;
-        const char *slash = strrchr(image, '/');
-        char image_name[256];
-        snprintf(image_name, sizeof image_name, "%s", slash ? slash + 1 : image);
-        char *dot = strrchr(image_name, '.');
-        if (dot)
-                *dot = '\0';
-        actionlog_append(cli->root, "create", "%s: created from %s (image %s, mac %s, %s)", res.name,
-                         fd_path[0] ? "command line" : props_path, image_name, res.macs, disk_mode_to_string(res.disk_mode));
-        if (res.size_not_applied)
+        if (res.created.size_not_applied)
                 cli_error("note: disk=copy keeps the template's size; the size class's larger disk was not applied");
-
-        /* The seed's "VM initialisieren": with init= the VM boots once to
-         * run its script and is marked created only when that succeeded;
-         * without, it is marked created now. The VM exists either way, so
-         * its name is printed either way. */
-        struct boot_note note = { .name = res.name, .quiet = cli->json };
-        struct firstboot_request fbreq = {
-                .root = cli->root,
-                .runtime_dir = cli->runtime_dir,
-                .name = res.name,
-                .cancel = &create_cancel,
-                .on_boot = on_first_boot,
-                .userdata = &note,
-        };
-        struct firstboot_result fb = { 0 };
-        char fberr[4096] = "";
+        /* The VM exists whether or not its first boot succeeded, so its
+         * name is printed either way. */
         bool started = false;
-        r = firstboot_run(&fbreq, &fb, fberr, sizeof fberr);
-        if (fb.ran)
-                actionlog_append(cli->root, "create", "%s: first boot with init script %s: %s", res.name, note.script,
-                                 r == 0 ? "status 0, VM created" : fberr);
         if (r < 0) {
-                cli_error("%s: %s", res.name, fberr);
+                cli_error("%s: %s", res.created.name, err);
                 status = CLI_FAILED;
         } else {
-                status = start ? start_vm(cli, res.name, &started) : CLI_OK;
+                status = start ? start_vm(cli, res.created.name, &started) : CLI_OK;
         }
         if (cli->json)
-                print_json(&res, image_name, &fb, start ? started : -1, r < 0 ? fberr : NULL);
+                print_json(&res.created, res.image, &res.boot, start ? started : -1, r < 0 ? err : NULL);
         else
-                printf("%s\n", res.name);
-        create_result_done(&res);
+                printf("%s\n", res.created.name);
+        instantiate_result_done(&res);
 done:
         if (memfd >= 0)
                 close(memfd);
@@ -418,7 +404,7 @@ int cmd_init(struct cli *cli, int argc, char **argv) {
                 cli_error("no such VM %s (%s)", name, p.instance);
                 goto out;
         }
-        if (stat(p.destroyed, &st) == 0) {
+        if (vmstate_is_destroyed(p.vm_dir)) {
                 cli_error("%s is destroyed (%s exists)", name, p.destroyed);
                 goto out;
         }

@@ -20,30 +20,12 @@
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/core/strv.h"
+#include "launcher/core/vmstate.h"
+#include "launcher/core/util.h"
 
 #define DEFAULT_INSTALL_MEMORY (UINT64_C(2) << 30)
 #define DEFAULT_INSTALL_CPUS 2
 #define DEFAULT_INSTALL_TIMEOUT (4 * 3600)
-
-/* 1536 -> "1.5K", 20 GiB -> "20G": binary units, one decimal below 10. */
-static void format_size(uint64_t v, char *buf, size_t len) {
-        static const char units[] = "KMGTPE";
-        double d = (double)v;
-        int u = -1;
-
-        if (v < 1024) {
-                snprintf(buf, len, "%lluB", (unsigned long long)v);
-                return;
-        }
-        while (d >= 1024 && u < 5) {
-                d /= 1024;
-                u++;
-        }
-        if (d < 10 && d != (double)(uint64_t)d)
-                snprintf(buf, len, "%.1f%c", d, units[u]);
-        else
-                snprintf(buf, len, "%.0f%c", d, units[u]);
-}
 
 static void print_json(struct json_object *o) {
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -110,8 +92,8 @@ static int image_info(struct cli *cli, int argc, char **argv) {
                 for (size_t i = 0; i < chain->n_layers; i++) {
                         const struct image_layer *l = &chain->layers[i];
                         char vs[16], as[16];
-                        format_size(l->virtual_size, vs, sizeof vs);
-                        format_size(l->allocated_size, as, sizeof as);
+                        format_size(l->virtual_size, FORMAT_SIZE_HUMAN, vs, sizeof vs);
+                        format_size(l->allocated_size, FORMAT_SIZE_HUMAN, as, sizeof as);
                         printf("%-5zu %-6s %8s %9s %-4s %s\n", i, l->format, vs, as, l->writable ? "rw" : "ro", l->path);
                         if (l->backing_file)
                                 printf("%-5s %-6s %8s %9s %-4s  backing file %s (%s)\n", "", "", "", "", "", l->backing_file,
@@ -251,14 +233,12 @@ static int collect_users(const char *root, struct image_users *u) {
                 return 0;
         }
         while ((de = readdir(d))) {
-                char *vm = NULL, *props = NULL, *destroyed = NULL, *image = NULL, err[512];
-                struct stat st;
+                char *vm = NULL, *props = NULL, *image = NULL, err[512];
                 if (de->d_name[0] == '.')
                         continue;
-                if (!(vm = paths_join(dir, de->d_name)) || !(props = paths_join(vm, "instance.properties")) ||
-                    !(destroyed = paths_join(vm, "DESTROYED"))) {
+                if (!(vm = paths_join(dir, de->d_name)) || !(props = paths_join(vm, "instance.properties"))) {
                         r = -ENOMEM;
-                } else if (stat(destroyed, &st) < 0 && props_parse_file(props, grab_image, &image, err, sizeof err) == 0 && image) {
+                } else if (!vmstate_is_destroyed(vm) && props_parse_file(props, grab_image, &image, err, sizeof err) == 0 && image) {
                         char **n = realloc(u->images, (u->n + 1) * sizeof *n);
                         if (n) {
                                 u->images = n;
@@ -271,7 +251,6 @@ static int collect_users(const char *root, struct image_users *u) {
                 free(image);
                 free(vm);
                 free(props);
-                free(destroyed);
                 if (r < 0)
                         break;
         }
@@ -405,8 +384,8 @@ static int image_list(struct cli *cli, int argc, char **argv) {
                 } else if (t.chain && t.meta) {
                         const struct image_layer *l = &t.chain->layers[0];
                         char vs[16], as[16];
-                        format_size(l->virtual_size, vs, sizeof vs);
-                        format_size(l->allocated_size, as, sizeof as);
+                        format_size(l->virtual_size, FORMAT_SIZE_HUMAN, vs, sizeof vs);
+                        format_size(l->allocated_size, FORMAT_SIZE_HUMAN, as, sizeof as);
                         printf("%-24s %-6s %8s %9s %-4s %-8s %-6s %4u\n", name, l->format, vs, as,
                                l->writable ? "rw" : "ro", template_firmware(&t), t.meta->kernel ? "kernel" : "disk", t.users);
                 } else {
@@ -589,8 +568,8 @@ static int image_install(struct cli *cli, int argc, char **argv) {
         r = install_wait(in, err, sizeof err);
         if (r == 0) {
                 char vs[16], as[16];
-                format_size(in->virtual_size, vs, sizeof vs);
-                format_size(in->allocated_size, as, sizeof as);
+                format_size(in->virtual_size, FORMAT_SIZE_HUMAN, vs, sizeof vs);
+                format_size(in->allocated_size, FORMAT_SIZE_HUMAN, as, sizeof as);
                 printf("installed %s (virtual %s, allocated %s, read-only), sidecar %s\n", in->template_path, vs, as,
                        in->sidecar);
         }

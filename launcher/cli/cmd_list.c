@@ -36,7 +36,6 @@ static void vm_info_done(struct vm_info *v) {
 /* Fills v for NAME; false (with v->error) only for out of memory. */
 static bool vm_info_load(const struct cli *cli, const char *name, struct vm_info *v) {
         struct vm_paths p;
-        struct stat st;
         *v = (struct vm_info){ .uptime = -1 };
         v->name = strdup(name);
         if (!v->name || vm_paths_init(&p, cli->root, cli->runtime_dir, name) < 0) {
@@ -45,15 +44,16 @@ static bool vm_info_load(const struct cli *cli, const char *name, struct vm_info
         }
         if (config_check_vm_name(name, cli->runtime_dir, v->error, sizeof v->error) == 0)
                 instance_load(p.instance, name, cli->runtime_dir, &v->inst, v->error, sizeof v->error);
-        if (runtime_is_running(&p)) {
+        struct vm_running run;
+        if (vmstate_running(&p, 0, 0, &run) > 0) {
                 v->state = "running";
-                if (runtime_read_pid(p.pid_file, &v->pid) == 0 && stat(p.pid_file, &st) == 0) {
-                        /* The pid file is written once, when the supervisor starts. */
-                        v->uptime = (long long)(time(NULL) - st.st_mtime);
+                v->pid = run.pid;
+                if (run.since > 0) {
+                        v->uptime = (long long)(time(NULL) - run.since);
                         if (v->uptime < 0)
                                 v->uptime = 0;
                 }
-        } else if (stat(p.destroyed, &st) == 0) {
+        } else if (vmstate_is_destroyed(p.vm_dir)) {
                 v->state = "destroyed";
         } else if (!v->inst) {
                 v->state = "invalid";
@@ -298,7 +298,8 @@ int cmd_status(struct cli *cli, int argc, char **argv) {
                 cli_error("out of memory");
                 return CLI_FAILED;
         }
-        if (stat(p.vm_dir, &st) < 0 && !runtime_is_running(&p)) {
+        struct vm_running run;
+        if (stat(p.vm_dir, &st) < 0 && vmstate_running(&p, 0, 0, &run) == 0) {
                 cli_error("no such VM %s (%s: %s)", name, p.vm_dir, strerror(errno));
                 vm_paths_done(&p);
                 return CLI_INVALID;

@@ -9,7 +9,7 @@
 #include "launcher/cli/cli.h"
 #include "launcher/core/config.h"
 #include "launcher/lifecycle/create.h"
-#include "launcher/lifecycle/firstboot.h"
+#include "launcher/lifecycle/instantiate.h"
 #include "launcher/lifecycle/destroy.h"
 #include "launcher/lifecycle/service.h"
 #include "launcher/lifecycle/spool.h"
@@ -49,40 +49,36 @@ static int do_stop(void *userdata, char *const *names, size_t n, struct service_
 
 static int do_instantiate(void *userdata, const char *path, char **ret_name, char *err, size_t errlen) {
         struct actions *a = userdata;
-        char *default_name = NULL;
+        char *default_name = NULL, source[300];
         /* inst/pluto-4711.properties names its VM, as with `vrt create`. */
         if (create_default_name(path, &default_name) < 0)
                 return -ENOMEM;
-        struct create_request req = {
-                .root = a->cli->root,
-                .runtime_dir = a->cli->runtime_dir,
-                .props_path = path,
-                .default_name = default_name,
+        /* The request, not the claim directory it was moved into meanwhile. */
+        const char *base = strrchr(path, '/');
+        snprintf(source, sizeof source, "inst/%s", base ? base + 1 : path);
+        struct instantiate_request req = {
+                .create = {
+                        .root = a->cli->root,
+                        .runtime_dir = a->cli->runtime_dir,
+                        .props_path = path,
+                        .default_name = default_name,
+                },
+                .source = source,
         };
-        struct create_result res = { 0 };
-        int r = create_vm(&req, &res, err, errlen);
+        struct instantiate_result res = { 0 };
+        char why[1024] = "";
+        int r = instantiate_vm(&req, &res, why, sizeof why);
         free(default_name);
-        if (r < 0)
-                return r;
-        /* As `vrt create`: with init= the VM boots once to run its script
-         * and is marked created only when that succeeded. */
-        struct firstboot_request fbreq = {
-                .root = a->cli->root,
-                .runtime_dir = a->cli->runtime_dir,
-                .name = res.name,
-        };
-        struct firstboot_result fb = { 0 };
-        char fberr[1024] = "";
-        r = firstboot_run(&fbreq, &fb, fberr, sizeof fberr);
-        if (r < 0) {
-                snprintf(err, errlen, "%s: created, but its first boot failed: %s", res.name, fberr);
-                create_result_done(&res);
-                return r;
+        if (r < 0 && res.exists)
+                snprintf(err, errlen, "%s: created, but its first boot failed: %s", res.created.name, why);
+        else if (r < 0)
+                snprintf(err, errlen, "%s", why);
+        if (r == 0) {
+                *ret_name = res.created.name;
+                res.created.name = NULL;
         }
-        *ret_name = res.name;
-        res.name = NULL;
-        create_result_done(&res);
-        return 0;
+        instantiate_result_done(&res);
+        return r;
 }
 
 static int do_destroy(void *userdata, const char *name, struct service_result *res) {

@@ -8,6 +8,7 @@
 #include "launcher/cli/cli.h"
 #include "launcher/core/config.h"
 #include "launcher/lifecycle/service.h"
+#include "launcher/lifecycle/stop.h"
 
 static const char *outcome_word(enum service_outcome o, bool start) {
         switch (o) {
@@ -169,7 +170,7 @@ int cmd_stop(struct cli *cli, int argc, char **argv) {
                                "Stops VMs in parallel: ACPI power button, and after the shutdown timeout\n"
                                "(vrt.conf, instance.properties, or --timeout S) quit, SIGTERM, SIGKILL.\n"
                                "--force powers off at once (QMP quit). Waits until each supervisor is gone,\n"
-                               "at most --wait S (default: the timeout plus %ds).\n", SERVICE_ESCALATION_S);
+                               "at most --wait S (default: the timeout plus %ds).\n", STOP_ESCALATION_S);
                         return CLI_OK;
                 default:
                         return CLI_INVALID;

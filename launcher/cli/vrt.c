@@ -7,6 +7,7 @@
 #include "launcher/cli/cli.h"
 #include "launcher/core/log.h"
 #include "launcher/core/paths.h"
+#include "version.h"
 
 static const struct command {
         const char *name;
@@ -15,6 +16,8 @@ static const struct command {
 } commands[] = {
         { "list", cmd_list, "list [--all]          VMs with state, image, size, MAC, pid, uptime" },
         { "status", cmd_status, "status NAME           state and QEMU's view: vCPUs, memory, disks, NICs" },
+        { "stats", cmd_stats, "stats [NAME...]       CPU, memory, disk, net use; --interval S, --prometheus" },
+        { "top", cmd_top, "top                   live view of the VMs' CPU, memory, disk and net use" },
         { "start", cmd_start, "start NAME...         start VMs (systemd unit, or detached vrt-launch)" },
         { "stop", cmd_stop, "stop NAME...          ACPI power button, escalating; --force: power off now" },
         { "spool", cmd_spool, "spool [--watch]       carry out requests in inst/ start/ stop/ destroy/" },
@@ -33,11 +36,19 @@ static const struct command {
 };
 
 static void usage(FILE *f) {
-        fprintf(f, "usage: vrt [--root DIR] [--json] COMMAND [ARGS]\n\ncommands:\n");
+        fprintf(f, "usage: vrt [--root DIR] [--json] COMMAND [ARGS] | --version\n\ncommands:\n");
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
                 fprintf(f, "  %s\n", commands[i].help);
         fprintf(f, "\nThe root is $VRT_ROOT or /var/lib/vrt; runtime files live in $VRT_RUNTIME_DIR or /run/vrt.\n"
                    "Exit status: 0 ok, 1 operation failed, 2 bad usage or input.\n");
+}
+
+/* "vrt 0.1.0", with "(git DESCRIBE)" when that says something else. */
+static void print_version(const char *prog) {
+        if (strcmp(VRT_VCS_TAG, VRT_VERSION) == 0)
+                printf("%s %s\n", prog, VRT_VERSION);
+        else
+                printf("%s %s (git %s)\n", prog, VRT_VERSION, VRT_VCS_TAG);
 }
 
 int main(int argc, char **argv) {
@@ -45,6 +56,7 @@ int main(int argc, char **argv) {
                 { "root", required_argument, NULL, 'r' },
                 { "json", no_argument, NULL, 'j' },
                 { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
                 { 0 },
         };
         struct cli cli = {
@@ -65,6 +77,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'h':
                         usage(stdout);
+                        return 0;
+                case 'V':
+                        print_version("vrt");
                         return 0;
                 default:
                         usage(stderr);

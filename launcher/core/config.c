@@ -1,7 +1,9 @@
 #include "launcher/core/config.h"
 #include "launcher/core/props.h"
+#include "launcher/core/util.h"
 #include "net/mac.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -22,15 +24,6 @@ static const char *const firmware_table[_FIRMWARE_MAX] = {
         [FIRMWARE_BIOS] = "bios",
         [FIRMWARE_UEFI] = "uefi",
 };
-
-static int table_lookup(const char *const *table, int n, const char *s) {
-        if (!s)
-                return -1;
-        for (int i = 0; i < n; i++)
-                if (table[i] && strcmp(table[i], s) == 0)
-                        return i;
-        return -1;
-}
 
 const char *disk_mode_to_string(enum disk_mode m) {
         return m >= 0 && m < _DISK_MODE_MAX ? disk_mode_table[m] : NULL;
@@ -215,6 +208,11 @@ static int host_config_set(const char *key, const char *value, unsigned line, vo
                                 snprintf(err, errlen, "%s: invalid memory size \"%s\" (e.g. 512M, 2G; at least 16M)", key, value);
                                 return -EINVAL;
                         }
+                        /* QEMU's -m takes MiB here; rounding would give the guest another size. */
+                        if (s->memory % (1ULL << 20)) {
+                                snprintf(err, errlen, "%s=%s: memory must be a whole number of MiB (e.g. 512M, 2G)", key, value);
+                                return -EINVAL;
+                        }
                 } else if (strcmp(field, "disk") == 0) {
                         if (config_parse_size(value, &s->disk) < 0) {
                                 snprintf(err, errlen, "%s: invalid disk size \"%s\" (e.g. 10G)", key, value);
@@ -244,6 +242,14 @@ static int host_config_set(const char *key, const char *value, unsigned line, vo
                                 c->line_machine = line;
                         else if (strcmp(key, "qemu") == 0)
                                 c->line_qemu = line;
+                        else if (strcmp(key, "user") == 0)
+                                c->line_user = line;
+                        else if (strcmp(key, "group") == 0)
+                                c->line_group = line;
+                        else if (strcmp(key, "ovmf_code") == 0)
+                                c->line_ovmf_code = line;
+                        else if (strcmp(key, "ovmf_vars") == 0)
+                                c->line_ovmf_vars = line;
                         return set_string(strings[i].dst, value);
                 }
         if (strcmp(key, "shutdown_timeout") == 0 || strcmp(key, "init_timeout") == 0) {
@@ -252,6 +258,15 @@ static int host_config_set(const char *key, const char *value, unsigned line, vo
                         snprintf(err, errlen, "%s: invalid number of seconds \"%s\" (1..86400)", key, value);
                         return -EINVAL;
                 }
+                return 0;
+        }
+        if (strcmp(key, "shared_root") == 0) {
+                /* yes: other hosts may use this root, so its locks must work across hosts. */
+                if (strcmp(value, "yes") && strcmp(value, "no")) {
+                        snprintf(err, errlen, "shared_root: \"%s\" is not yes or no", value);
+                        return -EINVAL;
+                }
+                c->shared_root = strcmp(value, "yes") == 0;
                 return 0;
         }
         snprintf(err, errlen, "unknown key %s", key);
@@ -282,6 +297,15 @@ static int host_config_check(struct host_config *c, char *err, size_t errlen) {
                 snprintf(err, errlen, "%s:%u: qemu must be an absolute path, got \"%s\"", c->path, c->line_qemu, c->qemu);
                 return -EINVAL;
         }
+        /* Firmware files are opened by QEMU, whose working directory is not ours. */
+        if (c->ovmf_code[0] != '/') {
+                snprintf(err, errlen, "%s:%u: ovmf_code=%s: not an absolute path", c->path, c->line_ovmf_code, c->ovmf_code);
+                return -EINVAL;
+        }
+        if (c->ovmf_vars[0] != '/') {
+                snprintf(err, errlen, "%s:%u: ovmf_vars=%s: not an absolute path", c->path, c->line_ovmf_vars, c->ovmf_vars);
+                return -EINVAL;
+        }
         return 0;
 }
 
@@ -291,8 +315,9 @@ int host_config_load(const char *path, struct host_config **ret, char *err, size
         if (!c)
                 return -ENOMEM;
         c->path = strdup(path);
-        c->shutdown_timeout = 120;
+        c->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT_S;
         c->init_timeout = 600;
+        c->shared_root = true;
         r = -ENOMEM;
         if (!c->path)
                 goto fail;
@@ -397,6 +422,75 @@ static const char *nic_key(const char *key, unsigned *ret_index) {
         return NULL;
 }
 
+/* A port: decimal 1..65535, nothing else (no range, no sign). */
+static bool port_parse(const char *s, size_t len, uint16_t *ret) {
+        unsigned v = 0;
+        if (len == 0 || len > 5)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return false;
+                v = v * 10 + (unsigned)(s[i] - '0');
+        }
+        if (v < 1 || v > 65535)
+                return false;
+        *ret = (uint16_t)v;
+        return true;
+}
+
+/* An empty address or a dotted IPv4 address, as slirp takes it. */
+static bool addr_parse(const char *s, size_t len, char *ret, size_t retlen) {
+        struct in_addr a;
+        char buf[INET_ADDRSTRLEN];
+        if (len == 0) {
+                ret[0] = '\0';
+                return true;
+        }
+        if (len >= sizeof buf)
+                return false;
+        snprintf(buf, sizeof buf, "%.*s", (int)len, s);
+        if (inet_pton(AF_INET, buf, &a) != 1)
+                return false;
+        snprintf(ret, retlen, "%s", buf);
+        return true;
+}
+
+/* Parses one rule "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport".
+ * Returns NULL, or why the rule is refused. */
+static const char *hostfwd_parse(const char *rule, struct hostfwd *ret) {
+        struct hostfwd f = { 0 };
+        const char *c1 = strchr(rule, ':');
+        if (!c1)
+                return "no ':' after the protocol";
+        size_t plen = (size_t)(c1 - rule);
+        if (plen == 3 && strncmp(rule, "udp", 3) == 0)
+                f.udp = true;
+        else if (plen && !(plen == 3 && strncmp(rule, "tcp", 3) == 0))
+                return "unknown protocol (tcp or udp)";
+        const char *dash = strchr(c1 + 1, '-');
+        if (!dash)
+                return "no '-' between the host and the guest side";
+        const char *c2 = memchr(c1 + 1, ':', (size_t)(dash - c1 - 1));
+        if (!c2)
+                return "the host side needs [ADDRESS]:PORT";
+        if (!addr_parse(c1 + 1, (size_t)(c2 - c1 - 1), f.host_addr, sizeof f.host_addr))
+                return "invalid host address (an IPv4 address or empty)";
+        if (!port_parse(c2 + 1, (size_t)(dash - c2 - 1), &f.host_port))
+                return dash == c2 + 1 ? "no host port" : "host port must be a number 1..65535";
+        const char *guest = dash + 1;
+        const char *c3 = strchr(guest, ':');
+        if (!c3)
+                return "the guest side needs [ADDRESS]:PORT";
+        if (!addr_parse(guest, (size_t)(c3 - guest), f.guest_addr, sizeof f.guest_addr))
+                return "invalid guest address (an IPv4 address or empty)";
+        if (strchr(c3 + 1, '-'))
+                return "port ranges are not supported";
+        if (!port_parse(c3 + 1, strlen(c3 + 1), &f.guest_port))
+                return c3[1] ? "guest port must be a number 1..65535" : "no guest port";
+        *ret = f;
+        return NULL;
+}
+
 static int nic_set(struct nic *nic, const char *base, unsigned idx, const char *value, unsigned line,
                    char *err, size_t errlen) {
         char key[16];
@@ -440,71 +534,65 @@ static int nic_set(struct nic *nic, const char *base, unsigned idx, const char *
         }
         /* hostfwd: tcp:[hostaddr]:hostport-[guestaddr]:guestport;... — only
          * characters of that grammar, so nothing else reaches QEMU. */
-        if (!*value || strspn(value, "tcpud0123456789.:-;") != strlen(value)) {
+        if (!*value) {
                 snprintf(err, errlen, "invalid %s \"%s\" (e.g. tcp::2222-:22;udp::5353-:53)", key, value);
                 return -EINVAL;
+        }
+        nic->n_fwd = 0;
+        for (const char *p = value; *p;) {
+                size_t len = strcspn(p, ";");
+                char rule[PROPS_MAX_VALUE + 1];
+                const char *why = NULL;
+                snprintf(rule, sizeof rule, "%.*s", (int)len, p);
+                size_t plen = strcspn(rule, ":");
+                if (rule[plen] && plen && !((plen == 3 && strncmp(rule, "tcp", 3) == 0) || (plen == 3 && strncmp(rule, "udp", 3) == 0)))
+                        why = "unknown protocol (tcp or udp)";
+                else if (strspn(rule, "tcpud0123456789.:-") != len) {
+                        snprintf(err, errlen, "invalid %s \"%s\" (e.g. tcp::2222-:22;udp::5353-:53)", key, value);
+                        return -EINVAL;
+                } else if (len && nic->n_fwd == HOSTFWD_MAX)
+                        why = "too many rules (at most 16 per NIC)";
+                else if (len)
+                        why = hostfwd_parse(rule, &nic->fwd[nic->n_fwd]);
+                if (why) {
+                        snprintf(err, errlen, "%s: invalid rule \"%s\": %s (e.g. tcp::2222-:22)", key, rule, why);
+                        return -EINVAL;
+                }
+                nic->n_fwd += len > 0;
+                p += len;
+                p += *p == ';';
         }
         nic->line_hostfwd = line;
         return set_string(&nic->hostfwd, value);
 }
 
-/* The host side of a hostfwd rule "[tcp|udp]:[hostaddr]:hostport-...":
- * protocol (tcp when empty), address (empty: every address) and port. */
-struct host_port {
-        char proto[4];
-        char addr[64];
-        char port[8];
-};
-
-static bool host_port_parse(const char *rule, size_t len, struct host_port *ret) {
-        const char *end = memchr(rule, '-', len), *c1 = memchr(rule, ':', len);
-        const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t)(rule + len - c1 - 1)) : NULL;
-        if (!end || !c1 || !c2 || c2 > end || (size_t)(c1 - rule) >= sizeof ret->proto ||
-            (size_t)(c2 - c1 - 1) >= sizeof ret->addr || (size_t)(end - c2 - 1) >= sizeof ret->port)
-                return false;
-        snprintf(ret->proto, sizeof ret->proto, "%.*s", (int)(c1 - rule), rule);
-        if (!ret->proto[0])
-                snprintf(ret->proto, sizeof ret->proto, "tcp");
-        snprintf(ret->addr, sizeof ret->addr, "%.*s", (int)(c2 - c1 - 1), c1 + 1);
-        snprintf(ret->port, sizeof ret->port, "%.*s", (int)(end - c2 - 1), c2 + 1);
-        return true;
+/* Every NIC's port forwards together: a host port (per protocol and
+ * address, an empty address or 0.0.0.0 meaning all) is forwarded once, or
+ * QEMU fails when it starts. */
+static bool hostfwd_addr_any(const char *a) {
+        return !a[0] || strcmp(a, "0.0.0.0") == 0;
 }
 
-/* Every NIC's port forwards together: a host port (per protocol and
- * address, an empty address meaning all) is forwarded once, or QEMU fails
- * when it starts. */
 static int hostfwd_check(const struct instance *inst, char *err, size_t errlen) {
-        struct host_port seen[64];
-        unsigned seen_nic[64], n = 0;
-        for (unsigned i = 0; i < inst->n_nics; i++) {
-                const struct nic *nic = &inst->nics[i];
-                for (const char *p = nic->hostfwd; p && *p;) {
-                        size_t len = strcspn(p, ";");
-                        struct host_port hp;
-                        char sfx[4] = "";
-                        if (i)
-                                snprintf(sfx, sizeof sfx, ".%u", i);
-                        if (len && !host_port_parse(p, len, &hp)) {
-                                snprintf(err, errlen, "%s:%u: hostfwd%s: invalid rule \"%.*s\" (e.g. tcp::2222-:22)",
-                                         inst->path, nic->line_hostfwd, sfx, (int)len, p);
-                                return -EINVAL;
-                        }
-                        for (unsigned k = 0; len && k < n; k++)
-                                if (strcmp(seen[k].proto, hp.proto) == 0 && strcmp(seen[k].port, hp.port) == 0 &&
-                                    (!seen[k].addr[0] || !hp.addr[0] || strcmp(seen[k].addr, hp.addr) == 0)) {
-                                        snprintf(err, errlen, "%s:%u: hostfwd%s: host port %s %s is forwarded twice "
-                                                 "(also by NIC %u)", inst->path, nic->line_hostfwd, sfx, hp.proto,
-                                                 hp.port, seen_nic[k]);
+        for (unsigned i = 0; i < inst->n_nics; i++)
+                for (unsigned j = 0; j < inst->nics[i].n_fwd; j++) {
+                        const struct hostfwd *f = &inst->nics[i].fwd[j];
+                        for (unsigned k = 0; k <= i; k++)
+                                for (unsigned m = 0; m < (k == i ? j : inst->nics[k].n_fwd); m++) {
+                                        const struct hostfwd *g = &inst->nics[k].fwd[m];
+                                        if (f->udp != g->udp || f->host_port != g->host_port ||
+                                            !(hostfwd_addr_any(f->host_addr) || hostfwd_addr_any(g->host_addr) ||
+                                              strcmp(f->host_addr, g->host_addr) == 0))
+                                                continue;
+                                        char sfx[4] = "";
+                                        if (i)
+                                                snprintf(sfx, sizeof sfx, ".%u", i);
+                                        snprintf(err, errlen, "%s:%u: hostfwd%s: host port %s %u is forwarded twice "
+                                                 "(also by NIC %u)", inst->path, inst->nics[i].line_hostfwd, sfx,
+                                                 f->udp ? "udp" : "tcp", f->host_port, k);
                                         return -EINVAL;
                                 }
-                        if (len && n < sizeof seen / sizeof *seen) {
-                                seen[n] = hp;
-                                seen_nic[n++] = i;
-                        }
-                        p += len;
-                        p += *p == ';';
                 }
-        }
         return 0;
 }
 
@@ -774,6 +862,10 @@ static int image_meta_set(const char *key, const char *value, unsigned line, voi
                         snprintf(err, errlen, "%s: empty path", key);
                         return -EINVAL;
                 }
+                if (key[0] == 'k')
+                        p->meta->line_kernel = line;
+                else
+                        p->meta->line_initrd = line;
                 return meta_path(p->dir, value, key[0] == 'k' ? &p->meta->kernel : &p->meta->initrd);
         }
         if (strcmp(key, "cmdline") == 0)

@@ -11,6 +11,8 @@
 /* NIC 0 has the seed's keys (net=, bridge=, mac=, hostfwd=); NIC N the same
  * keys with a suffix, net.N= and so on, for N in 1..VM_NICS_MAX-1. */
 #define VM_NICS_MAX 8
+/* vrt.conf's shutdown_timeout when it sets none (or is missing). */
+#define CONFIG_DEFAULT_SHUTDOWN_TIMEOUT_S 120
 #define UNIX_PATH_MAX_BYTES 108
 
 enum disk_mode { DISK_OVERLAY, DISK_COPY, _DISK_MODE_MAX, _DISK_MODE_INVALID = -1 };
@@ -44,16 +46,30 @@ struct host_config {
         char *ovmf_vars;
         unsigned shutdown_timeout;
         unsigned init_timeout;
+        bool shared_root;       /* yes (default): leases must work across hosts */
         struct size_class *sizes;
         size_t n_sizes;
         unsigned line_accel, line_machine, line_qemu;   /* for messages; 0 = default */
+        unsigned line_user, line_group, line_ovmf_code, line_ovmf_vars;
+};
+
+/* One port forward of user networking, "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport",
+ * parsed and checked once; the argv builder writes it back in that form. */
+#define HOSTFWD_MAX 16
+struct hostfwd {
+        bool udp;
+        char host_addr[16];     /* dotted IPv4, "" = every address */
+        char guest_addr[16];    /* dotted IPv4, "" = the guest's DHCP address */
+        uint16_t host_port, guest_port; /* 1..65535 */
 };
 
 struct nic {
         enum net_mode net;      /* NET_NONE only for NIC 0: the VM has no NIC */
         char *bridge;           /* NULL = host default */
         char *mac;              /* NULL = none assigned yet */
-        char *hostfwd;          /* net=user only: QEMU hostfwd rules, ';'-separated */
+        char *hostfwd;          /* net=user only: the rules as written, ';'-separated */
+        struct hostfwd fwd[HOSTFWD_MAX];        /* the same, parsed */
+        unsigned n_fwd;
         unsigned line_net, line_mac, line_hostfwd;
         unsigned line_first;    /* its first key, 0 = none */
 };
@@ -82,6 +98,7 @@ struct image_meta {
         char *cmdline;
         enum firmware firmware;
         bool firmware_set;
+        unsigned line_kernel, line_initrd;      /* for messages */
 };
 
 /* Parses "512M", "1G", "10240" (bytes) into bytes. Units K M G T are binary.

@@ -64,3 +64,34 @@ fail:
         close(fd);
         return r;
 }
+
+int fileio_fsync_dir(const char *path) {
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int r = fsync(fd) < 0 ? -errno : 0;
+        close(fd);
+        return r;
+}
+
+int fileio_rename_noreplace(int dfd, const char *from, const char *to) {
+        struct stat st;
+        if (renameat2(dfd, from, dfd, to, RENAME_NOREPLACE) == 0)
+                return 0;
+        if (errno != EINVAL && errno != ENOSYS)
+                return -errno;
+        if (fstatat(dfd, from, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode)) {
+                /* link() fails on an existing target: atomic, like the real thing. */
+                if (linkat(dfd, from, dfd, to, 0) < 0)
+                        return -errno;
+                unlinkat(dfd, from, 0);
+                return 0;
+        }
+        if (fstatat(dfd, to, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                return -EEXIST;
+        if (errno != ENOENT)
+                return -errno;
+        return renameat(dfd, from, dfd, to) < 0 ? -errno : 0;
+}

@@ -9,3 +9,15 @@
  * errno with "PATH: why" in err: -ENOENT when missing, -EINVAL when not a
  * regular file or larger than max bytes. */
 int fileio_read_regular(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen);
+
+/* fsync()s the directory at path, so that entries created, renamed or
+ * removed in it are durable. Returns 0 or a negative errno. */
+int fileio_fsync_dir(const char *path);
+
+/* Renames dfd/from to dfd/to (dfd may be AT_FDCWD) without ever replacing
+ * an existing to: -EEXIST then. File systems without RENAME_NOREPLACE
+ * (NFS) get link()+unlink() for a file, which is just as safe, and a
+ * check-then-rename for a directory, which is safe only while the caller
+ * holds a lock that keeps others from creating to. Returns 0 or a
+ * negative errno. */
+int fileio_rename_noreplace(int dfd, const char *from, const char *to);

@@ -1,6 +1,8 @@
 /* Small helpers every part of the launcher uses. */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -29,3 +31,21 @@ static inline char *str_trim(char *s) {
                 s[--n] = '\0';
         return s;
 }
+
+/* True when s ends in suffix and has something before it. */
+static inline bool has_suffix(const char *s, const char *suffix) {
+        size_t a = strlen(s), b = strlen(suffix);
+        return a > b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* The index of s in table[0..n-1] (NULL entries never match), or -1 for
+ * NULL or an unknown string: the from_string half of every enum's table. */
+int table_lookup(const char *const *table, int n, const char *s);
+
+enum format_size_style {
+        FORMAT_SIZE_EXACT,      /* 10G, 1536M, 1000 bytes: never rounded (messages about limits) */
+        FORMAT_SIZE_HUMAN,      /* 1.5K, 20G, 512B: one decimal below 10 (tables) */
+};
+
+/* Writes v bytes in binary units (K = 1024) into buf. */
+void format_size(uint64_t v, enum format_size_style style, char *buf, size_t len);

@@ -1,16 +1,29 @@
-/* The state a VM's directory records across runs: the markers its first
- * boot leaves (CREATED, INIT-FAILED) and what they mean together.
+/* vmstate: the one place that answers questions about a VM's state.
  *
- * A VM without init= is created as soon as its files exist; one with
- * init= is created once its init script reported success, and has failed
- * while INIT-FAILED exists. With init= and neither marker, the first boot
- * has not finished (it runs right now, or the run was interrupted). */
+ * Across runs, a VM's directory records it with markers: DESTROYED (written
+ * by destroy; the VM never starts again), and the markers its first boot
+ * leaves, CREATED and INIT-FAILED. A VM without init= is created as soon as
+ * its files exist; one with init= is created once its init script reported
+ * success, and has failed while INIT-FAILED exists. With init= and neither
+ * marker, the first boot has not finished (it runs right now, or the run
+ * was interrupted).
+ *
+ * Whether a VM runs is its runtime lock (see runtime.h): a supervisor holds
+ * it for its whole life. vmstate_running() is the one function that turns
+ * the lock and the pid file into "running, supervisor pid N".
+ * vmstate_check_startable() is the one answer, with the one message, to
+ * "may NAME start?" for `vrt start`, the spool and autostart. */
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "launcher/core/paths.h"
 
 #define FIRSTBOOT_CREATED_FILE "CREATED"
 #define FIRSTBOOT_FAILED_FILE "INIT-FAILED"
+#define VMSTATE_DESTROYED_FILE "DESTROYED"
 
 enum firstboot_state {
         FIRSTBOOT_CREATED,      /* "created" */
@@ -30,3 +43,43 @@ enum firstboot_state firstboot_state_of(const char *vm_dir, bool has_init);
 
 /* Whether vm_dir/FILE exists (lstat: a symlink counts, never followed). */
 bool vmstate_has_marker(const char *vm_dir, const char *file);
+
+/* Whether the VM in vm_dir is destroyed (its DESTROYED marker exists). */
+bool vmstate_is_destroyed(const char *vm_dir);
+
+struct vm_running {
+        pid_t pid;              /* the supervisor; 0: running, but its pid is not known (yet) */
+        int pidfd;              /* with VMSTATE_PIN: a pidfd of exactly that supervisor, else -1 */
+        time_t since;           /* when it started (its pid file's mtime), 0: unknown */
+};
+
+enum {
+        /* Pin the supervisor: open a pidfd and check, with it held, that the
+         * lock is still held, the pid file still names that pid and the
+         * process is a vrt-launch, so that the pidfd cannot refer to a
+         * process that reuses the pid of a supervisor that is gone. */
+        VMSTATE_PIN = 1 << 0,
+};
+
+/* Does a supervisor run the VM, and which? The lock is taken before the pid
+ * file is written (and a destroy, cleanup or disk reset holds it a moment
+ * without one), so a supervisor's pid is waited for up to wait_ms. Returns
+ * 1 (running) with *ret filled, pid 0 when no pid was found in time; 0 (not
+ * running; *ret untouched); or a negative errno. */
+int vmstate_running(const struct vm_paths *p, unsigned wait_ms, int flags, struct vm_running *ret);
+
+/* Is NAME a valid name of a VM that exists (has instance.properties)?
+ * Returns 0, or -EINVAL (bad name) or -ENOENT (no such VM) with the one
+ * message for it in err. */
+int vmstate_check_exists(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen);
+
+/* May NAME start? It must be a valid name of a VM that exists, is not
+ * destroyed, and whose first boot (init=) is neither unfinished nor failed.
+ * Running is not looked at (that is "already running", not a refusal).
+ * Returns 0, or a negative errno with the one message for it in err (a
+ * phrase for "NAME: <message>"): -EINVAL a bad name, -ENOENT no such VM
+ * (no instance.properties), -ESTALE destroyed, -EAGAIN the first boot has
+ * not finished, -ENOTRECOVERABLE the first boot failed. An
+ * instance.properties that does not parse is not refused here: vrt-launch
+ * reports it with file and line. */
+int vmstate_check_startable(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen);

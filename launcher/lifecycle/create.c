@@ -17,9 +17,11 @@
 #include "images/chain.h"
 #include "images/qcow2.h"
 #include "launcher/lifecycle/firstboot.h"
+#include "launcher/core/fileio.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/lifecycle/registry.h"
+#include "launcher/core/util.h"
 #include "net/mac.h"
 
 #define STAGING_SUFFIX ".creating"
@@ -132,35 +134,6 @@ static int write_file_at(int dfd, const char *name, const char *text, mode_t mod
         if (r < 0)
                 unlinkat(dfd, name, 0);
         return r;
-}
-
-/* renameat2(RENAME_NOREPLACE), with a check-then-rename fallback for file
- * systems without it (NFS): we hold the registry lock, and nobody else
- * makes vm/NAME for a name that is not registered yet. */
-static int rename_noreplace(int dfd, const char *from, const char *to) {
-        if (renameat2(dfd, from, dfd, to, RENAME_NOREPLACE) == 0)
-                return 0;
-        if (errno != EINVAL && errno != ENOSYS)
-                return -errno;
-        struct stat st;
-        if (fstatat(dfd, to, &st, AT_SYMLINK_NOFOLLOW) == 0)
-                return -EEXIST;
-        if (errno != ENOENT)
-                return -errno;
-        return renameat(dfd, from, dfd, to) < 0 ? -errno : 0;
-}
-
-static void format_size(uint64_t v, char buf[32]) {
-        static const char units[] = "KMGT";
-        int u = -1;
-        while (u < 3 && v >= 1024 && v % 1024 == 0) {
-                v /= 1024;
-                u++;
-        }
-        if (u < 0)
-                snprintf(buf, 32, "%" PRIu64 " bytes", v);
-        else
-                snprintf(buf, 32, "%" PRIu64 "%c", v, units[u]);
 }
 
 /* --- staging control files: .intent (name, mac, mac.N) and .commit (sizes) --- */
@@ -287,7 +260,7 @@ static int sweep_one(const char *vm_root, int vmfd, const char *entry, const cha
                 unlinkat(sfd, STAGING_COMMIT, 0);
                 unlinkat(sfd, STAGING_INTENT, 0);
                 unlinkat(sfd, STAGING_LOCK, 0);
-                r = rename_noreplace(vmfd, entry, name);
+                r = fileio_rename_noreplace(vmfd, entry, name);
                 if (r < 0) {
                         snprintf(err, errlen, "cannot complete the interrupted creation of %s: %s", name, strerror(-r));
                         goto done;
@@ -473,8 +446,8 @@ static int validate(struct creation *c, char *err, size_t errlen) {
         if (c->inst->disk == DISK_OVERLAY) {
                 if (c->size->disk && c->size->disk < c->template_size) {
                         char a[32], b[32];
-                        format_size(c->size->disk, a);
-                        format_size(c->template_size, b);
+                        format_size(c->size->disk, FORMAT_SIZE_EXACT, a, sizeof a);
+                        format_size(c->template_size, FORMAT_SIZE_EXACT, b, sizeof b);
                         snprintf(err, errlen, "%s:%u: size=%s: its disk of %s is smaller than template %s (%s); a disk cannot shrink",
                                  c->inst->path, c->inst->line_size, c->inst->size, a, c->inst->image, b);
                         r = -EINVAL;
@@ -484,7 +457,7 @@ static int validate(struct creation *c, char *err, size_t errlen) {
                 /* Checked before rounding, which would wrap near 2^64. */
                 if (c->disk_size > QCOW2_MAX_VIRTUAL_SIZE) {
                         char a[32];
-                        format_size(c->disk_size, a);
+                        format_size(c->disk_size, FORMAT_SIZE_EXACT, a, sizeof a);
                         snprintf(err, errlen, "%s:%u: size=%s: its disk of %s exceeds the qcow2 limit of 2P",
                                  c->inst->path, c->inst->line_size, c->inst->size, a);
                         r = -EINVAL;
@@ -915,7 +888,7 @@ static int commit(struct creation *c, char *err, size_t errlen) {
         }
         r = fsync_fd_dir(c->staging_fd);
         if (r == 0)
-                r = rename_noreplace(vmfd, c->staging_name, c->name);
+                r = fileio_rename_noreplace(vmfd, c->staging_name, c->name);
         if (r < 0) {
                 snprintf(err, errlen, "cannot rename %s to %s/%s: %s", c->staging, c->vm_root, c->name, strerror(-r));
                 goto fail;

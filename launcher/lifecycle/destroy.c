@@ -3,26 +3,24 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "launcher/core/actionlog.h"
+#include "launcher/core/fileio.h"
 #include "launcher/core/config.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/paths.h"
 #include "launcher/lifecycle/registry.h"
 #include "launcher/core/runtime.h"
-#include "qmp/qmp.h"
 #include "launcher/core/util.h"
+#include "launcher/core/vmstate.h"
+#include "launcher/lifecycle/stop.h"
 
-#define DESTROY_QMP_TIMEOUT_MS 5000
 #define DESTROY_POLL_MS 50
 #define REMOVING_SUFFIX ".removing"
 /* A QEMU whose supervisor is gone may hold its disk a moment longer. */
@@ -38,120 +36,38 @@ static void sleep_ms(long ms) {
                 ;
 }
 
-/* The shutdown timeout the supervisor uses: the instance's, else vrt.conf's.
- * Unreadable files fall back to the defaults: destroy must not depend on
- * the configuration being valid. */
-static unsigned shutdown_timeout_for(const char *root, const struct vm_paths *p, const char *name) {
-        struct host_config *host = NULL;
-        struct instance *inst = NULL;
-        char err[1024];
-        unsigned t = 120;
-        char *conf = paths_join(root, "vrt.conf");
-        if (conf && host_config_load(conf, &host, err, sizeof err) == 0)
-                t = host->shutdown_timeout;
-        if (instance_load(p->instance, name, NULL, &inst, err, sizeof err) == 0 && inst->shutdown_timeout)
-                t = inst->shutdown_timeout;
-        instance_free(inst);
-        host_config_free(host);
-        free(conf);
-        return t;
-}
-
-/* True when pid is a vrt-launch: a pid file left by a supervisor that was
- * killed may name an unrelated process by now. */
-static bool is_supervisor(pid_t pid) {
-        char path[64], comm[32] = "";
-        snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        ssize_t n = read(fd, comm, sizeof comm - 1);
-        close(fd);
-        if (n <= 0)
-                return false;
-        comm[n] = '\0';
-        return strncmp(comm, "vrt-launch", 10) == 0;
-}
-
-static void qmp_quit(const struct vm_paths *p) {
-        struct qmp *q = NULL;
-        char err[512];
-        /* Best effort: the SIGTERM that follows stops the VM regardless. */
-        if (qmp_connect_unix(p->monitor_sock, 0, &q, err, sizeof err) == 0 &&
-            qmp_handshake(q, DESTROY_QMP_TIMEOUT_MS, err, sizeof err) == 0)
-                qmp_execute(q, "quit", NULL, DESTROY_QMP_TIMEOUT_MS, NULL, err, sizeof err);
-        qmp_free(q);
-}
-
-static int send_sigterm(int pidfd, int value) {
-        siginfo_t si;
-        memset(&si, 0, sizeof si);
-        si.si_signo = SIGTERM;
-        si.si_code = SI_QUEUE;
-        si.si_pid = getpid();
-        si.si_uid = getuid();
-        si.si_value.sival_int = value;
-        /* A queued value overrides vrt-launch's shutdown timeout. */
-        return pidfd_send_signal(pidfd, SIGTERM, value > 0 ? &si : NULL, 0) < 0 ? -errno : 0;
-}
-
 /* Stops the VM's supervisor, if one runs, and waits until it is gone or
- * the deadline passes. The lock held without a pid file means a supervisor
+ * the deadline passes. The lock held without a known supervisor means one
  * is starting or another destroy is at work: wait for either to finish. */
-static int stop_vm(const struct vm_paths *p, bool force, int64_t deadline, bool *was_running,
-                   char *err, size_t errlen) {
-        pid_t signalled = 0;
-
-        while (runtime_is_running(p)) {
-                pid_t pid = 0;
+static int stop_vm(const char *root, const struct vm_paths *p, const char *name, bool force, int64_t deadline,
+                   bool *was_running, char *err, size_t errlen) {
+        for (;;) {
+                struct stop_job j = { .pidfd = -1 };
                 int64_t left = deadline - now_ms();
                 if (left <= 0) {
                         snprintf(err, errlen, "VM did not stop in time (supervisor still holds %s)", p->lock_file);
                         return -ETIMEDOUT;
                 }
-                if (runtime_read_pid(p->pid_file, &pid) < 0) {
+                struct stop_request req = { .force = force, .wait_s = (unsigned)((left + 999) / 1000) };
+                int r = stop_begin(root, p, name, &req, &j, err, errlen);
+                if (r == 0)
+                        return 0;
+                if (r == -EAGAIN) {
                         sleep_ms(DESTROY_POLL_MS);
                         continue;
                 }
-                int pidfd = pidfd_open(pid, 0);
-                if (pidfd < 0) {
-                        sleep_ms(DESTROY_POLL_MS);
-                        continue;
-                }
-                /* With the pidfd held, the checks below are about this very process. */
-                if (!runtime_is_running(p) || !is_supervisor(pid)) {
-                        close(pidfd);
-                        sleep_ms(DESTROY_POLL_MS);
-                        continue;
-                }
-                if (pid != signalled) {
-                        if (force)
-                                qmp_quit(p);
-                        int r = send_sigterm(pidfd, force ? 1 : 0);
-                        if (r < 0 && r != -ESRCH) {
-                                close(pidfd);
-                                snprintf(err, errlen, "cannot signal supervisor %d: %s", (int)pid, strerror(-r));
-                                return r;
-                        }
-                        signalled = pid;
-                        *was_running = true;
-                }
-                struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
-                int n = poll(&pfd, 1, (int)(left > 1000000 ? 1000000 : left));
-                close(pidfd);
-                if (n < 0 && errno != EINTR) {
-                        int r = -errno;
-                        snprintf(err, errlen, "poll: %s", strerror(-r));
+                if (r < 0)
                         return r;
-                }
-                /* One poll waits at most 1000 s; a longer shutdown timeout
-                 * takes several. */
-                if (n == 0 && now_ms() >= deadline) {
-                        snprintf(err, errlen, "VM did not stop in time (supervisor %d still runs)", (int)pid);
-                        return -ETIMEDOUT;
-                }
+                *was_running = true;
+                if (j.deadline > deadline)
+                        j.deadline = deadline;
+                r = stop_wait(&j, err, errlen);
+                if (r == -ETIMEDOUT)
+                        snprintf(err, errlen, "VM did not stop in time (supervisor %d still runs)", (int)j.pid);
+                stop_job_done(&j);
+                if (r < 0)
+                        return r;
         }
-        return 0;
 }
 
 /* Writes vm/NAME/DESTROYED once: the first destroy's timestamp stays. */
@@ -161,7 +77,7 @@ static int write_marker(const struct vm_paths *p, bool *already, char *err, size
         struct tm tm;
         int fd, r = 0;
 
-        if (access(p->destroyed, F_OK) == 0) {
+        if (vmstate_is_destroyed(p->vm_dir)) {
                 *already = true;
                 return 0;
         }
@@ -214,15 +130,6 @@ static const char *disk_in_use(const struct vm_paths *p) {
         return NULL;
 }
 
-static int fsync_dir(const char *path) {
-        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        int r = fsync(fd) < 0 ? -errno : 0;
-        close(fd);
-        return r;
-}
-
 int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool force,
                struct destroy_result *ret, char *err, size_t errlen) {
         struct destroy_result res = { 0 };
@@ -267,10 +174,10 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
                 goto done;
         }
 
-        unsigned timeout = shutdown_timeout_for(root, &p, name);
-        int64_t deadline = now_ms() + INT64_C(1000) * ((force ? 0 : timeout) + DESTROY_ESCALATION_S), busy_until = 0;
+        unsigned timeout = force ? 1 : stop_shutdown_timeout(root, &p, name);
+        int64_t deadline = now_ms() + INT64_C(1000) * (timeout + STOP_ESCALATION_S), busy_until = 0;
         for (;;) {
-                r = stop_vm(&p, force, deadline, &res.was_running, err, errlen);
+                r = stop_vm(root, &p, name, force, deadline, &res.was_running, err, errlen);
                 if (r < 0)
                         goto done;
                 /* Hold the lock: no start between our check and the marker. */
@@ -322,7 +229,7 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
                         goto done;
                 }
         }
-        r = fsync_dir(p.vm_dir);
+        r = fileio_fsync_dir(p.vm_dir);
         if (r < 0) {
                 snprintf(err, errlen, "cannot fsync %s: %s", p.vm_dir, strerror(-r));
                 goto done;
@@ -351,11 +258,6 @@ static int add_entry(struct cleanup_result *res, const char *name, bool removed,
         snprintf(e[res->n].reason, sizeof e[res->n].reason, "%s", reason ? reason : "");
         res->n++;
         return 0;
-}
-
-static bool has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
 }
 
 /* Removes one destroyed VM. Returns 1 removed, 0 skipped or gone, < 0 failed. */
@@ -396,7 +298,7 @@ static int cleanup_one(const char *root, const char *runtime_dir, const char *vm
                 }
                 goto done;
         }
-        fsync_dir(vm_root);
+        fileio_fsync_dir(vm_root);
         r = create_remove_tree(hidden_path);
         if (r < 0) {
                 /* Invisible already; the next cleanup finishes the removal. */
@@ -454,7 +356,6 @@ int destroy_cleanup(const char *root, const char *runtime_dir, struct cleanup_re
         }
         while ((de = readdir(d))) {
                 char msg[256], *path;
-                struct stat st;
                 if (de->d_name[0] == '.') {
                         if (has_suffix(de->d_name, REMOVING_SUFFIX) && strlen(de->d_name) > 1 + strlen(REMOVING_SUFFIX)) {
                                 path = paths_join(vm_root, de->d_name);
@@ -473,14 +374,8 @@ int destroy_cleanup(const char *root, const char *runtime_dir, struct cleanup_re
                         r = -ENOMEM;
                         goto fail;
                 }
-                char *marker = paths_join(path, "DESTROYED");
+                bool destroyed = vmstate_is_destroyed(path);
                 free(path);
-                if (!marker) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
-                bool destroyed = lstat(marker, &st) == 0;
-                free(marker);
                 if (!destroyed)
                         continue;
                 r = cleanup_one(root, runtime_dir, vm_root, de->d_name, &res);

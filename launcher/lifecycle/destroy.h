@@ -10,6 +10,9 @@
  * NFS) is never deleted, so a VM running on another host sharing the root
  * is not destroyed under it.
  *
+ * The stop is lifecycle/stop.h's, bounded by the shutdown timeout plus
+ * STOP_ESCALATION_S.
+ *
  * destroy_cleanup(): remove the directories of destroyed VMs that do not
  * run. A directory is first renamed to vm/.NAME.removing (one rename wins
  * among concurrent cleanups), then deleted, so a half-deleted VM is never
@@ -18,10 +21,6 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-
-/* Extra seconds granted beyond the shutdown timeout for vrt-launch's
- * escalation (quit, SIGTERM, SIGKILL) before destroy gives up. */
-#define DESTROY_ESCALATION_S 30
 
 struct destroy_result {
         bool was_running;       /* a supervisor was stopped */

@@ -11,10 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,15 +22,13 @@
 #include "images/seediso.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/spawn.h"
 #include "launcher/lifecycle/service.h"
 #include "launcher/core/strv.h"
 #include "launcher/vm/supervisor.h"
 
-extern char **environ;
 
 #define INIT_LOG_TAIL_BYTES 65536
-#define TAIL_LINES 3
-#define TAIL_LINE_MAX 160
 #define WAIT_POLL_MS 100
 #define CANCEL_SHUTDOWN_S 10
 
@@ -442,12 +438,6 @@ static void remove_file(const char *vm_dir, const char *file) {
 
 /* --- the init log --- */
 
-struct init_report {
-        bool has_status;
-        int status;
-        char tail[TAIL_LINES * (TAIL_LINE_MAX + 3) + 1];    /* last lines of output, " | "-joined */
-};
-
 /* One line of guest output, made printable and cut. */
 static size_t clean_line(const char *s, size_t n, char *out, size_t outlen) {
         size_t k = 0;
@@ -457,11 +447,11 @@ static size_t clean_line(const char *s, size_t n, char *out, size_t outlen) {
                 s++;
                 n--;
         }
-        for (size_t i = 0; i < n && k + 1 < outlen && k < TAIL_LINE_MAX; i++) {
+        for (size_t i = 0; i < n && k + 1 < outlen && k < FIRSTBOOT_TAIL_LINE_MAX; i++) {
                 unsigned char c = (unsigned char)s[i];
                 out[k++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
         }
-        if (k == TAIL_LINE_MAX && n > TAIL_LINE_MAX && k + 4 < outlen) {
+        if (k == FIRSTBOOT_TAIL_LINE_MAX && n > FIRSTBOOT_TAIL_LINE_MAX && k + 4 < outlen) {
                 memcpy(out + k, "...", 3);
                 k += 3;
         }
@@ -471,7 +461,7 @@ static size_t clean_line(const char *s, size_t n, char *out, size_t outlen) {
 
 /* Finds the last status line and the output before it. The status line
  * may follow output that lacked a final newline. */
-static void parse_init_log(const char *data, size_t len, struct init_report *rep) {
+void firstboot_parse_init_log(const char *data, size_t len, struct firstboot_init_report *rep) {
         const char *end = data + len, *p;
         size_t plen = strlen(FIRSTBOOT_STATUS_PREFIX);
 
@@ -496,11 +486,11 @@ static void parse_init_log(const char *data, size_t len, struct init_report *rep
                         end = p;
                 }
         }
-        /* The last TAIL_LINES non-empty lines before end. */
-        char lines[TAIL_LINES][TAIL_LINE_MAX + 4];
+        /* The last FIRSTBOOT_TAIL_LINES non-empty lines before end. */
+        char lines[FIRSTBOOT_TAIL_LINES][FIRSTBOOT_TAIL_LINE_MAX + 4];
         int count = 0;
         const char *e = end;
-        while (e > data && count < TAIL_LINES) {
+        while (e > data && count < FIRSTBOOT_TAIL_LINES) {
                 const char *b = e;
                 while (b > data && b[-1] != '\n')
                         b--;
@@ -515,7 +505,7 @@ static void parse_init_log(const char *data, size_t len, struct init_report *rep
                 k += (size_t)snprintf(rep->tail + k, sizeof rep->tail - k, "%s%s", k ? " | " : "", lines[i]);
 }
 
-static int read_init_log(const char *path, struct init_report *rep) {
+static int read_init_log(const char *path, struct firstboot_init_report *rep) {
         char *buf = NULL;
         struct stat st;
         ssize_t n;
@@ -540,7 +530,7 @@ static int read_init_log(const char *path, struct init_report *rep) {
                 r = -errno;
                 goto fail;
         }
-        parse_init_log(buf, (size_t)n, rep);
+        firstboot_parse_init_log(buf, (size_t)n, rep);
         r = 0;
 fail:
         if (fd >= 0)
@@ -551,62 +541,24 @@ fail:
 
 /* --- running vrt-launch --- */
 
-static char **launcher_environment(const char *root, const char *runtime_dir) {
-        static const char *const drop[] = { "VRT_ROOT=", "VRT_RUNTIME_DIR=", "NOTIFY_SOCKET=", "LISTEN_FDS=",
-                                            "LISTEN_PID=", "LISTEN_FDNAMES=", "WATCHDOG_USEC=", "WATCHDOG_PID=" };
-        struct strv v = { 0 };
-        for (char **e = environ; e && *e; e++) {
-                bool skip = false;
-                for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
-                        skip |= strncmp(*e, drop[i], strlen(drop[i])) == 0;
-                if (!skip)
-                        strv_add(&v, *e);
-        }
-        strv_addf(&v, "VRT_ROOT=%s", root);
-        strv_addf(&v, "VRT_RUNTIME_DIR=%s", runtime_dir);
-        if (v.error) {
-                strv_done(&v);
-                return NULL;
-        }
-        return v.items;
-}
-
 /* Starts argv with stdin /dev/null and stdout+stderr appended to log_fd,
  * in its own process group (our caller's Ctrl-C reaches it only through
  * us, as one SIGTERM), and stopped with SIGTERM should we die. */
-static pid_t spawn(char *const *argv, char *const *envp, int log_fd) {
-        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        pid_t parent = getpid();
-        if (devnull < 0)
-                return -errno;
-        pid_t pid = fork();
-        if (pid == 0) {
-                struct sigaction sa = { .sa_handler = SIG_DFL };
-                sigset_t none;
-                for (int s = 1; s < NSIG; s++)
-                        sigaction(s, &sa, NULL);
-                sigemptyset(&none);
-                sigprocmask(SIG_SETMASK, &none, NULL);
-                setpgid(0, 0);
-                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
-                        _exit(127);
-                if (dup2(devnull, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-                    dup2(log_fd, STDERR_FILENO) < 0)
-                        _exit(127);
-                if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-                        for (int fd = 3; fd < 1024; fd++)
-                                close(fd);
-                execve(argv[0], argv, envp);
-                char msg[PATH_MAX + 64];
-                int len = snprintf(msg, sizeof msg, "vrt: cannot execute %s: %s\n", argv[0], strerror(errno));
-                if (len > 0 && write(STDERR_FILENO, msg, (size_t)len) < 0) {
-                        /* nowhere left to report */
-                }
-                _exit(127);
-        }
-        int r = pid < 0 ? -errno : 0;
-        close(devnull);
-        return r < 0 ? r : pid;
+static pid_t spawn(char *const *argv, char *const *envp, int log_fd, char *err, size_t errlen) {
+        struct spawn_options o = {
+                .argv = argv,
+                .envp = envp,
+                .stdout_fd = log_fd,
+                .session = SPAWN_SESSION_GROUP,
+                .death_signal = SIGTERM,
+                .fail_prefix = "vrt: cannot execute ",
+        };
+        struct spawn_result res;
+        int r = spawn_process(&o, &res, err, errlen);
+        if (r < 0)
+                return r;
+        close(res.pidfd);       /* waited for with waitpid(): it is our child */
+        return res.pid;
 }
 
 /* Waits for pid; on cancel sends one SIGTERM (vrt-launch then powers the
@@ -739,7 +691,7 @@ static int prepare(struct run *x, char *err, size_t errlen) {
 
 static int boot(struct run *x, char *err, size_t errlen) {
         char timeout[32], last[512];
-        struct init_report rep;
+        struct firstboot_init_report rep;
         struct stat st;
         bool cancelled = false;
         int r, status;
@@ -757,7 +709,7 @@ static int boot(struct run *x, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot run vrt-launch %s: %s", x->launcher, strerror(-r));
                 return r;
         }
-        x->envp = launcher_environment(x->req->root, x->req->runtime_dir);
+        x->envp = spawn_environment(x->req->root, x->req->runtime_dir, NULL);
         if (!x->envp)
                 return -ENOMEM;
         if (mkdir(x->p.log_dir, 0755) < 0 && errno != EEXIST) {
@@ -778,9 +730,10 @@ static int boot(struct run *x, char *err, size_t errlen) {
         };
         if (x->req->on_boot)
                 x->req->on_boot(x->inst->init, x->res->timeout, x->req->userdata);
-        pid_t pid = spawn(argv, x->envp, x->log_fd);
+        char why[256];
+        pid_t pid = spawn(argv, x->envp, x->log_fd, why, sizeof why);
         if (pid < 0) {
-                snprintf(err, errlen, "cannot start %s: %s", x->launcher, strerror((int)-pid));
+                snprintf(err, errlen, "cannot start %s: %s", x->launcher, why);
                 return (int)pid;
         }
         x->res->ran = true;
@@ -899,7 +852,7 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
         struct vm_paths p = { 0 };
         struct qcow2_header h;
         char *tmp = NULL, msg[512];
-        int fd = -1, r;
+        int fd = -1, lock_fd = -1, r;
 
         if (errlen)
                 err[0] = '\0';
@@ -912,9 +865,17 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
                 r = -EINVAL;
                 goto out;
         }
-        if (runtime_is_running(&p)) {
-                snprintf(err, errlen, "%s is running; stop it before resetting its disk", name);
+        /* Held until the new overlay is in place: no start slips in
+         * between the check and the rename, nor boots a half-reset VM. */
+        lock_fd = runtime_lock(&p, msg, sizeof msg);
+        if (lock_fd == -EBUSY) {
+                snprintf(err, errlen, "%s is running; stop it before resetting its disk (%s)", name, msg);
                 r = -EBUSY;
+                goto out;
+        }
+        if (lock_fd < 0) {
+                snprintf(err, errlen, "%s", msg);
+                r = lock_fd;
                 goto out;
         }
         fd = open(p.overlay, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -958,16 +919,16 @@ int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *
                 snprintf(err, errlen, "cannot remove %s: %s", p.uefi_vars, strerror(-r));
                 goto out;
         }
-        int dfd = open(p.vm_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-        }
+        fileio_fsync_dir(p.vm_dir);
 out:
         if (r == -ENOMEM && !err[0])
                 snprintf(err, errlen, "out of memory");
         if (fd >= 0)
                 close(fd);
+        if (lock_fd >= 0) {
+                runtime_remove(&p);
+                close(lock_fd);
+        }
         free(tmp);
         vm_paths_done(&p);
         return r;

@@ -62,6 +62,22 @@ int firstboot_user_data(const struct firstboot_userdata_request *req, char **ret
  * "local-hostname: NAME". Returns 0 and a new string, or a negative errno. */
 int firstboot_meta_data(const char *vm_name, char **ret);
 
+/* What a first boot's init.log says: the status from its last
+ * "VRT-INIT-STATUS: N" line (N in 0..255, alone on its line) and the last
+ * FIRSTBOOT_TAIL_LINES non-empty lines of output before it, made printable,
+ * each cut to FIRSTBOOT_TAIL_LINE_MAX bytes, joined with " | ". */
+#define FIRSTBOOT_TAIL_LINES 3
+#define FIRSTBOOT_TAIL_LINE_MAX 160
+struct firstboot_init_report {
+        bool has_status;
+        int status;                     /* -1 without a status line */
+        char tail[FIRSTBOOT_TAIL_LINES * (FIRSTBOOT_TAIL_LINE_MAX + 3) + 1];
+};
+
+/* Parses len bytes of guest output (the end of init.log; any bytes, NUL
+ * included). Pure: reads nothing else, always fills in *rep. */
+void firstboot_parse_init_log(const char *data, size_t len, struct firstboot_init_report *rep);
+
 struct firstboot_request {
         const char *root;
         const char *runtime_dir;
@@ -96,6 +112,9 @@ int firstboot_run(const struct firstboot_request *req, struct firstboot_result *
  * format and size), and drops its UEFI variable store, so that the next
  * first boot starts from the template again. The new overlay is written
  * beside the old one and renamed over it: a crash leaves one or the other.
- * Returns 0, or a negative errno with one line in err: -EINVAL the VM has
- * no overlay (disk=copy) or is created already, -EBUSY it runs. */
+ * The VM's runtime lock is held from the "not running" check until the new
+ * overlay is in place, so no start boots it in between. Returns 0, or a
+ * negative errno with one line in err: -EINVAL the VM has no overlay
+ * (disk=copy) or is created already, -EBUSY it runs (someone holds its
+ * lock). */
 int firstboot_reset_disk(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen);

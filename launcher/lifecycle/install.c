@@ -19,21 +19,13 @@
 #include "images/copy.h"
 #include "images/qcow2.h"
 #include "launcher/core/actionlog.h"
+#include "launcher/core/fileio.h"
 #include "launcher/core/log.h"
-#include "launcher/vm/qemu_argv.h"
+#include "launcher/vm/qemu_proc.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/spawn.h"
-#include "launcher/core/strv.h"
 #include "qmp/qmp.h"
 #include "launcher/core/util.h"
-
-/* Descriptor numbers inside QEMU, as for vrt-launch. */
-enum {
-        INSTALL_FD_QMP = 3,
-        INSTALL_FD_MONITOR = 4,
-        INSTALL_FD_CONSOLE = 5,
-        INSTALL_FD_CONSOLE_LOG = 6,
-};
 
 #define QMP_TIMEOUT_MS 30000    /* TCG under sanitizers can be slow to greet */
 #define QUIT_WAIT_MS 5000
@@ -147,12 +139,13 @@ static int setup_runtime(struct install *in, const struct qemu_user *u, char *er
 
 static int start_qemu(struct install *in, const struct qemu_user *u, char *err, size_t errlen) {
         const struct install_options *o = &in->opts;
-        mode_t mode = u->socket_gid != (gid_t)-1 ? 0660 : 0600;
-        int qmp_fd = -1, mon_fd = -1, con_fd = -1, log_fd = -1, r;
-        char *inst_name = NULL, *log_dir = NULL;
-        char **argv = NULL;
+        struct qemu_proc_fds fds;
+        char *vm_name = NULL, *log_dir = NULL, *qpid = NULL;
+        int r;
 
-        if (asprintf(&inst_name, "install-%s", o->name) < 0 || !(log_dir = paths_join(o->root, "log"))) {
+        qemu_proc_fds_init(&fds);
+        if (asprintf(&vm_name, "install-%s", o->name) < 0 || asprintf(&qpid, "%s/qemu.pid", in->paths.run_dir) < 0 ||
+            !(log_dir = paths_join(o->root, "log"))) {
                 r = -ENOMEM;
                 snprintf(err, errlen, "out of memory");
                 goto fail;
@@ -162,83 +155,53 @@ static int start_qemu(struct install *in, const struct qemu_user *u, char *err, 
                 snprintf(err, errlen, "cannot create %s: %s", log_dir, strerror(-r));
                 goto fail;
         }
-        log_fd = open(in->console_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (log_fd < 0) {
+        fds.console_log = open(in->console_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (fds.console_log < 0) {
                 r = -errno;
                 snprintf(err, errlen, "cannot open %s: %s", in->console_log, strerror(-r));
                 goto fail;
         }
-        if ((qmp_fd = runtime_listen(in->paths.qmp_sock, 0600, (gid_t)-1, err, errlen)) < 0 ||
-            (mon_fd = runtime_listen(in->paths.monitor_sock, mode, u->socket_gid, err, errlen)) < 0 ||
-            (con_fd = runtime_listen(in->paths.console_sock, mode, u->socket_gid, err, errlen)) < 0) {
-                r = qmp_fd < 0 ? qmp_fd : mon_fd < 0 ? mon_fd : con_fd;
+        r = qemu_proc_listen(&fds, &in->paths, u->socket_gid, err, errlen);
+        if (r < 0)
                 goto fail;
-        }
 
-        /* The install as a one-off VM: user networking (the installer may
-         * download packages), no MAC of the registry, no direct kernel boot. */
-        struct instance inst = {
-                .name = inst_name,
-                .nics = { { .net = NET_USER } },
-                .n_nics = 1,
-                .firmware = o->firmware,
-                .firmware_set = true,
-        };
-        struct size_class size = { .name = "install", .cpus = o->cpus, .memory = o->memory };
+        /* The install as a one-off machine: the chosen CPUs, memory and
+         * firmware, user networking (the installer may download packages)
+         * without a MAC of the registry, the blank disk and the ISO. */
+        const struct nic nic = { .net = NET_USER };
         struct qemu_disk_layer disk = { .path = in->staging, .format = "qcow2" };
         struct qemu_launch launch = {
-                .host = in->host,
-                .inst = &inst,
-                .size = &size,
+                .qemu = in->host->qemu,
+                .machine = in->host->machine,
+                .accel = in->host->accel,
+                .name = vm_name,
+                .cpus = o->cpus,
+                .memory_mib = o->memory >> 20,
+                .firmware = o->firmware,
+                .ovmf_code = in->host->ovmf_code,
+                .nics = &nic,
+                .n_nics = 1,
                 .disk = &disk,
                 .n_disk = 1,
                 .uefi_vars = in->uefi_vars,
                 .install_iso = o->iso,
                 .vnc_socket = in->vnc_socket,
-                .fd_qmp = INSTALL_FD_QMP,
-                .fd_monitor = INSTALL_FD_MONITOR,
-                .fd_console = INSTALL_FD_CONSOLE,
-                .fd_console_log = INSTALL_FD_CONSOLE_LOG,
-                .fd_init_log = -1,
         };
-        qemu_launch_no_nic_fds(&launch);
-        r = qemu_argv_build(&launch, &argv, err, errlen);
-        if (r < 0)
-                goto fail;
-
-        const struct spawn_fd fds[] = {
-                { qmp_fd, INSTALL_FD_QMP },
-                { mon_fd, INSTALL_FD_MONITOR },
-                { con_fd, INSTALL_FD_CONSOLE },
-                { log_fd, INSTALL_FD_CONSOLE_LOG },
-        };
-        struct spawn_request req = {
-                .argv = argv,
-                .fds = fds,
-                .n_fds = sizeof fds / sizeof fds[0],
+        qemu_launch_std_fds(&launch, true);
+        struct qemu_proc_request req = {
+                .launch = &launch,
+                .fds = &fds,
+                .qmp_sock = in->paths.qmp_sock,
+                .pid_file = qpid,
                 .stdout_fd = STDERR_FILENO,     /* QEMU's messages reach the operator as they come */
-                .drop_privileges = u->drop,
-                .uid = u->uid,
-                .gid = u->gid,
+                .user = u,
+                .timeout_ms = QMP_TIMEOUT_MS,
         };
-        r = spawn_child(&req, &in->qemu_pid, &in->pidfd, err, errlen);
-        if (r < 0)
-                goto fail;
-
-        char *qpid = NULL;
-        if (asprintf(&qpid, "%s/qemu.pid", in->paths.run_dir) >= 0)
-                runtime_write_pid(qpid, in->qemu_pid);
-        free(qpid);
-
-        /* As in vrt-launch: connect while our listening copy still exists,
-         * so a QEMU that dies before accepting fails the handshake at once. */
-        r = qmp_connect_unix(in->paths.qmp_sock, 1000, &in->qmp, err, errlen);
-        close_fd(&qmp_fd);
-        close_fd(&mon_fd);
-        close_fd(&con_fd);
-        close_fd(&log_fd);
-        if (r == 0)
-                r = qmp_handshake(in->qmp, QMP_TIMEOUT_MS, err, errlen);
+        struct qemu_proc proc = { .pidfd = -1 };
+        r = qemu_proc_start(&req, &proc, err, errlen);
+        in->qemu_pid = proc.pid;
+        in->pidfd = proc.pidfd;
+        in->qmp = proc.qmp;
         if (r < 0) {
                 char why[512];
                 snprintf(why, sizeof why, "%s", err);
@@ -255,25 +218,20 @@ static int start_qemu(struct install *in, const struct qemu_user *u, char *err, 
         r = qmp_execute(in->qmp, "set-action", args, 10000, &ret, why, sizeof why);
         json_object_put(args);
         json_object_put(ret);
-        ret = NULL;
         if (r < 0) {
                 snprintf(err, errlen, "QEMU refuses set-action reboot=shutdown: %s", why);
                 goto fail;
         }
-        r = qmp_execute(in->qmp, "cont", NULL, 10000, &ret, why, sizeof why);
-        json_object_put(ret);
+        r = qemu_proc_cont(&proc, 10000, why, sizeof why);
         if (r < 0) {
                 snprintf(err, errlen, "cont failed: %s", why);
                 goto fail;
         }
         r = 0;
 fail:
-        close_fd(&qmp_fd);
-        close_fd(&mon_fd);
-        close_fd(&con_fd);
-        close_fd(&log_fd);
-        strv_free(argv);
-        free(inst_name);
+        qemu_proc_fds_close(&fds);
+        free(vm_name);
+        free(qpid);
         free(log_dir);
         return r;
 }
@@ -514,20 +472,6 @@ fail:
         return r;
 }
 
-/* Moves src to dst without ever replacing dst. */
-static int rename_noreplace(const char *src, const char *dst) {
-        if (renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) == 0)
-                return 0;
-        if (errno != EINVAL && errno != ENOSYS)
-                return -errno;
-        /* File systems without RENAME_NOREPLACE (NFS): link fails on an
-         * existing target. */
-        if (link(src, dst) < 0)
-                return -errno;
-        unlink(src);
-        return 0;
-}
-
 static int finalise(struct install *in, char *err, size_t errlen) {
         struct image_chain *chain = NULL;
         char why[1024];
@@ -556,7 +500,7 @@ static int finalise(struct install *in, char *err, size_t errlen) {
         r = write_sidecar(in, err, errlen);
         if (r < 0)
                 goto fail;
-        r = rename_noreplace(in->staging, in->template_path);
+        r = fileio_rename_noreplace(AT_FDCWD, in->staging, in->template_path);
         if (r < 0) {
                 unlink(in->sidecar);
                 in->keep_staging = true;
@@ -568,11 +512,7 @@ static int finalise(struct install *in, char *err, size_t errlen) {
         char *images = strdup(in->template_path);
         if (images) {
                 *strrchr(images, '/') = '\0';
-                int dfd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd >= 0) {
-                        fsync(dfd);
-                        close(dfd);
-                }
+                fileio_fsync_dir(images);
                 free(images);
         }
         r = 0;

@@ -232,15 +232,6 @@ bool registry_has_mac(const struct registry *r, const uint8_t mac[MAC_LEN], unsi
         return false;
 }
 
-static int fsync_dir(const char *dir) {
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        int r = fsync(fd) < 0 ? -errno : 0;
-        close(fd);
-        return r;
-}
-
 /* Appends "entry\n" with one write (preceded by a newline if the file's
  * last line lacks one) and fsyncs; updates *size and *lines. */
 static int append_line(struct registry *r, const char *path, const char *entry, off_t *size,
@@ -307,7 +298,7 @@ static int append_line(struct registry *r, const char *path, const char *entry, 
                 snprintf(err, errlen, "cannot fsync %s: %s", path, strerror(-ret));
                 goto fail;
         }
-        if (created && (ret = fsync_dir(r->dir)) < 0) {
+        if (created && (ret = fileio_fsync_dir(r->dir)) < 0) {
                 snprintf(err, errlen, "cannot fsync %s: %s", r->dir, strerror(-ret));
                 goto fail;
         }

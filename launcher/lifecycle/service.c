@@ -13,7 +13,6 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,16 +22,13 @@
 #include "launcher/core/vmstate.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/spawn.h"
 #include "launcher/core/strv.h"
-#include "qmp/qmp.h"
 #include "launcher/core/util.h"
-
-extern char **environ;
+#include "launcher/lifecycle/stop.h"
 
 #define UNIT_PROBE_TIMEOUT_MS 5000
-#define QMP_FORCE_TIMEOUT_MS 5000
-#define PID_FILE_WAIT_MS 3000
-#define DEFAULT_SHUTDOWN_TIMEOUT_S 120
+#define PID_FILE_WAIT_MS STOP_PID_WAIT_MS
 
 static const char *const manager_names[_SERVICE_MANAGER_MAX] = {
         [SERVICE_DETACHED] = "detached",
@@ -44,10 +40,7 @@ const char *service_manager_to_string(enum service_manager m) {
 }
 
 enum service_manager service_manager_from_string(const char *s) {
-        for (int i = 0; s && i < _SERVICE_MANAGER_MAX; i++)
-                if (strcmp(s, manager_names[i]) == 0)
-                        return (enum service_manager)i;
-        return _SERVICE_MANAGER_INVALID;
+        return (enum service_manager)table_lookup(manager_names, _SERVICE_MANAGER_MAX, s);
 }
 
 static void result_set(struct service_result *res, enum service_outcome outcome, const char *fmt, ...)
@@ -187,114 +180,6 @@ int service_find_launcher(char **ret) {
         return 0;
 }
 
-/* In a forked child: only async-signal-safe calls until execve. */
-static void child_reset_signals(void) {
-        struct sigaction sa = { .sa_handler = SIG_DFL };
-        sigset_t none;
-        for (int s = 1; s < NSIG; s++)
-                sigaction(s, &sa, NULL);        /* fails harmlessly for SIGKILL/SIGSTOP */
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-static void child_setup_fds(int in, int out) {
-        if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
-                _exit(127);
-        /* Nothing of ours, nor what our caller leaked to us, reaches the child. */
-        if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-                for (int fd = 3; fd < 65536; fd++)
-                        close(fd);
-}
-
-static void child_exec_failed(const char *prog, int error) {
-        char buf[512];
-        int n = snprintf(buf, sizeof buf, "vrt: cannot execute %s: %s\n", prog, strerror(error));
-        if (n > 0 && write(STDERR_FILENO, buf, (size_t)n) < 0) {
-                /* nowhere left to report */
-        }
-        _exit(127);
-}
-
-/* Forks argv with stdin /dev/null and stdout+stderr into a pipe whose read
- * end (non-blocking) goes to *ret_out. Returns the child's pid or a
- * negative errno. */
-static pid_t spawn_piped(char *const *argv, int *ret_out) {
-        int pipefd[2], devnull = -1;
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                return -errno;
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (devnull < 0) {
-                int r = -errno;
-                close(pipefd[0]);
-                close(pipefd[1]);
-                return r;
-        }
-        pid_t pid = fork();
-        if (pid == 0) {
-                child_reset_signals();
-                child_setup_fds(devnull, pipefd[1]);
-                execv(argv[0], argv);
-                child_exec_failed(argv[0], errno);
-        }
-        int r = pid < 0 ? -errno : 0;
-        close(pipefd[1]);
-        close(devnull);
-        if (r < 0) {
-                close(pipefd[0]);
-                return r;
-        }
-        fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
-        *ret_out = pipefd[0];
-        return pid;
-}
-
-/* Appends what is readable on fd to buf (capped, NUL-terminated). Returns
- * false at EOF or error. */
-static bool drain_into(int fd, char *buf, size_t cap, size_t *len) {
-        for (;;) {
-                char tmp[1024];
-                ssize_t n = read(fd, tmp, sizeof tmp);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 && errno == EAGAIN;
-                size_t take = (size_t)n < cap - 1 - *len ? (size_t)n : cap - 1 - *len;
-                memcpy(buf + *len, tmp, take);
-                *len += take;
-                buf[*len] = '\0';
-        }
-}
-
-/* Runs argv to its end within timeout_ms, collecting its output. Returns
- * the exit status (0..255), or a negative errno (-ETIMEDOUT: killed). */
-static int run_capture(char *const *argv, int timeout_ms, char *out, size_t outlen) {
-        int fd = -1, status = 0;
-        size_t len = 0;
-        out[0] = '\0';
-        pid_t pid = spawn_piped(argv, &fd);
-        if (pid < 0)
-                return pid;
-        int64_t deadline = now_ms() + timeout_ms;
-        bool open_ = true;
-        while (open_) {
-                int64_t left = deadline - now_ms();
-                if (left <= 0) {
-                        kill(pid, SIGKILL);
-                        break;
-                }
-                struct pollfd pfd = { .fd = fd, .events = POLLIN };
-                if (poll(&pfd, 1, (int)left) > 0)
-                        open_ = drain_into(fd, out, outlen, &len);
-        }
-        close(fd);
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return -errno;
-        if (open_)
-                return -ETIMEDOUT;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 int service_manager_detect(const char *root, const char *runtime_dir, const char *probe_name,
                            enum service_manager *ret, char *note, size_t notelen) {
         const char *env = getenv("VRT_SERVICE_MANAGER");
@@ -319,7 +204,7 @@ int service_manager_detect(const char *root, const char *runtime_dir, const char
         enum service_manager m = SERVICE_DETACHED;
         if (systemctl && asprintf(&unit, "vrt@%s.service", probe_name ? probe_name : "probe") >= 0) {
                 char *argv[] = { systemctl, "show", "--property=Environment", "--value", unit, NULL };
-                if (run_capture(argv, UNIT_PROBE_TIMEOUT_MS, out, sizeof out) == 0 &&
+                if (spawn_capture(argv, UNIT_PROBE_TIMEOUT_MS, out, sizeof out) == 0 &&
                     service_parse_unit_environment(out, &unit_root, &unit_runtime) == 0) {
                         const char *ur = unit_root ? unit_root : VRT_DEFAULT_ROOT;
                         const char *ut = unit_runtime ? unit_runtime : VRT_DEFAULT_RUNTIME_DIR;
@@ -413,21 +298,14 @@ static bool vm_lookup(const struct service_options *o, const char *name, struct 
         return true;
 }
 
-/* The running supervisor's pid: the lock is held from before the pid file
- * is written, so a starting VM may need a moment. 0 if it is not running. */
-static pid_t running_pid(const struct vm_paths *p) {
-        int64_t deadline = now_ms() + PID_FILE_WAIT_MS;
-        for (;;) {
-                pid_t pid = 0;
-                if (!runtime_is_running(p))
-                        return 0;
-                if (runtime_read_pid(p->pid_file, &pid) == 0)
-                        return pid;
-                if (now_ms() >= deadline)
-                        return 0;
-                struct timespec ts = { 0, 20 * 1000 * 1000 };
-                nanosleep(&ts, NULL);
-        }
+/* The running supervisor's pid, 0 if it does not run or its pid is not
+ * known within PID_FILE_WAIT_MS. */
+static pid_t running_pid(const struct vm_paths *p, bool *ret_running) {
+        struct vm_running run = { 0 };
+        bool running = vmstate_running(p, PID_FILE_WAIT_MS, 0, &run) > 0;
+        if (ret_running)
+                *ret_running = running;
+        return running ? run.pid : 0;
 }
 
 /* ---- start ---- */
@@ -504,36 +382,11 @@ static bool notify_ready(int fd, pid_t pid) {
         }
 }
 
-/* The detached supervisor's environment: ours, with the root, runtime dir
- * and our notify socket, and without what belonged to our own caller. */
-static char **child_environment(const char *root, const char *runtime_dir, const char *notify) {
-        static const char *const drop[] = { "NOTIFY_SOCKET=", "VRT_ROOT=", "VRT_RUNTIME_DIR=", "JOURNAL_STREAM=",
-                                            "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "WATCHDOG_USEC=",
-                                            "WATCHDOG_PID=", "INVOCATION_ID=" };
-        struct strv v = { 0 };
-        for (char **e = environ; e && *e; e++) {
-                bool skip = false;
-                for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
-                        if (strncmp(*e, drop[i], strlen(drop[i])) == 0)
-                                skip = true;
-                if (!skip)
-                        strv_add(&v, *e);
-        }
-        strv_addf(&v, "VRT_ROOT=%s", root);
-        strv_addf(&v, "VRT_RUNTIME_DIR=%s", runtime_dir);
-        strv_addf(&v, "NOTIFY_SOCKET=%s", notify);
-        if (v.error) {
-                strv_done(&v);
-                return NULL;
-        }
-        return v.items;
-}
-
 static int start_detached(const struct service_options *o, const char *launcher, const char *name,
                           size_t index, struct start_job *j, struct service_result *res) {
-        char addr[108];
+        char addr[108], err[256];
         char **envp = NULL;
-        int devnull = -1, r;
+        int r;
 
         if (mkdir(j->p.log_dir, 0750) < 0 && errno != EEXIST) {
                 result_set(res, SERVICE_FAILED, "cannot create %s: %s", j->p.log_dir, strerror(errno));
@@ -559,37 +412,33 @@ static int start_detached(const struct service_options *o, const char *launcher,
                 result_set(res, SERVICE_FAILED, "cannot create a notify socket: %s", strerror(-r));
                 return r;
         }
-        envp = child_environment(o->root, o->runtime_dir, addr);
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (!envp || devnull < 0) {
-                r = envp ? -errno : -ENOMEM;
-                result_set(res, SERVICE_FAILED, "cannot prepare vrt-launch: %s", strerror(-r));
+        envp = spawn_environment(o->root, o->runtime_dir, addr);
+        if (!envp) {
+                result_set(res, SERVICE_FAILED, "cannot prepare vrt-launch: %s", strerror(ENOMEM));
+                r = -ENOMEM;
                 goto out;
         }
         char *argv[] = { (char *)launcher, (char *)name, NULL };
-        pid_t pid = fork();
-        if (pid == 0) {
-                /* A session of its own: no terminal, no job control signals of ours. */
-                setsid();
-                child_reset_signals();
-                child_setup_fds(devnull, j->log_fd);
-                if (chdir("/") < 0)
-                        _exit(127);
-                execve(launcher, argv, envp);
-                child_exec_failed(launcher, errno);
-        }
-        if (pid < 0) {
-                r = -errno;
-                result_set(res, SERVICE_FAILED, "fork: %s", strerror(-r));
+        /* A session of its own: no terminal, no job control signals of ours;
+         * it outlives us. */
+        struct spawn_options so = {
+                .argv = argv,
+                .envp = envp,
+                .stdout_fd = j->log_fd,
+                .session = SPAWN_SESSION_NEW,
+                .chdir_root = true,
+                .fail_prefix = "vrt: cannot execute ",
+        };
+        struct spawn_result sr;
+        r = spawn_process(&so, &sr, err, sizeof err);
+        if (r < 0) {
+                result_set(res, SERVICE_FAILED, "cannot start %s: %s", launcher, err);
                 goto out;
         }
-        j->pid = pid;
-        j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        r = 0;
+        j->pid = sr.pid;
+        j->pidfd = sr.pidfd;
 out:
         strv_free(envp);
-        if (devnull >= 0)
-                close(devnull);
         close_fd(&j->log_fd);
         return r;
 }
@@ -601,14 +450,18 @@ static int start_systemd(const char *systemctl, const char *name, struct start_j
                 return -ENOMEM;
         }
         char *argv[] = { (char *)systemctl, "--no-ask-password", "start", unit, NULL };
-        pid_t pid = spawn_piped(argv, &j->out_fd);
+        struct spawn_options so = { .argv = argv, .stdout_fd = SPAWN_PIPE, .fail_prefix = "vrt: cannot execute " };
+        struct spawn_result sr;
+        char err[256];
+        int r = spawn_process(&so, &sr, err, sizeof err);
         free(unit);
-        if (pid < 0) {
-                result_set(res, SERVICE_FAILED, "cannot run %s: %s", systemctl, strerror((int)-pid));
-                return (int)pid;
+        if (r < 0) {
+                result_set(res, SERVICE_FAILED, "cannot run %s: %s", systemctl, err);
+                return r;
         }
-        j->pid = pid;
-        j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        j->pid = sr.pid;
+        j->pidfd = sr.pidfd;
+        j->out_fd = sr.out_fd;
         return 0;
 }
 
@@ -626,9 +479,7 @@ static void start_finished(const struct service_options *o, const char *name, st
         j->pending = false;
         if (o->manager == SERVICE_SYSTEMD) {
                 if (status == 0) {
-                        pid_t pid = 0;
-                        runtime_read_pid(j->p.pid_file, &pid);
-                        res->pid = pid;
+                        res->pid = running_pid(&j->p, NULL);
                         result_set(res, SERVICE_DONE, "started (vrt@%s.service)", name);
                 } else {
                         result_set(res, SERVICE_FAILED, "systemctl start vrt@%s.service failed: %s", name,
@@ -637,7 +488,7 @@ static void start_finished(const struct service_options *o, const char *name, st
                 return;
         }
         /* The supervisor ended before it was ready. */
-        pid_t other = running_pid(&j->p);
+        pid_t other = running_pid(&j->p, NULL);
         if (other > 0) {
                 res->pid = other;
                 result_set(res, SERVICE_ALREADY, "already running (supervisor pid %d, started concurrently)", (int)other);
@@ -650,17 +501,6 @@ static void start_finished(const struct service_options *o, const char *name, st
                 result_set(res, SERVICE_FAILED, "%s", line);
         else
                 result_set(res, SERVICE_FAILED, "vrt-launch exited with status %d: %s", status, line);
-}
-
-/* A VM whose init script never finished would boot unconfigured. */
-static bool first_boot_pending(const struct service_options *o, const char *name, const struct vm_paths *p) {
-        struct instance *inst = NULL;
-        char err[512];
-        if (instance_load(p->instance, name, o->runtime_dir, &inst, err, sizeof err) < 0)
-                return false;   /* vrt-launch reports a broken instance itself */
-        bool pending = inst->init && firstboot_state_of(p->vm_dir, true) == FIRSTBOOT_PENDING;
-        instance_free(inst);
-        return pending;
 }
 
 int service_start(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
@@ -687,22 +527,18 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
         for (size_t i = 0; i < n; i++) {
                 struct start_job *j = &jobs[i];
                 struct service_result *res = &results[i];
-                struct stat st;
+                char why[sizeof res->message];
+                int k = vmstate_check_startable(o->root, o->runtime_dir, names[i], why, sizeof why);
+                if (k < 0) {
+                        result_set(res, k == -ENOMEM ? SERVICE_FAILED : SERVICE_INVALID, "%s", why);
+                        continue;
+                }
                 if (!vm_lookup(o, names[i], &j->p, res, true))
                         continue;
                 j->have_paths = true;
-                if (stat(j->p.destroyed, &st) == 0) {
-                        result_set(res, SERVICE_INVALID, "VM is destroyed (%s exists); not starting it", j->p.destroyed);
-                        continue;
-                }
-                if (first_boot_pending(o, names[i], &j->p)) {
-                        result_set(res, SERVICE_INVALID, "its first boot (init=) has not completed; "
-                                   "fix the script and run `vrt init %s [--reset]`, or remove init= from %s",
-                                   names[i], j->p.instance);
-                        continue;
-                }
-                pid_t pid = running_pid(&j->p);
-                if (pid > 0 || runtime_is_running(&j->p)) {
+                bool running;
+                pid_t pid = running_pid(&j->p, &running);
+                if (running) {
                         res->pid = pid;
                         result_set(res, SERVICE_ALREADY, "already running (supervisor pid %d)", (int)pid);
                         continue;
@@ -774,13 +610,13 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
                                 result_set(&results[i], SERVICE_DONE, "started (supervisor pid %d)", (int)j->pid);
                                 continue;
                         }
-                        if (j->out_fd >= 0 && !drain_into(j->out_fd, j->out, sizeof j->out, &j->out_len))
+                        if (j->out_fd >= 0 && !spawn_drain(j->out_fd, j->out, sizeof j->out, &j->out_len))
                                 close_fd(&j->out_fd);
                         int status;
                         pid_t w = waitpid(j->pid, &status, WNOHANG);
                         if (w == j->pid) {
                                 if (j->out_fd >= 0)
-                                        drain_into(j->out_fd, j->out, sizeof j->out, &j->out_len);
+                                        spawn_drain(j->out_fd, j->out, sizeof j->out, &j->out_len);
                                 /* A READY=1 sent just before exiting still counts. */
                                 if (j->notify_fd >= 0 && notify_ready(j->notify_fd, j->pid)) {
                                         j->pending = false;
@@ -815,59 +651,15 @@ out:
 
 /* ---- stop ---- */
 
-struct stop_job {
+struct stop_entry {
         struct vm_paths p;
         bool have_paths;
         bool pending;
-        pid_t pid;
-        int pidfd;
-        int64_t deadline;
-        unsigned bound_s;
+        struct stop_job s;
         const char *how;        /* extra words for the result, may be "" */
 };
 
-/* The shutdown timeout vrt-launch will use for this VM. */
-static unsigned configured_shutdown_timeout(const struct service_options *o, const struct vm_paths *p) {
-        char err[512], *conf = paths_join(o->root, "vrt.conf");
-        struct host_config *host = NULL;
-        struct instance *inst = NULL;
-        unsigned t = DEFAULT_SHUTDOWN_TIMEOUT_S;
-        if (conf && host_config_load(conf, &host, err, sizeof err) == 0) {
-                t = host->shutdown_timeout;
-                if (instance_load(p->instance, NULL, o->runtime_dir, &inst, err, sizeof err) == 0 && inst->shutdown_timeout)
-                        t = inst->shutdown_timeout;
-        }
-        instance_free(inst);
-        host_config_free(host);
-        free(conf);
-        return t;
-}
-
-static int queue_sigterm(int pidfd, unsigned value) {
-        siginfo_t si = { 0 };
-        si.si_signo = SIGTERM;
-        si.si_code = SI_QUEUE;
-        si.si_pid = getpid();
-        si.si_uid = getuid();
-        si.si_value.sival_int = (int)value;
-        if (syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, &si, 0U) < 0)
-                return -errno;
-        return 0;
-}
-
-static int qmp_quit(const char *sock, char *err, size_t errlen) {
-        struct qmp *q = NULL;
-        int r = qmp_connect_unix(sock, 1000, &q, err, errlen);
-        if (r == 0)
-                r = qmp_handshake(q, QMP_FORCE_TIMEOUT_MS, err, errlen);
-        if (r == 0)
-                r = qmp_execute(q, "quit", NULL, QMP_FORCE_TIMEOUT_MS, NULL, err, errlen);
-        qmp_free(q);
-        /* QEMU may close the socket before its reply makes it out. */
-        return r == -ECONNRESET ? 0 : r;
-}
-
-static void stop_one(const struct service_options *o, const char *name, struct stop_job *j, struct service_result *res) {
+static void stop_one(const struct service_options *o, const char *name, struct stop_entry *j, struct service_result *res) {
         struct stat st;
         char err[512];
 
@@ -875,55 +667,32 @@ static void stop_one(const struct service_options *o, const char *name, struct s
                 return;
         j->have_paths = true;
         j->how = "";
-        j->pid = running_pid(&j->p);
-        if (j->pid > 0)
-                j->pidfd = (int)syscall(SYS_pidfd_open, j->pid, 0);
-        /* The pid we opened must still be the lock holder's, not a reused one. */
-        pid_t again = 0;
-        if (j->pidfd < 0 || !runtime_is_running(&j->p) || runtime_read_pid(j->p.pid_file, &again) < 0 || again != j->pid) {
-                close_fd(&j->pidfd);
-                if (runtime_is_running(&j->p)) {
-                        result_set(res, SERVICE_FAILED, "running, but its supervisor pid is unknown (%s)", j->p.pid_file);
-                        return;
-                }
+        struct stop_request req = {
+                .force = o->force,
+                .shutdown_timeout = o->shutdown_timeout,
+                .wait_s = o->wait_s,
+                .pid_wait_ms = STOP_PID_WAIT_MS,
+        };
+        int r = stop_begin(o->root, &j->p, name, &req, &j->s, err, sizeof err);
+        if (r < 0) {
+                result_set(res, SERVICE_FAILED, "%s", err);
+                return;
+        }
+        if (r == 0) {
                 if (stat(j->p.vm_dir, &st) < 0)
                         result_set(res, SERVICE_INVALID, "no such VM (%s: %s)", j->p.vm_dir, strerror(errno));
                 else
                         result_set(res, SERVICE_ALREADY, "not running");
                 return;
         }
-        res->pid = j->pid;
-        int r;
-        if (o->force) {
-                r = qmp_quit(j->p.monitor_sock, err, sizeof err);
-                if (r < 0) {
-                        /* The monitor is busy or wedged: let the supervisor quit
-                         * QEMU after a one-second powerdown instead. */
-                        r = queue_sigterm(j->pidfd, 1);
-                        j->how = " (QMP quit failed, forced by vrt-launch after 1 s)";
-                }
-                j->bound_s = o->wait_s ? o->wait_s : 1 + SERVICE_ESCALATION_S;
-        } else {
-                r = queue_sigterm(j->pidfd, o->shutdown_timeout);
-                unsigned t = o->shutdown_timeout ? o->shutdown_timeout : configured_shutdown_timeout(o, &j->p);
-                j->bound_s = o->wait_s ? o->wait_s : t + SERVICE_ESCALATION_S;
-        }
-        if (r == -ESRCH) {
-                result_set(res, SERVICE_ALREADY, "not running (ended meanwhile)");
-                close_fd(&j->pidfd);
-                return;
-        }
-        if (r < 0) {
-                result_set(res, SERVICE_FAILED, "cannot signal supervisor pid %d: %s", (int)j->pid, strerror(-r));
-                close_fd(&j->pidfd);
-                return;
-        }
-        j->deadline = now_ms() + (int64_t)j->bound_s * 1000;
+        res->pid = j->s.pid;
+        if (j->s.quit_failed)
+                j->how = " (QMP quit failed, forced by vrt-launch after 1 s)";
         j->pending = true;
 }
 
 int service_stop(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
-        struct stop_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+        struct stop_entry *jobs = calloc(n ? n : 1, sizeof *jobs);
         struct pollfd *pfd = calloc(n ? n : 1, sizeof *pfd);
         size_t *map = calloc(n ? n : 1, sizeof *map);
         int failed = 0;
@@ -933,7 +702,7 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                 goto out;
         }
         for (size_t i = 0; i < n; i++) {
-                jobs[i] = (struct stop_job){ .pidfd = -1 };
+                jobs[i] = (struct stop_entry){ .s = { .pidfd = -1 } };
                 results[i] = (struct service_result){ .outcome = SERVICE_FAILED };
                 stop_one(o, names[i], &jobs[i], &results[i]);
         }
@@ -941,19 +710,19 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                 size_t m = 0;
                 int64_t next = INT64_MAX, now = now_ms();
                 for (size_t i = 0; i < n; i++) {
-                        struct stop_job *j = &jobs[i];
+                        struct stop_entry *j = &jobs[i];
                         if (!j->pending)
                                 continue;
-                        if (now >= j->deadline) {
+                        if (now >= j->s.deadline) {
                                 j->pending = false;
                                 result_set(&results[i], SERVICE_FAILED, "still stopping after %us (supervisor pid %d)",
-                                           j->bound_s, (int)j->pid);
+                                           j->s.bound_s, (int)j->s.pid);
                                 continue;
                         }
-                        if (j->deadline < next)
-                                next = j->deadline;
+                        if (j->s.deadline < next)
+                                next = j->s.deadline;
                         map[m] = i;
-                        pfd[m++] = (struct pollfd){ .fd = j->pidfd, .events = POLLIN };
+                        pfd[m++] = (struct pollfd){ .fd = j->s.pidfd, .events = POLLIN };
                 }
                 if (m == 0)
                         break;
@@ -965,10 +734,11 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                 for (size_t k = 0; r > 0 && k < m; k++) {
                         if (!(pfd[k].revents & (POLLIN | POLLHUP | POLLERR)))
                                 continue;
-                        struct stop_job *j = &jobs[map[k]];
+                        struct stop_entry *j = &jobs[map[k]];
                         char line[400], *log = launch_log_path(&j->p);
                         j->pending = false;
-                        if (log && service_launch_log_last(log, j->pid, 0, line, sizeof line) == 0)
+                        stop_job_done(&j->s);
+                        if (log && service_launch_log_last(log, j->s.pid, 0, line, sizeof line) == 0)
                                 result_set(&results[map[k]], SERVICE_DONE, "stopped%s: %s", j->how, line);
                         else
                                 result_set(&results[map[k]], SERVICE_DONE, "stopped%s", j->how);
@@ -980,7 +750,7 @@ int service_stop(const struct service_options *o, char *const *names, size_t n, 
                         failed++;
 out:
         for (size_t i = 0; jobs && i < n; i++) {
-                close_fd(&jobs[i].pidfd);
+                stop_job_done(&jobs[i].s);
                 if (jobs[i].have_paths)
                         vm_paths_done(&jobs[i].p);
         }

@@ -6,7 +6,8 @@
  * queued SIGTERM to the supervisor (carrying the shutdown timeout), whose
  * own escalation does the rest, then a pidfd wait — pidfds work for
  * processes that are not our children, and never depend on the reaper.
- * Several VMs are handled in parallel; every VM gets its own result. */
+ * Several VMs are handled in parallel; every VM gets its own result.
+ * The stop itself is lifecycle/stop.h's. */
 #pragma once
 
 #include <stdbool.h>
@@ -38,9 +39,6 @@ struct service_result {
 
 /* Seconds `vrt start` waits for a VM to report running, by default. */
 #define SERVICE_START_WAIT_S 60
-/* vrt-launch's escalation after the shutdown timeout: quit, SIGTERM,
- * SIGKILL (10 + 5 + 5 s), plus slack for a loaded host. */
-#define SERVICE_ESCALATION_S 30
 
 struct service_options {
         const char *root;
@@ -77,8 +75,9 @@ int service_manager_detect(const char *root, const char *runtime_dir, const char
 int service_find_launcher(char **ret);
 
 /* Starts the named VMs in parallel and fills results[i] for names[i].
- * A VM that already runs is SERVICE_ALREADY; a bad name, a VM without
- * instance.properties or with a DESTROYED marker is SERVICE_INVALID.
+ * A VM that already runs is SERVICE_ALREADY; one that may not start
+ * (vmstate_check_startable(): a bad name, no such VM, destroyed, its first
+ * boot unfinished or failed) is SERVICE_INVALID with vmstate's message.
  * Returns the number of VMs that are SERVICE_INVALID or SERVICE_FAILED
  * (0: all are running now), or a negative errno if nothing could be tried. */
 int service_start(const struct service_options *o, char *const *names, size_t n, struct service_result *results);

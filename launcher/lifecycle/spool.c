@@ -14,7 +14,6 @@
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +22,9 @@
 #include "launcher/core/config.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/paths.h"
+#include "launcher/core/spawn.h"
 #include "launcher/core/util.h"
+#include "launcher/core/vmstate.h"
 
 /* Bursts of requests (`touch start/a start/b`) are taken in one run. */
 #define WATCH_DEBOUNCE_MS 20
@@ -51,10 +52,7 @@ const char *spool_queue_to_string(enum spool_queue q) {
 }
 
 enum spool_queue spool_queue_from_string(const char *s) {
-        for (int i = 0; s && i < _SPOOL_QUEUE_MAX; i++)
-                if (strcmp(s, queue_names[i]) == 0)
-                        return (enum spool_queue)i;
-        return _SPOOL_QUEUE_INVALID;
+        return (enum spool_queue)table_lookup(queue_names, _SPOOL_QUEUE_MAX, s);
 }
 
 /* One line to the queue's log and to the caller's report hook. */
@@ -149,34 +147,25 @@ static int list_dir(const char *dir, struct names *out) {
         return r;
 }
 
-static bool vm_file_exists(const char *root, const char *name, const char *file) {
-        char *path = NULL;
-        struct stat st;
-        bool ok = asprintf(&path, "%s/vm/%s/%s", root, name, file) >= 0 && stat(path, &st) == 0;
-        free(path);
-        return ok;
-}
-
-/* Checks that a request names an existing VM that may get the action.
- * Returns false (having logged why) when it must be dropped. */
+/* Checks that a request names an existing VM that may get the action
+ * (vmstate's one answer for start/). Returns false (having logged why)
+ * when it must be dropped: a bad name, an unknown or destroyed VM is
+ * malformed; a VM whose first boot did not succeed is a failed start. */
 static bool request_valid(const struct spool *s, enum spool_queue q, const char *entry, struct spool_stats *st) {
-        char err[256];
-        if (config_check_vm_name(entry, s->runtime_dir, err, sizeof err) < 0) {
+        char err[1024];
+        int r = q == SPOOL_START ? vmstate_check_startable(s->root, s->runtime_dir, entry, err, sizeof err)
+                                 : vmstate_check_exists(s->root, s->runtime_dir, entry, err, sizeof err);
+        if (r == 0)
+                return true;
+        if (r == -EINVAL)
                 note(s, q, true, "%s/%.80s: %s: request removed", queue_names[q], entry, err);
+        else
+                note(s, q, r != -ESTALE, "%s: %s: request removed", entry, err);
+        if (r == -EINVAL || r == -ENOENT || r == -ESTALE)
                 st->dropped++;
-                return false;
-        }
-        if (!vm_file_exists(s->root, entry, "instance.properties")) {
-                note(s, q, true, "%s: unknown VM (no vm/%s/instance.properties): request removed", entry, entry);
-                st->dropped++;
-                return false;
-        }
-        if (q == SPOOL_START && vm_file_exists(s->root, entry, "DESTROYED")) {
-                note(s, q, false, "%s: destroyed, not started: request removed", entry);
-                st->dropped++;
-                return false;
-        }
-        return true;
+        else
+                st->failed++;
+        return false;
 }
 
 /* Claims the requests in start/, stop/ or destroy/: an entry is ours when
@@ -322,11 +311,6 @@ static int run_destroy(const struct spool *s, struct spool_stats *st) {
 }
 
 /* ---- inst/ ---- */
-
-static bool has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
-}
 
 /* ".claim-HOST-PID": where a run keeps the requests it took. */
 static void claim_dir_name(char *buf, size_t len, pid_t pid) {
@@ -568,21 +552,39 @@ struct worker {
         int pidfd;
 };
 
-static pid_t start_worker(const struct spool *s, enum spool_queue q, bool quiet, const sigset_t *old, int *close_fds, size_t n_close) {
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid != 0)
-                return pid < 0 ? -errno : pid;
-        for (size_t i = 0; i < n_close; i++)
-                if (close_fds[i] >= 0)
-                        close(close_fds[i]);
-        sigprocmask(SIG_SETMASK, old, NULL);
-        struct spool w = *s;
+struct worker_job {
+        const struct spool *s;
+        enum spool_queue q;
+        bool quiet;
+};
+
+static int worker_main(void *userdata) {
+        const struct worker_job *job = userdata;
+        struct spool w = *job->s;
         struct spool_stats st = { 0 };
-        w.quiet_skip = quiet;
-        spool_run_queue(&w, q, &st);
-        fflush(NULL);
-        _exit(st.start_skipped ? WORKER_EXIT_SKIPPED : st.failed ? 1 : 0);
+        w.quiet_skip = job->quiet;
+        spool_run_queue(&w, job->q, &st);
+        return st.start_skipped ? WORKER_EXIT_SKIPPED : st.failed ? 1 : 0;
+}
+
+/* Runs one queue in a child. Returns 0 and the worker, or a negative errno. */
+static int start_worker(const struct spool *s, enum spool_queue q, bool quiet, const sigset_t *old, int *close_fds,
+                        size_t n_close, struct worker *ret) {
+        struct worker_job job = { .s = s, .q = q, .quiet = quiet };
+        struct spawn_options o = {
+                .fn = worker_main,
+                .userdata = &job,
+                .close_fds = close_fds,
+                .n_close_fds = n_close,
+                .fn_sigmask = old,
+        };
+        struct spawn_result res;
+        char err[256];
+        int r = spawn_process(&o, &res, err, sizeof err);
+        if (r < 0)
+                return r;
+        *ret = (struct worker){ res.pid, res.pidfd };
+        return 0;
 }
 
 int spool_watch(const struct spool *s, unsigned rescan_s) {
@@ -634,12 +636,9 @@ int spool_watch(const struct spool *s, unsigned rescan_s) {
                                 continue;
                         if (due[q] <= now) {
                                 int close_fds[] = { sfd, ifd };
-                                pid_t pid = start_worker(s, (enum spool_queue)q, retrying[q], &old, close_fds, 2);
-                                if (pid < 0) {
+                                if (start_worker(s, (enum spool_queue)q, retrying[q], &old, close_fds, 2, &workers[q]) < 0) {
                                         due[q] = now + 1000;    /* try again shortly */
                                 } else {
-                                        workers[q].pid = pid;
-                                        workers[q].pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
                                         due[q] = INT64_MAX;
                                         busy = true;
                                         continue;
@@ -755,13 +754,14 @@ int spool_autostart(const struct spool *s, struct spool_stats *st) {
                 snprintf(name, sizeof name, "%s", entries.v[i]);
                 if (has_suffix(name, ".sh"))
                         name[strlen(name) - 3] = '\0';
-                if (config_check_vm_name(name, s->runtime_dir, err, sizeof err) < 0) {
-                        note(s, SPOOL_START, true, "autostart: autostart/%.80s: %s: ignored", entries.v[i], err);
+                int k = vmstate_check_exists(s->root, s->runtime_dir, name, err, sizeof err);
+                if (k == -ENOENT) {
+                        note(s, SPOOL_START, true, "autostart: %s: %s (autostart/%.80s): ignored", name, err, entries.v[i]);
                         st->dropped++;
                         continue;
                 }
-                if (!vm_file_exists(s->root, name, "instance.properties")) {
-                        note(s, SPOOL_START, true, "autostart: %s: unknown VM (autostart/%.80s): ignored", name, entries.v[i]);
+                if (k < 0) {
+                        note(s, SPOOL_START, true, "autostart: autostart/%.80s: %s: ignored", entries.v[i], err);
                         st->dropped++;
                         continue;
                 }
@@ -790,11 +790,15 @@ int spool_autostart(const struct spool *s, struct spool_stats *st) {
                 }
                 instance_free(inst);
         }
-        /* Destroyed VMs stay down, whatever still points at them. */
+        /* Destroyed VMs stay down, whatever still points at them, and so
+         * do those whose first boot did not succeed. */
         size_t m = 0;
         for (size_t i = 0; i < start.n; i++) {
-                if (vm_file_exists(s->root, start.v[i], "DESTROYED")) {
-                        note(s, SPOOL_START, false, "autostart: %s: destroyed, not started", start.v[i]);
+                int k = vmstate_check_startable(s->root, s->runtime_dir, start.v[i], err, sizeof err);
+                if (k < 0) {
+                        note(s, SPOOL_START, k != -ESTALE, "autostart: %s: %s", start.v[i], err);
+                        if (k != -ESTALE)
+                                st->failed++;
                         free(start.v[i]);
                         continue;
                 }

@@ -2,7 +2,8 @@
  *
  *   inst/NAME.properties  create a VM from it; the file moves to inst/done/
  *                        or inst/failed/ (with FILE.error holding the reason)
- *   start/NAME            start NAME (not if it is DESTROYED)
+ *   start/NAME            start NAME (not if vmstate_check_startable() refuses:
+ *                        destroyed, or its first boot unfinished or failed)
  *   stop/NAME             stop NAME gracefully
  *   destroy/NAME          destroy NAME (stop, delete its disk, mark DESTROYED)
  *

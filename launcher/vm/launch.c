@@ -1,6 +1,7 @@
 #include "launcher/vm/launch.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include "images/chain.h"
+#include "launcher/core/vmstate.h"
+#include "launcher/vm/qemu_proc.h"
 
 static int load_disk(struct launch_context *c, char *err, size_t errlen) {
         const char *top = NULL;
@@ -46,6 +49,69 @@ static int load_disk(struct launch_context *c, char *err, size_t errlen) {
         return 0;
 }
 
+/* image= names the template the VM was made from; its sidecar gives the
+ * kernel, command line and firmware. An overlay must be on that template
+ * (somewhere down its chain: a template may itself be an overlay), so that
+ * a VM never boots one template's disk with another's (or no) sidecar. */
+static int check_template(struct launch_context *c, char *err, size_t errlen) {
+        struct stat tpl, st;
+        const struct instance *inst = c->inst;
+        if (!c->chain)
+                return 0;       /* diskless: the sidecar alone is what it boots */
+        const char *top = c->chain->layers[0].path;
+        const char *bottom = c->chain->layers[c->chain->n_layers - 1].path;
+        if (stat(c->image_path, &tpl) < 0) {
+                int r = errno;
+                if (c->chain->n_layers > 1)
+                        snprintf(err, errlen, "%s:%u: image=%s: template %s: %s (the chain of %s ends in %s)",
+                                 inst->path, inst->line_image, inst->image, c->image_path, strerror(r), top, bottom);
+                else
+                        snprintf(err, errlen, "%s:%u: image=%s: template %s: %s", inst->path, inst->line_image,
+                                 inst->image, c->image_path, strerror(r));
+                return -EINVAL;
+        }
+        if (strcmp(top, c->paths.overlay) != 0)
+                return 0;       /* a copy: made from the template, not backed by it */
+        for (size_t i = 1; i < c->chain->n_layers; i++)
+                if (stat(c->chain->layers[i].path, &st) == 0 && st.st_dev == tpl.st_dev && st.st_ino == tpl.st_ino)
+                        return 0;
+        snprintf(err, errlen, "%s:%u: image=%s: %s is not an overlay on %s: its chain ends in %s",
+                 inst->path, inst->line_image, inst->image, top, c->image_path, bottom);
+        return -EINVAL;
+}
+
+/* Files the sidecar and vrt.conf name for this VM must be there; QEMU
+ * would otherwise fail to start, with a message that names no line. */
+static int check_files(struct launch_context *c, char *err, size_t errlen) {
+        const struct image_meta *m = c->meta;
+        const struct host_config *h = c->host;
+        const char *what[2] = { m->kernel, m->initrd };
+        unsigned line[2] = { m->line_kernel, m->line_initrd };
+        for (size_t i = 0; i < 2; i++)
+                if (what[i] && access(what[i], R_OK) < 0) {
+                        snprintf(err, errlen, "%s:%u: %s=%s: %s", m->path, line[i], i ? "initrd" : "kernel", what[i],
+                                 strerror(errno));
+                        return -EINVAL;
+                }
+        if (c->launch.firmware != FIRMWARE_UEFI)
+                return 0;
+        /* The variable store is copied from ovmf_vars on the VM's first UEFI boot. */
+        bool need_vars = access(c->paths.uefi_vars, F_OK) < 0;
+        const char *fw[2] = { h->ovmf_code, need_vars ? h->ovmf_vars : NULL };
+        unsigned fw_line[2] = { h->line_ovmf_code, h->line_ovmf_vars };
+        for (size_t i = 0; i < 2; i++)
+                if (fw[i] && access(fw[i], R_OK) < 0) {
+                        const char *key = i ? "ovmf_vars" : "ovmf_code";
+                        if (fw_line[i])
+                                snprintf(err, errlen, "%s:%u: %s=%s: %s", h->path, fw_line[i], key, fw[i], strerror(errno));
+                        else
+                                snprintf(err, errlen, "%s: firmware=uefi needs %s: %s (apt-get install ovmf, or set %s= in %s)",
+                                         c->inst->path, fw[i], strerror(errno), key, h->path);
+                        return -EINVAL;
+                }
+        return 0;
+}
+
 int launch_context_load(struct launch_context *c, const char *root, const char *runtime_dir,
                         const char *name, char *err, size_t errlen) {
         char msg[1024];
@@ -72,7 +138,7 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
                 r = -ENOENT;
                 goto fail;
         }
-        if (access(c->paths.destroyed, F_OK) == 0) {
+        if (vmstate_is_destroyed(c->paths.vm_dir)) {
                 snprintf(err, errlen, "VM %s is destroyed (%s exists); `vrt cleanup` removes it", name, c->paths.destroyed);
                 r = -EINVAL;
                 goto fail;
@@ -123,33 +189,26 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
                         goto fail;
                 }
 
-        c->launch = (struct qemu_launch){
-                .host = c->host,
-                .inst = c->inst,
-                .size = c->size,
-                .image = c->meta,
-                .uefi_vars = c->paths.uefi_vars,
-                .fd_qmp = LAUNCH_FD_QMP,
-                .fd_monitor = LAUNCH_FD_MONITOR,
-                .fd_console = LAUNCH_FD_CONSOLE,
-                .fd_console_log = LAUNCH_FD_CONSOLE_LOG,
-                .fd_init_log = -1,
-        };
-        qemu_launch_no_nic_fds(&c->launch);
+        c->launch = (struct qemu_launch){ .uefi_vars = c->paths.uefi_vars };
+        qemu_launch_for_instance(&c->launch, c->host, c->inst, c->size, c->meta);
+        qemu_launch_std_fds(&c->launch, true);
         /* vhost-net is decided here, not when the supervisor opens it, so
          * that `vrt showcmd` prints the argv vrt-launch will use. */
         bool vhost = access("/dev/vhost-net", R_OK | W_OK) == 0;
         for (unsigned i = 0; i < c->inst->n_nics; i++)
                 if (c->inst->nics[i].net == NET_BRIDGE) {
-                        c->launch.fd_tap[i] = launch_fd_tap(i);
-                        c->launch.fd_vhost[i] = vhost ? launch_fd_vhost(i) : -1;
+                        c->launch.fd_tap[i] = qemu_fd_tap(i);
+                        c->launch.fd_vhost[i] = vhost ? qemu_fd_vhost(i) : -1;
                 }
         r = load_disk(c, err, errlen);
         if (r < 0)
                 goto fail;
+        if ((r = check_template(c, err, errlen)) < 0 || (r = check_files(c, err, errlen)) < 0 ||
+            (r = spawn_resolve_user(c->host, &c->user, err, errlen)) < 0)
+                goto fail;
         if (!c->meta->kernel && c->launch.n_disk == 0) {
-                snprintf(err, errlen, "VM %s has nothing to boot: no disk in %s and no kernel= in %s",
-                         name, c->paths.vm_dir, meta_path);
+                snprintf(err, errlen, "%s:%u: image=%s: VM %s has nothing to boot: no disk in %s and no kernel= in %s",
+                         c->inst->path, c->inst->line_image, c->inst->image, name, c->paths.vm_dir, meta_path);
                 r = -EINVAL;
                 goto fail;
         }
@@ -176,12 +235,4 @@ void launch_context_done(struct launch_context *c) {
         image_chain_free(c->chain);
         free(c->layers);
         *c = (struct launch_context){ 0 };
-}
-
-int launch_fd_tap(unsigned nic) {
-        return nic == 0 ? LAUNCH_FD_TAP : LAUNCH_FD_NIC_EXTRA + 2 * ((int)nic - 1);
-}
-
-int launch_fd_vhost(unsigned nic) {
-        return nic == 0 ? LAUNCH_FD_VHOST : LAUNCH_FD_NIC_EXTRA + 2 * ((int)nic - 1) + 1;
 }

@@ -23,12 +23,23 @@ char *qemu_escape_commas(const char *s) {
         return out;
 }
 
-enum firmware qemu_launch_firmware(const struct qemu_launch *l) {
-        if (l->inst->firmware_set)
-                return l->inst->firmware;
-        if (l->image && l->image->firmware_set)
-                return l->image->firmware;
-        return FIRMWARE_BIOS;
+void qemu_launch_for_instance(struct qemu_launch *l, const struct host_config *host, const struct instance *inst,
+                              const struct size_class *size, const struct image_meta *image) {
+        l->qemu = host->qemu;
+        l->machine = host->machine;
+        l->accel = host->accel;
+        l->ovmf_code = host->ovmf_code;
+        l->name = inst->name;
+        l->cpus = size->cpus;
+        l->memory_mib = size->memory >> 20;
+        l->firmware = inst->firmware_set ? inst->firmware
+                      : image && image->firmware_set ? image->firmware
+                      : FIRMWARE_BIOS;
+        l->kernel = image ? image->kernel : NULL;
+        l->initrd = image ? image->initrd : NULL;
+        l->cmdline = image ? image->cmdline : NULL;
+        l->nics = inst->nics;
+        l->n_nics = inst->nics[0].net == NET_NONE ? 0 : inst->n_nics;
 }
 
 /* Appends an option whose value is a JSON object; takes the object. */
@@ -143,18 +154,14 @@ static void add_nic(struct strv *v, const struct nic *nic, unsigned i, int fd_ta
                 if (fd_vhost >= 0)
                         put_fd(put_bool(n, "vhost", 1), "vhostfd", fd_vhost);
         } else {
-                if (nic->hostfwd && n) {
+                if (nic->n_fwd && n) {
                         struct json_object *list = json_object_new_array();
-                        const char *p = nic->hostfwd;
-                        while (*p && list) {
-                                size_t len = strcspn(p, ";");
-                                char *rule = strndup(p, len);
-                                if (rule && len)
-                                        json_object_array_add(list, put_str(obj(), "str", rule));
-                                free(rule);
-                                p += len;
-                                if (*p == ';')
-                                        p++;
+                        for (unsigned k = 0; k < nic->n_fwd && list; k++) {
+                                const struct hostfwd *f = &nic->fwd[k];
+                                char rule[64];
+                                snprintf(rule, sizeof rule, "%s:%s:%u-%s:%u", f->udp ? "udp" : "tcp", f->host_addr,
+                                         f->host_port, f->guest_addr, f->guest_port);
+                                json_object_array_add(list, put_str(obj(), "str", rule));
                         }
                         json_object_object_add(n, "hostfwd", list);
                 }
@@ -167,15 +174,15 @@ static void add_nic(struct strv *v, const struct nic *nic, unsigned i, int fd_ta
 }
 
 int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t errlen) {
-        const struct instance *inst = l->inst;
-        const struct host_config *host = l->host;
         struct strv v = { 0 };
         int r;
 
-        if (!inst || !host || !l->size) {
+        if (!l->qemu || !l->machine || !l->accel || !l->name || (l->n_nics && !l->nics)) {
                 snprintf(err, errlen, "incomplete launch description");
                 return -EINVAL;
         }
+        /* Configuration values were checked when they were parsed; what is
+         * checked here comes from elsewhere: disk chains and descriptors. */
         for (size_t i = 0; i < l->n_disk; i++) {
                 r = check_path("disk", l->disk[i].path, err, errlen);
                 if (r < 0)
@@ -185,24 +192,11 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
                         return -EINVAL;
                 }
         }
-        if (l->size->memory < (1ULL << 20) || l->size->memory % (1ULL << 20)) {
-                snprintf(err, errlen, "size %s: memory must be a whole number of MiB", l->size->name);
-                return -EINVAL;
-        }
-        enum firmware fw = qemu_launch_firmware(l);
-        if (fw == FIRMWARE_UEFI) {
-                if ((r = check_path("ovmf_code", host->ovmf_code, err, errlen)) < 0 ||
-                    (r = check_path("UEFI variable store", l->uefi_vars, err, errlen)) < 0)
-                        return r;
-        }
-        if (l->image && l->image->kernel) {
-                if ((r = check_path("kernel", l->image->kernel, err, errlen)) < 0)
-                        return r;
-                if (l->image->initrd && (r = check_path("initrd", l->image->initrd, err, errlen)) < 0)
-                        return r;
-        }
-        for (unsigned i = 0; i < inst->n_nics; i++)
-                if (inst->nics[i].net == NET_BRIDGE && l->fd_tap[i] < 0) {
+        enum firmware fw = l->firmware;
+        if (fw == FIRMWARE_UEFI && (r = check_path("UEFI variable store", l->uefi_vars, err, errlen)) < 0)
+                return r;
+        for (unsigned i = 0; i < l->n_nics; i++)
+                if (l->nics[i].net == NET_BRIDGE && l->fd_tap[i] < 0) {
                         char key[8] = "net";
                         if (i)
                                 snprintf(key, sizeof key, "net.%u", i);
@@ -210,21 +204,21 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
                         return -EINVAL;
                 }
 
-        strv_add(&v, host->qemu);
+        strv_add(&v, l->qemu);
         strv_add(&v, "-name");
-        strv_addf(&v, "guest=%s,debug-threads=on", inst->name);       /* validated: [a-z0-9-] */
+        strv_addf(&v, "guest=%s,debug-threads=on", l->name);          /* validated: no comma */
         strv_add(&v, "-nodefaults");
         strv_add(&v, "-no-user-config");
 
         /* The machine string carries only validated tokens and fixed node names. */
         strv_add(&v, "-machine");
         if (fw == FIRMWARE_UEFI)
-                strv_addf(&v, "%s,pflash0=fw-code,pflash1=fw-vars", host->machine);
+                strv_addf(&v, "%s,pflash0=fw-code,pflash1=fw-vars", l->machine);
         else
-                strv_add(&v, host->machine);
+                strv_add(&v, l->machine);
         /* accel=kvm:tcg becomes one -accel per choice, tried in order. */
         {
-                const char *a = host->accel;
+                const char *a = l->accel;
                 while (*a) {
                         size_t n = strcspn(a, ":");
                         strv_add(&v, "-accel");
@@ -237,9 +231,9 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
         strv_add(&v, "-cpu");
         strv_add(&v, "max");
         strv_add(&v, "-smp");
-        strv_addf(&v, "%u", l->size->cpus);
+        strv_addf(&v, "%u", l->cpus);
         strv_add(&v, "-m");
-        strv_addf(&v, "%lluM", (unsigned long long)(l->size->memory >> 20));
+        strv_addf(&v, "%lluM", (unsigned long long)l->memory_mib);
         strv_add(&v, "-display");
         strv_add(&v, "none");
         if (l->vnc_socket) {
@@ -255,21 +249,21 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
         }
 
         if (fw == FIRMWARE_UEFI) {
-                add_json(&v, "-blockdev", put_bool(put_str(put_str(put_str(obj(), "driver", "file"), "filename", host->ovmf_code), "node-name", "fw-code"), "read-only", 1));
+                add_json(&v, "-blockdev", put_bool(put_str(put_str(put_str(obj(), "driver", "file"), "filename", l->ovmf_code), "node-name", "fw-code"), "read-only", 1));
                 add_json(&v, "-blockdev", put_bool(put_str(put_str(put_str(obj(), "driver", "file"), "filename", l->uefi_vars), "node-name", "fw-vars"), "read-only", 0));
         }
 
-        if (l->image && l->image->kernel) {
+        if (l->kernel) {
                 /* -kernel, -initrd and -append take their argument verbatim. */
                 strv_add(&v, "-kernel");
-                strv_add(&v, l->image->kernel);
-                if (l->image->initrd) {
+                strv_add(&v, l->kernel);
+                if (l->initrd) {
                         strv_add(&v, "-initrd");
-                        strv_add(&v, l->image->initrd);
+                        strv_add(&v, l->initrd);
                 }
-                if (l->image->cmdline) {
+                if (l->cmdline) {
                         strv_add(&v, "-append");
-                        strv_add(&v, l->image->cmdline);
+                        strv_add(&v, l->cmdline);
                 }
         }
 
@@ -284,8 +278,8 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
                 add_json(&v, "-device", put_str(put_str(put_str(obj(), "driver", "virtio-blk-pci"), "id", "seed0"), "drive", "seed"));
         }
 
-        for (unsigned i = 0; i < inst->n_nics && inst->nics[0].net != NET_NONE; i++)
-                add_nic(&v, &inst->nics[i], i, l->fd_tap[i], l->fd_vhost[i]);
+        for (unsigned i = 0; i < l->n_nics; i++)
+                add_nic(&v, &l->nics[i], i, l->fd_tap[i], l->fd_vhost[i]);
 
         /* Entropy for the guest; a fresh VM otherwise starves at first boot. */
         add_json(&v, "-object", put_str(put_str(put_str(obj(), "qom-type", "rng-random"), "id", "rng0"), "filename", "/dev/urandom"));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "launcher/core/config.h"
 
@@ -13,11 +14,25 @@ struct qemu_disk_layer {
         const char *format;     /* "qcow2" or "raw" */
 };
 
+/* What QEMU is to run. A VM fills it from its files with
+ * qemu_launch_for_instance(); an OS install fills it from its options. */
 struct qemu_launch {
-        const struct host_config *host;
-        const struct instance *inst;
-        const struct size_class *size;
-        const struct image_meta *image;        /* may be NULL: no direct kernel boot */
+        const char *qemu;       /* argv[0], absolute */
+        const char *machine;    /* a checked machine type, e.g. "q35" */
+        const char *accel;      /* checked accelerators to try in order, "kvm:tcg" */
+        const char *name;       /* guest name: [A-Za-z0-9._-] */
+        unsigned cpus;
+        uint64_t memory_mib;
+        enum firmware firmware;
+        const char *ovmf_code;  /* firmware=uefi: absolute */
+
+        /* Direct kernel boot: absolute paths; kernel NULL = none. */
+        const char *kernel;
+        const char *initrd;
+        const char *cmdline;
+
+        const struct nic *nics; /* n_nics of them; 0 = no NIC at all */
+        unsigned n_nics;
 
         const struct qemu_disk_layer *disk;     /* NULL/0: no disk */
         size_t n_disk;
@@ -48,5 +63,9 @@ void qemu_launch_no_nic_fds(struct qemu_launch *l);
 /* Doubles every comma, the QemuOpts escape for option values. New string. */
 char *qemu_escape_commas(const char *s);
 
-/* The firmware a launch uses: the instance's choice, else the image's, else BIOS. */
-enum firmware qemu_launch_firmware(const struct qemu_launch *l);
+/* Fills the VM part of l from checked configuration: host (qemu, machine,
+ * accel, OVMF), the instance (name, NICs; firmware, else the image's, else
+ * BIOS), its size and the image sidecar (direct kernel boot; may be NULL).
+ * Leaves disks, extra drives and descriptors alone. */
+void qemu_launch_for_instance(struct qemu_launch *l, const struct host_config *host, const struct instance *inst,
+                              const struct size_class *size, const struct image_meta *image);

@@ -21,12 +21,14 @@
 #include "launcher/vm/launch.h"
 #include "launcher/core/log.h"
 #include "launcher/vm/notify.h"
+#include "launcher/vm/qemu_proc.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/spawn.h"
 #include "launcher/core/strv.h"
 #include "net/bridge.h"
 #include "net/tap.h"
 #include "qmp/qmp.h"
+#include "launcher/core/lease.h"
 #include "launcher/core/util.h"
 
 #define QMP_TIMEOUT_MS 30000    /* TCG under sanitizers can be slow to greet */
@@ -46,14 +48,12 @@ enum stop_stage {
 
 struct supervisor {
         struct launch_context ctx;
+        int lease_fd;           /* vm/NAME/lease on the shared root */
         int lock_fd;
-        int qmp_listen, monitor_listen, console_listen, console_log_fd;
-        int tap_fd[VM_NICS_MAX], vhost_fd[VM_NICS_MAX];        /* per NIC, -1 when absent */
-        int init_log_fd;
+        struct qemu_proc_fds fds;       /* for QEMU, until it is started */
         int out_read, out_write;        /* QEMU's stdout+stderr */
-        int sig_fd, pidfd;
-        pid_t qemu_pid;
-        struct qmp *qmp;
+        int sig_fd;
+        struct qemu_proc proc;          /* QEMU, once started */
         struct qemu_user user;
         unsigned shutdown_timeout;
         enum stop_stage stage;
@@ -68,13 +68,6 @@ struct supervisor {
         char tail[TAIL_LINES][256];
         unsigned tail_next;
 };
-
-static void close_nic_fds(struct supervisor *s) {
-        for (unsigned i = 0; i < VM_NICS_MAX; i++) {
-                close_fd(&s->tap_fd[i]);
-                close_fd(&s->vhost_fd[i]);
-        }
-}
 
 /* Keeps QEMU's last output lines for the crash message, and logs them. */
 static void output_line(struct supervisor *s, const char *line) {
@@ -133,7 +126,7 @@ static int ensure_uefi_vars(struct supervisor *s, char *err, size_t errlen) {
         int in = -1, out = -1, r = 0;
         char tmp[4200];
 
-        if (qemu_launch_firmware(&s->ctx.launch) != FIRMWARE_UEFI || access(dst, F_OK) == 0)
+        if (s->ctx.launch.firmware != FIRMWARE_UEFI || access(dst, F_OK) == 0)
                 return 0;
         snprintf(tmp, sizeof tmp, "%s.tmp", dst);
         in = open(s->ctx.host->ovmf_vars, O_RDONLY | O_CLOEXEC);
@@ -201,7 +194,7 @@ static int grant_vm_files(struct supervisor *s, char *err, size_t errlen) {
                 return 0;
         if (s->ctx.launch.n_disk > 0)
                 files[0] = s->ctx.launch.disk[0].path;
-        if (qemu_launch_firmware(&s->ctx.launch) == FIRMWARE_UEFI)
+        if (s->ctx.launch.firmware == FIRMWARE_UEFI)
                 files[1] = s->ctx.paths.uefi_vars;
         files[2] = s->ctx.launch.seed_image;    /* first boot: QEMU reads it, nobody else */
         for (size_t i = 0; i < 3; i++)
@@ -221,8 +214,8 @@ static int open_init_log(struct supervisor *s, const struct supervisor_options *
                 snprintf(err, errlen, "a seed image needs an init log");
                 return -EINVAL;
         }
-        s->init_log_fd = open(o->init_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (s->init_log_fd < 0) {
+        s->fds.init_log = open(o->init_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (s->fds.init_log < 0) {
                 int r = -errno;
                 snprintf(err, errlen, "cannot open %s: %s", o->init_log, strerror(-r));
                 return r;
@@ -249,7 +242,7 @@ static int setup_tap(struct supervisor *s, unsigned i, char *err, size_t errlen)
                 snprintf(err, errlen, "cannot name a tap for %s: %s", inst->name, strerror(-r));
                 return r;
         }
-        r = tap_open(ifname, true, &s->tap_fd[i], err, errlen);
+        r = tap_open(ifname, true, &s->fds.tap[i], err, errlen);
         if (r < 0)
                 return r;
         r = tap_set_alias(ifname, inst->name, err, errlen);
@@ -258,11 +251,11 @@ static int setup_tap(struct supervisor *s, unsigned i, char *err, size_t errlen)
         r = bridge_attach(bridge, ifname, err, errlen);
         if (r < 0)
                 return r;
-        if (s->ctx.launch.fd_vhost[i] >= 0 && tap_vhost_open(&s->vhost_fd[i]) < 0) {
+        if (s->ctx.launch.fd_vhost[i] >= 0 && tap_vhost_open(&s->fds.vhost[i]) < 0) {
                 log_warning("cannot open /dev/vhost-net; virtio-net runs in QEMU instead");
                 s->ctx.launch.fd_vhost[i] = -1;
         }
-        log_info("tap %s attached to bridge %s%s", ifname, bridge, s->vhost_fd[i] >= 0 ? " (vhost-net)" : "");
+        log_info("tap %s attached to bridge %s%s", ifname, bridge, s->fds.vhost[i] >= 0 ? " (vhost-net)" : "");
         return 0;
 }
 
@@ -278,7 +271,6 @@ static int setup_network(struct supervisor *s, char *err, size_t errlen) {
 
 static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
         const struct vm_paths *p = &s->ctx.paths;
-        mode_t mode = s->user.socket_gid != (gid_t)-1 ? 0660 : 0600;
         int r;
 
         s->lock_fd = runtime_lock(p, err, errlen);
@@ -305,25 +297,17 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot write %s: %s", p->pid_file, strerror(-r));
                 return r;
         }
-        /* The supervisor's socket is its alone; the others may be shared
-         * with an operator group. */
-        s->qmp_listen = runtime_listen(p->qmp_sock, 0600, (gid_t)-1, err, errlen);
-        if (s->qmp_listen < 0)
-                return s->qmp_listen;
-        s->monitor_listen = runtime_listen(p->monitor_sock, mode, s->user.socket_gid, err, errlen);
-        if (s->monitor_listen < 0)
-                return s->monitor_listen;
-        s->console_listen = runtime_listen(p->console_sock, mode, s->user.socket_gid, err, errlen);
-        if (s->console_listen < 0)
-                return s->console_listen;
+        r = qemu_proc_listen(&s->fds, p, s->user.socket_gid, err, errlen);
+        if (r < 0)
+                return r;
 
         if (mkdir(p->log_dir, 0750) < 0 && errno != EEXIST) {
                 r = -errno;
                 snprintf(err, errlen, "cannot create %s: %s", p->log_dir, strerror(-r));
                 return r;
         }
-        s->console_log_fd = open(p->console_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (s->console_log_fd < 0) {
+        s->fds.console_log = open(p->console_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (s->fds.console_log < 0) {
                 r = -errno;
                 snprintf(err, errlen, "cannot open %s: %s", p->console_log, strerror(-r));
                 return r;
@@ -332,78 +316,40 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
 }
 
 static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
-        char **argv = NULL;
         int pipefd[2];
-        int r = qemu_argv_build(&s->ctx.launch, &argv, err, errlen);
-        if (r < 0)
-                return r;
+        char qpid[4200];
         if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
-                r = -errno;
+                int r = -errno;
                 snprintf(err, errlen, "pipe: %s", strerror(-r));
-                strv_free(argv);
                 return r;
         }
         s->out_read = pipefd[0];
         s->out_write = pipefd[1];
-
-        struct spawn_fd fds[5 + 2 * VM_NICS_MAX];
-        size_t n = 0;
-        fds[n++] = (struct spawn_fd){ s->qmp_listen, LAUNCH_FD_QMP };
-        fds[n++] = (struct spawn_fd){ s->monitor_listen, LAUNCH_FD_MONITOR };
-        fds[n++] = (struct spawn_fd){ s->console_listen, LAUNCH_FD_CONSOLE };
-        fds[n++] = (struct spawn_fd){ s->console_log_fd, LAUNCH_FD_CONSOLE_LOG };
-        for (unsigned i = 0; i < VM_NICS_MAX; i++) {
-                if (s->tap_fd[i] >= 0)
-                        fds[n++] = (struct spawn_fd){ s->tap_fd[i], launch_fd_tap(i) };
-                if (s->vhost_fd[i] >= 0)
-                        fds[n++] = (struct spawn_fd){ s->vhost_fd[i], launch_fd_vhost(i) };
-        }
-        if (s->init_log_fd >= 0)
-                fds[n++] = (struct spawn_fd){ s->init_log_fd, LAUNCH_FD_INIT_LOG };
-        struct spawn_request req = {
-                .argv = argv,
-                .fds = fds,
-                .n_fds = n,
-                .stdout_fd = s->out_write,
-                .drop_privileges = s->user.drop,
-                .uid = s->user.uid,
-                .gid = s->user.gid,
-        };
-        r = spawn_child(&req, &s->qemu_pid, &s->pidfd, err, errlen);
-        strv_free(argv);
-        close_fd(&s->out_write);
-        if (r < 0)
-                return r;
-        log_info("started QEMU pid %d%s", (int)s->qemu_pid, s->user.drop ? "" : " (not root: running QEMU as the caller)");
-
-        char qpid[4200];
         snprintf(qpid, sizeof qpid, "%s/qemu.pid", s->ctx.paths.run_dir);
-        runtime_write_pid(qpid, s->qemu_pid);
-
-        /* Connect while we still hold the listening socket: the connection
-         * waits in its backlog, and if QEMU dies before accepting, closing
-         * our copy resets it, so the handshake fails fast instead of
-         * retrying against a dead socket. */
-        r = qmp_connect_unix(s->ctx.paths.qmp_sock, 1000, &s->qmp, err, errlen);
-        close_fd(&s->qmp_listen);
-        close_fd(&s->monitor_listen);
-        close_fd(&s->console_listen);
-        close_fd(&s->console_log_fd);
-        close_nic_fds(s);       /* QEMU holds the only copies: the taps die with it */
-        close_fd(&s->init_log_fd);
-        if (r < 0)
-                return r;
-        return qmp_handshake(s->qmp, QMP_TIMEOUT_MS, err, errlen);
+        struct qemu_proc_request req = {
+                .launch = &s->ctx.launch,
+                .fds = &s->fds,
+                .qmp_sock = s->ctx.paths.qmp_sock,
+                .pid_file = qpid,
+                .stdout_fd = s->out_write,
+                .user = &s->user,
+                .timeout_ms = QMP_TIMEOUT_MS,
+        };
+        int r = qemu_proc_start(&req, &s->proc, err, errlen);
+        close_fd(&s->out_write);
+        if (s->proc.pid > 0)
+                log_info("started QEMU pid %d%s", (int)s->proc.pid, s->user.drop ? "" : " (not root: running QEMU as the caller)");
+        return r;
 }
 
 static void send_command(struct supervisor *s, const char *cmd) {
         char err[512];
         struct json_object *ret = NULL;
-        if (!s->qmp) {
+        if (!s->proc.qmp) {
                 log_warning("cannot send %s: QMP is disconnected", cmd);
                 return;
         }
-        int r = qmp_execute(s->qmp, cmd, NULL, 5000, &ret, err, sizeof err);
+        int r = qmp_execute(s->proc.qmp, cmd, NULL, 5000, &ret, err, sizeof err);
         if (r < 0)
                 log_warning("%s failed: %s", cmd, err[0] ? err : strerror(-r));
         json_object_put(ret);
@@ -426,12 +372,12 @@ static void stage_enter(struct supervisor *s, enum stop_stage stage) {
                 break;
         case STAGE_TERM:
                 log_warning("stopping: QEMU did not quit within %ds, sending SIGTERM", QUIT_WAIT_S);
-                kill(s->qemu_pid, SIGTERM);
+                kill(s->proc.pid, SIGTERM);
                 s->deadline = now_ms() + SIGTERM_WAIT_S * 1000;
                 break;
         case STAGE_KILL:
                 log_warning("stopping: QEMU ignored SIGTERM for %ds, sending SIGKILL", SIGTERM_WAIT_S);
-                kill(s->qemu_pid, SIGKILL);
+                kill(s->proc.pid, SIGKILL);
                 s->deadline = now_ms() + SIGKILL_WAIT_S * 1000;
                 break;
         case STAGE_RUNNING:
@@ -465,7 +411,7 @@ static void handle_event(struct supervisor *s, struct json_object *ev) {
 
 static void drain_events(struct supervisor *s) {
         struct json_object *ev;
-        while (s->qmp && qmp_next_event(s->qmp, &ev) > 0) {
+        while (s->proc.qmp && qmp_next_event(s->proc.qmp, &ev) > 0) {
                 handle_event(s, ev);
                 json_object_put(ev);
         }
@@ -506,10 +452,10 @@ static int exit_status(struct supervisor *s, const siginfo_t *si) {
 /* Reaps QEMU after its pidfd became readable and drains its last output. */
 static int reap(struct supervisor *s) {
         siginfo_t si = { 0 };
-        while (waitid(P_PID, (id_t)s->qemu_pid, &si, WEXITED) < 0 && errno == EINTR)
+        while (waitid(P_PID, (id_t)s->proc.pid, &si, WEXITED) < 0 && errno == EINTR)
                 ;
-        close_fd(&s->pidfd);
-        s->qemu_pid = 0;
+        close_fd(&s->proc.pidfd);
+        s->proc.pid = 0;
         if (s->out_read >= 0) {
                 int fl = fcntl(s->out_read, F_GETFL);
                 fcntl(s->out_read, F_SETFL, fl & ~O_NONBLOCK);
@@ -528,10 +474,10 @@ static int event_loop(struct supervisor *s) {
                 i_sig = n;
                 pfd[n++] = (struct pollfd){ .fd = s->sig_fd, .events = POLLIN };
                 i_pid = n;
-                pfd[n++] = (struct pollfd){ .fd = s->pidfd, .events = POLLIN };
-                if (s->qmp) {
+                pfd[n++] = (struct pollfd){ .fd = s->proc.pidfd, .events = POLLIN };
+                if (s->proc.qmp) {
                         i_qmp = n;
-                        pfd[n++] = (struct pollfd){ .fd = qmp_get_fd(s->qmp), .events = POLLIN };
+                        pfd[n++] = (struct pollfd){ .fd = qmp_get_fd(s->proc.qmp), .events = POLLIN };
                 }
                 if (s->out_read >= 0) {
                         i_out = n;
@@ -553,11 +499,11 @@ static int event_loop(struct supervisor *s) {
                 if (r > 0 && i_out >= 0 && pfd[i_out].revents)
                         output_read(s);
                 if (r > 0 && i_qmp >= 0 && pfd[i_qmp].revents) {
-                        int q = qmp_process_input(s->qmp);
+                        int q = qmp_process_input(s->proc.qmp);
                         drain_events(s);
                         if (q < 0) {
                                 /* QEMU is exiting; its pidfd tells when it is gone. */
-                                s->qmp = qmp_free(s->qmp);
+                                s->proc.qmp = qmp_free(s->proc.qmp);
                         }
                 }
                 if (r > 0 && (pfd[i_sig].revents & POLLIN)) {
@@ -584,7 +530,7 @@ static int event_loop(struct supervisor *s) {
                         stage_enter(s, STAGE_POWERDOWN);
                 } else if (s->stage != STAGE_RUNNING && now_ms() >= s->deadline) {
                         if (s->stage == STAGE_KILL) {
-                                log_error("QEMU pid %d survives SIGKILL; giving up", (int)s->qemu_pid);
+                                log_error("QEMU pid %d survives SIGKILL; giving up", (int)s->proc.pid);
                                 return SUPERVISOR_EXIT_FAILED;
                         }
                         stage_enter(s, s->stage + 1);
@@ -604,44 +550,66 @@ static void drop_capabilities(struct supervisor *s) {
                 log_warning("could not drop capabilities; continuing with them");
 }
 
+/* The lease says on the shared root that this host runs the VM. It is
+ * taken before anything else is touched, so that a start on a second host
+ * changes nothing and says where the VM runs. */
+static int take_lease(struct supervisor *s, char *err, size_t errlen) {
+        char host[LEASE_HOST_MAX + 1], who[256];
+        struct lease_holder stale;
+        int r;
+
+        if (s->ctx.host->shared_root) {
+                r = lease_check_root(s->ctx.root, "/proc/self/mountinfo", false, err, errlen);
+                if (r < 0)
+                        return r == -ENOLCK ? -EINVAL : r;
+        }
+        r = lease_host_name(host, sizeof host, err, errlen);
+        if (r < 0)
+                return r;
+        s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.inst->name, host, &stale, err, errlen);
+        if (s->lease_fd < 0)
+                return s->lease_fd;
+        if (stale.host[0]) {
+                lease_describe(&stale, who, sizeof who);
+                log_warning("%s: took over the stale lease of %s: that run ended without stopping the VM",
+                            s->ctx.inst->name, who);
+        }
+        return 0;
+}
+
 static void supervisor_teardown(struct supervisor *s) {
-        if (s->qemu_pid > 0) {
+        if (s->proc.pid > 0) {
                 /* We are failing with QEMU still there: take it down with us. */
-                kill(s->qemu_pid, SIGKILL);
-                while (waitpid(s->qemu_pid, NULL, 0) < 0 && errno == EINTR)
+                kill(s->proc.pid, SIGKILL);
+                while (waitpid(s->proc.pid, NULL, 0) < 0 && errno == EINTR)
                         ;
         }
-        s->qmp = qmp_free(s->qmp);
-        close_fd(&s->qmp_listen);
-        close_fd(&s->monitor_listen);
-        close_fd(&s->console_listen);
-        close_fd(&s->console_log_fd);
-        close_nic_fds(s);
-        close_fd(&s->init_log_fd);
+        s->proc.qmp = qmp_free(s->proc.qmp);
+        qemu_proc_fds_close(&s->fds);
         close_fd(&s->out_read);
         close_fd(&s->out_write);
-        close_fd(&s->pidfd);
+        close_fd(&s->proc.pidfd);
         close_fd(&s->sig_fd);
         if (s->lock_fd >= 0) {
                 runtime_remove(&s->ctx.paths);
                 close_fd(&s->lock_fd);
         }
+        /* Last: QEMU has exited (reaped above or by the event loop). */
+        lease_release(&s->lease_fd);
         launch_context_done(&s->ctx);
 }
 
 int supervisor_run(const struct supervisor_options *o) {
         struct supervisor s = {
-                .lock_fd = -1, .qmp_listen = -1, .monitor_listen = -1, .console_listen = -1,
-                .console_log_fd = -1, .init_log_fd = -1,
+                .lease_fd = -1, .lock_fd = -1,
                 .out_read = -1, .out_write = -1,
-                .sig_fd = -1, .pidfd = -1,
+                .sig_fd = -1, .proc = { .pidfd = -1 },
         };
         char err[2048] = "";
         int r, status = SUPERVISOR_EXIT_FAILED;
         sigset_t mask;
 
-        for (unsigned i = 0; i < VM_NICS_MAX; i++)
-                s.tap_fd[i] = s.vhost_fd[i] = -1;
+        qemu_proc_fds_init(&s.fds);
         /* Signals are read from a signalfd, never delivered asynchronously. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -665,14 +633,21 @@ int supervisor_run(const struct supervisor_options *o) {
                              : s.ctx.inst->shutdown_timeout ? s.ctx.inst->shutdown_timeout
                              : s.ctx.host->shutdown_timeout;
 
+        r = take_lease(&s, err, sizeof err);
+        if (r < 0) {
+                log_error("%s", err);
+                supervisor_teardown(&s);
+                return r == -EBUSY ? SUPERVISOR_EXIT_ELSEWHERE
+                       : r == -EINVAL ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
+        }
         if (o->seed_image) {
                 s.ctx.launch.seed_image = o->seed_image;
-                s.ctx.launch.fd_init_log = LAUNCH_FD_INIT_LOG;
+                s.ctx.launch.fd_init_log = QEMU_FD_INIT_LOG;
         }
         /* Nothing is touched before the lock: the init log of a running
          * first boot must not be truncated by a second vrt-launch. */
-        if ((r = spawn_resolve_user(s.ctx.host, &s.user, err, sizeof err)) < 0 ||
-            (r = setup_runtime(&s, err, sizeof err)) < 0 ||
+        s.user = s.ctx.user;
+        if ((r = setup_runtime(&s, err, sizeof err)) < 0 ||
             (r = open_init_log(&s, o, err, sizeof err)) < 0 ||
             (r = ensure_uefi_vars(&s, err, sizeof err)) < 0 ||
             (r = grant_vm_files(&s, err, sizeof err)) < 0 ||
@@ -688,11 +663,11 @@ int supervisor_run(const struct supervisor_options *o) {
         notify_send("STATUS=starting QEMU");
         r = start_qemu(&s, err, sizeof err);
         if (r < 0) {
-                if (s.qemu_pid > 0) {
+                if (s.proc.pid > 0) {
                         /* Wait briefly for QEMU to die on its own, for its message. */
-                        struct pollfd pfd = { .fd = s.pidfd, .events = POLLIN };
+                        struct pollfd pfd = { .fd = s.proc.pidfd, .events = POLLIN };
                         if (poll(&pfd, 1, 2000) <= 0)
-                                kill(s.qemu_pid, SIGKILL);
+                                kill(s.proc.pid, SIGKILL);
                         reap(&s);
                 }
                 char tail[2048];
@@ -700,9 +675,7 @@ int supervisor_run(const struct supervisor_options *o) {
                 log_error("%s: QEMU did not come up: %s%s%s", o->name, err, tail[0] ? "; QEMU said: " : "", tail);
                 goto out;
         }
-        struct json_object *ret = NULL;
-        r = qmp_execute(s.qmp, "cont", NULL, 10000, &ret, err, sizeof err);
-        json_object_put(ret);
+        r = qemu_proc_cont(&s.proc, 10000, err, sizeof err);
         if (r < 0) {
                 log_error("%s: cont failed: %s", o->name, err);
                 goto out;

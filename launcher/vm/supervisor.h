@@ -10,6 +10,7 @@ enum {
         SUPERVISOR_EXIT_INVALID = 2,    /* bad configuration: nothing was started */
         SUPERVISOR_EXIT_FORCED = 3,     /* stop escalated past system_powerdown */
         SUPERVISOR_EXIT_TIMEOUT = 4,    /* --run-timeout elapsed; the VM was stopped */
+        SUPERVISOR_EXIT_ELSEWHERE = 5,  /* the VM runs on another host (or supervisor): not started */
 };
 
 struct supervisor_options {

@@ -2,16 +2,19 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "launcher/core/config.h"
 #include "launcher/core/log.h"
 #include "launcher/core/paths.h"
 #include "launcher/vm/supervisor.h"
+#include "version.h"
 
 static void usage(FILE *f) {
         fprintf(f,
                 "usage: vrt-launch [--root DIR] [--shutdown-timeout S] NAME\n"
                 "       vrt-launch --seed-image ISO --init-log FILE [--run-timeout S] NAME   (first boot)\n"
+                "       vrt-launch --version\n"
                 "Runs VM NAME in the foreground until it powers off.\n"
                 "Exit status: 0 powered off, 1 QEMU failed or crashed, 2 bad configuration,\n"
                 "3 stopped forcibly (after the shutdown timeout, or QEMU died while stopping),\n"
@@ -26,6 +29,7 @@ int main(int argc, char **argv) {
                 { "init-log", required_argument, NULL, 'l' },
                 { "run-timeout", required_argument, NULL, 'T' },
                 { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
                 { 0 },
         };
         struct supervisor_options o = {
@@ -63,6 +67,12 @@ int main(int argc, char **argv) {
                         break;
                 case 'h':
                         usage(stdout);
+                        return 0;
+                case 'V':
+                        if (strcmp(VRT_VCS_TAG, VRT_VERSION) == 0)
+                                printf("vrt-launch %s\n", VRT_VERSION);
+                        else
+                                printf("vrt-launch %s (git %s)\n", VRT_VERSION, VRT_VCS_TAG);
                         return 0;
                 default:
                         usage(stderr);

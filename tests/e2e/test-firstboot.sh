@@ -189,6 +189,12 @@ sed -i '/^init_timeout=/d' "$VRT_ROOT/vrt.conf"
 # States in vrt list, and no start of a VM whose init never finished.
 check "list: a failed first boot shows as init-failed" \
         bash -c '"$0" list | grep -qE "^fb-fail +init-failed"' "$VRT"
+"$VRT" start fb-fail >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "start: an init-failed VM is refused with exit 2" [ $? = 2 ]
+check "start: ... saying its first boot failed and how to go on" \
+        contains "$E2E_DIR/err" "fb-fail: its first boot failed (init script fail.sh failed with status 3"
+check "start: ... naming vrt init --reset" contains "$E2E_DIR/err" "run \`vrt init --reset fb-fail\`, or \`vrt destroy fb-fail\`"
+check "start: ... and nothing was started" runtime_empty fb-fail
 mv "$(vmdir fb-fail)/INIT-FAILED" "$E2E_DIR/init-failed.saved"
 check "list: a first boot that never finished shows as init-pending" \
         bash -c '"$0" list | grep -qE "^fb-fail +init-pending"' "$VRT"

@@ -168,7 +168,7 @@ touch "$VRT_ROOT/vm/echo/DESTROYED"
 "$VRT" start echo >"$out" 2>&1
 st=$?
 check "start of a destroyed VM: refused (exit 2)" [ "$st" = 2 ]
-check "start of a destroyed VM: says why" grep -q "echo: VM is destroyed" "$out"
+check "start of a destroyed VM: says why" grep -q "echo: destroyed, not started" "$out"
 check "start of a destroyed VM: nothing started" runtime_empty echo
 check "list hides destroyed VMs" bash -c '! "$0" list --json | "$1" "[name=echo]" >/dev/null' "$VRT" "$JSON_GET"
 check "list --all shows them as destroyed" [ "$(list_state echo)" = destroyed ]

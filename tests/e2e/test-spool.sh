@@ -74,15 +74,15 @@ touch "$S/start/subdir/file"
 "$VRT" spool >"$out" 2>&1
 st=$?
 check "spool with bad requests: exit 0 (they are the requester's problem)" [ "$st" = 0 ]
-check "unknown VM: logged" logged start "ghost: unknown VM (no vm/ghost/instance.properties): request removed"
+check "unknown VM: logged" logged start "ghost: no such VM ($S/vm/ghost/instance.properties: No such file or directory): request removed"
 check "unknown VM: removed" gone start/ghost
 check "unknown VM: nothing started" runtime_empty ghost
 check "invalid name: logged" grep -q " start/Bad_Name: invalid VM name" "$S/log/start.log"
 check "invalid name: removed" gone start/Bad_Name
 check "directory: logged" logged start "start/subdir: a directory, not a request: removed"
 check "directory: removed" gone start/subdir
-check "unknown VM in stop/: logged" logged stop "phantom: unknown VM (no vm/phantom/instance.properties): request removed"
-check "unknown VM in destroy/: logged" logged destroy "nobody: unknown VM (no vm/nobody/instance.properties): request removed"
+check "unknown VM in stop/: logged" logged stop "phantom: no such VM ($S/vm/phantom/instance.properties: No such file or directory): request removed"
+check "unknown VM in destroy/: logged" logged destroy "nobody: no such VM ($S/vm/nobody/instance.properties: No such file or directory): request removed"
 check "hidden entries are left alone" test -e "$S/start/.keep"
 check "alpha was not touched" is_running alpha
 
@@ -125,7 +125,7 @@ check "spool destroy: list --all says destroyed" [ "$(list_state delta)" = destr
 touch "$S/start/delta"
 "$VRT" spool >"$out" 2>&1
 check "spool: a destroyed VM is not started" runtime_empty delta
-check "spool: ... and that is logged" logged start "delta: destroyed, not started: request removed"
+check "spool: ... and that is logged" logged start "delta: destroyed, not started ($S/vm/delta/DESTROYED exists; \`vrt cleanup\` removes the VM): request removed"
 
 # --- inst/*.properties ---
 printf 'image=testguest\nsize=tiny\nnet=none\ncomment=from the spool\n' > "$S/inst/hotel.properties"
@@ -161,7 +161,7 @@ t1=$(now_ms)
 stop_ms=$((t1 - t0))
 check "watch: touch stop/hotel -> powered off" bash -c '[ ! -e "$0/hotel" ]' "$VRT_RUNTIME_DIR"
 touch "$S/start/ghost2"
-wait_for 5 logged start "ghost2: unknown VM (no vm/ghost2/instance.properties): request removed"
+wait_for 5 logged start "ghost2: no such VM ($S/vm/ghost2/instance.properties: No such file or directory): request removed"
 check "watch: an unknown VM's request is dropped and logged" gone start/ghost2
 kill -TERM "$W"
 wait_exit "$W" 10
@@ -189,8 +189,8 @@ check "autostart: logged" bash -c 'grep -q " autostart: alpha: started (supervis
 check "autostart: bravo (autostart=yes) already runs, logged" \
         bash -c 'grep -q " autostart: bravo: already running (supervisor pid [0-9]*)$" "$0"' "$S/log/start.log"
 check "autostart: destroyed delta stays down" runtime_empty delta
-check "autostart: ... logged" logged start "autostart: delta: destroyed, not started"
-check "autostart: an entry for an unknown VM is logged" grep -q " autostart: nosuchvm: unknown VM" "$S/log/start.log"
+check "autostart: ... logged" logged start "autostart: delta: destroyed, not started ($S/vm/delta/DESTROYED exists; \`vrt cleanup\` removes the VM)"
+check "autostart: an entry for an unknown VM is logged" grep -q " autostart: nosuchvm: no such VM" "$S/log/start.log"
 check "autostart: entries are kept" test -L "$S/autostart/alpha.sh"
 
 late="$E2E_DIR/late"

@@ -332,6 +332,22 @@ static void test_not_images(void **state) {
         free(j);
 }
 
+/* A FIFO as a backing file (or as the image) is refused at once: opening
+ * it must not wait for a writer (found by tools/fuzz, fuzz-qcow2). */
+static void test_fifo(void **state) {
+        const char *dir = *state;
+        char *fifo = test_path(dir, "fifo");
+        char *ov = make_overlay(dir, "ov.qcow2", "fifo", "raw", MiB);
+
+        assert_int_equal(mkfifo(fifo, 0600), 0);
+        alarm(10);      /* a regression hangs: fail instead */
+        expect_error(fifo, -EINVAL, "fifo: not a disk image");
+        expect_error(ov, -EINVAL, "fifo: not a disk image");
+        alarm(0);
+        free(fifo);
+        free(ov);
+}
+
 static void patch_u8(const char *path, uint64_t off, uint8_t v) {
         test_patch_file(path, off, &v, 1);
 }
@@ -500,6 +516,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_format_mismatch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_backing_format_extension, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_not_images, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_fifo, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_header_policy, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_libqcow_rejects, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),

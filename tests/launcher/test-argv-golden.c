@@ -18,6 +18,7 @@
 #include "launcher/core/config.h"
 #include "launcher/vm/qemu_argv.h"
 #include "launcher/core/strv.h"
+#include "launcher/core/util.h"
 
 static const char *golden_dir;
 static char tmpdir[] = "/tmp/vrt-golden-XXXXXX";
@@ -151,10 +152,7 @@ static char *run_case(const char *name, int *ret_is_err) {
         if (r >= 0)
                 r = image_meta_load(image_path, &meta, err, sizeof err);
         if (r >= 0) {
-                l.host = host;
-                l.inst = inst;
-                l.size = host_config_find_size(host, inst->size);
-                l.image = meta;
+                qemu_launch_for_instance(&l, host, inst, host_config_find_size(host, inst->size), meta);
                 l.disk = layers;
                 l.n_disk = n_layers;
                 r = qemu_argv_build(&l, &argv, err, sizeof err);
@@ -224,11 +222,6 @@ static void test_golden(void **state) {
         free(got);
         free(argv_path);
         free(err_path);
-}
-
-static int has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a > b && strcmp(s + a - b, suffix) == 0;
 }
 
 int main(int argc, char **argv) {

@@ -217,6 +217,10 @@ static void test_host_config(void **state) {
         assert_string_equal(host_error("shutdown_timeout=soon\n"), "vrt.conf:1: shutdown_timeout: invalid number of seconds \"soon\" (1..86400)");
         assert_string_equal(host_error("size.small.cpus=0\n"), "vrt.conf:1: size.small.cpus: invalid CPU count \"0\" (1..288)");
         assert_string_equal(host_error("size.small.memory=1K\n"), "vrt.conf:1: size.small.memory: invalid memory size \"1K\" (e.g. 512M, 2G; at least 16M)");
+        assert_string_equal(host_error("size.odd.memory=20000000\n"),
+                            "vrt.conf:1: size.odd.memory=20000000: memory must be a whole number of MiB (e.g. 512M, 2G)");
+        assert_string_equal(host_error("ovmf_code=OVMF_CODE.fd\n"), "vrt.conf:1: ovmf_code=OVMF_CODE.fd: not an absolute path");
+        assert_string_equal(host_error("ovmf_vars=vars.fd\n"), "vrt.conf:1: ovmf_vars=vars.fd: not an absolute path");
         assert_string_equal(host_error("size.small.colour=1\n"), "vrt.conf:1: unknown key size.small.colour (sizes have cpus, memory, disk)");
         assert_string_equal(host_error("size.cpus=1\n"), "vrt.conf:1: invalid size key size.cpus (expected size.NAME.cpus|memory|disk)");
         assert_string_equal(host_error("qemu=qemu-system-x86_64\n"), "vrt.conf:1: qemu must be an absolute path, got \"qemu-system-x86_64\"");
@@ -278,6 +282,11 @@ static void test_instance_round_trip(void **state) {
         assert_int_equal(b->n_nics, 1);
         assert_int_equal(b->nics[0].net, NET_USER);
         assert_string_equal(b->nics[0].hostfwd, "tcp::2222-:22");
+        assert_int_equal(b->nics[0].n_fwd, 1);
+        assert_false(b->nics[0].fwd[0].udp);
+        assert_string_equal(b->nics[0].fwd[0].host_addr, "");
+        assert_int_equal(b->nics[0].fwd[0].host_port, 2222);
+        assert_int_equal(b->nics[0].fwd[0].guest_port, 22);
         assert_int_equal(b->firmware, FIRMWARE_UEFI);
         assert_true(b->autostart);
         assert_int_equal(b->shutdown_timeout, 30);
@@ -321,7 +330,36 @@ static void test_instance_nics(void **state) {
         assert_string_equal(instance_error("image=a\nsize=small\nnet=user\nhostfwd=::2222-:22;tcp::2222-:23\n"),
                             "instance.properties:4: hostfwd: host port tcp 2222 is forwarded twice (also by NIC 0)");
         assert_string_equal(instance_error("image=a\nsize=small\nnet=user\nhostfwd=tcp:2222-:22\n"),
-                            "instance.properties:4: hostfwd: invalid rule \"tcp:2222-:22\" (e.g. tcp::2222-:22)");
+                            "instance.properties:4: hostfwd: invalid rule \"tcp:2222-:22\": the host side needs [ADDRESS]:PORT (e.g. tcp::2222-:22)");
+        /* Each rule is parsed once, here; QEMU never sees one it would refuse. */
+        static const struct { const char *rule, *why; } bad[] = {
+                { "tcp::0-:22", "host port must be a number 1..65535" },
+                { "tcp::-:22", "no host port" },
+                { "tcp::65536-:22", "host port must be a number 1..65535" },
+                { "tcp::2222-:0", "guest port must be a number 1..65535" },
+                { "tcp::2222-:99999", "guest port must be a number 1..65535" },
+                { "tcp::2222-:", "no guest port" },
+                { "sctp::2222-:22", "unknown protocol (tcp or udp)" },
+                { "tcp::2222-22", "the guest side needs [ADDRESS]:PORT" },
+                { "tcp::2222-:22-23", "port ranges are not supported" },
+                { "tcp::2222", "no '-' between the host and the guest side" },
+                { "tcp:1.2.3:2222-:22", "invalid host address (an IPv4 address or empty)" },
+                { "tcp::2222-1.2.3.4.5:22", "invalid guest address (an IPv4 address or empty)" },
+                { "2222", "no ':' after the protocol" },
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+                char text[256], want[512];
+                snprintf(text, sizeof text, "image=a\nsize=small\nnet=user\nhostfwd=tcp::80-:80;%s\n", bad[i].rule);
+                snprintf(want, sizeof want, "instance.properties:4: hostfwd: invalid rule \"%s\": %s (e.g. tcp::2222-:22)",
+                         bad[i].rule, bad[i].why);
+                assert_string_equal(instance_error(text), want);
+        }
+        /* 0.0.0.0 is every address, as an empty one. */
+        assert_string_equal(instance_error("image=a\nsize=small\nnet=user\nhostfwd=tcp:127.0.0.1:2222-:22\nnet.1=user\n"
+                                           "hostfwd.1=tcp:0.0.0.0:2222-:22\n"),
+                            "instance.properties:6: hostfwd.1: host port tcp 2222 is forwarded twice (also by NIC 0)");
+        assert_string_equal(instance_error("image=a\nsize=small\nnet=user\nhostfwd=udp:0.0.0.0:53-:53;tcp::53-:53;udp::53-:54\n"),
+                            "instance.properties:4: hostfwd: host port udp 53 is forwarded twice (also by NIC 0)");
         /* Numbers out of range or spelled otherwise are unknown keys. */
         assert_string_equal(instance_error("image=a\nsize=small\nnet.8=user\n"), "instance.properties:3: unknown key net.8");
         assert_string_equal(instance_error("image=a\nsize=small\nnet.0=user\n"), "instance.properties:3: unknown key net.0");

@@ -28,6 +28,7 @@
 #include "launcher/lifecycle/create.h"
 #include "launcher/lifecycle/destroy.h"
 #include "launcher/lifecycle/registry.h"
+#include "fake-supervisor.h"
 
 static char base[64];
 static char root[128], run[128];
@@ -876,6 +877,50 @@ static void test_destroy_running(void **state) {
         close(report[1]);
 }
 
+/* destroy stops through stop.c: --force is a QMP quit on monitor.sock
+ * and no signal, and a vrt.conf that no longer parses does not keep a VM
+ * from being destroyed (the built-in shutdown timeout applies). */
+static void test_destroy_force_over_qmp(void **state) {
+        struct create_result res = { 0 };
+        struct destroy_result d = { 0 };
+        char err[2048] = "", *report = pathf("report");
+        int pidfd = -1;
+        (void)state;
+        assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=q-1\n", NULL, &res, err, sizeof err), 0);
+        create_result_done(&res);
+        put("vrt.conf", "shutdown_timeout=soon\n");
+        pid_t pid = fake_supervisor_start(root, run, "q-1", report, FAKE_SERVE_QMP, &pidfd);
+        assert_true(pid > 0);
+        assert_int_equal(destroy_vm(root, run, "q-1", true, &d, err, sizeof err), 0);
+        assert_true(d.was_running);
+        assert_int_equal(waitpid(pid, NULL, 0), pid);
+        close(pidfd);
+        char *got = slurp("report");
+        assert_string_equal(got, "quit\n");
+        free(got);
+        assert_true(exists("vm/q-1/DESTROYED"));
+        assert_false(exists("vm/q-1/hdd.ovl"));
+
+        /* Graceful, with vrt.conf still broken: a queued SIGTERM. */
+        put("vrt.conf", "accel=tcg\nsize.tiny.cpus=1\nsize.tiny.memory=128M\n");
+        assert_int_equal(create_from("image=tmpl\nsize=tiny\nname=q-2\n", NULL, &res, err, sizeof err), 0);
+        create_result_done(&res);
+        put("vrt.conf", "shutdown_timeout=soon\n");
+        unlink(report);
+        pid = fake_supervisor_start(root, run, "q-2", report, 0, &pidfd);
+        assert_true(pid > 0);
+        memset(&d, 0, sizeof d);
+        assert_int_equal(destroy_vm(root, run, "q-2", false, &d, err, sizeof err), 0);
+        assert_true(d.was_running);
+        assert_int_equal(waitpid(pid, NULL, 0), pid);
+        close(pidfd);
+        got = slurp("report");
+        assert_string_equal(got, "term code=-1 value=0\n");
+        free(got);
+        assert_true(exists("vm/q-2/DESTROYED"));
+        free(report);
+}
+
 static void test_cleanup(void **state) {
         struct create_result res = { 0 };
         struct destroy_result d = { 0 };
@@ -975,6 +1020,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_destroy_not_running, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_destroy_running, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_destroy_disk_held_elsewhere, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_destroy_force_over_qmp, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cleanup, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

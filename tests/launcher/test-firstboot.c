@@ -21,6 +21,7 @@
 
 #include "images/qcow2.h"
 #include "launcher/lifecycle/firstboot.h"
+#include "launcher/core/runtime.h"
 
 static char base[64];
 
@@ -775,6 +776,31 @@ static void test_reset_disk(void **state) {
         struct stat before, after;
         assert_int_equal(stat(ovl, &before), 0);
         put("root/vm/rs/OVMF_VARS.fd", "vars");
+
+        /* While someone holds the VM's lock (a supervisor), nothing is touched. */
+        struct vm_paths p;
+        char *rootdir = pathf("root"), *rundir = pathf("run");
+        assert_int_equal(vm_paths_init(&p, rootdir, rundir, "rs"), 0);
+        int lock = runtime_lock(&p, msg, sizeof msg);
+        assert_true(lock >= 0);
+        assert_int_equal(reset_disk("rs", err, sizeof err), -EBUSY);
+        assert_true(contains(err, "rs is running; stop it before resetting its disk"));
+        assert_int_equal(stat(ovl, &after), 0);
+        assert_true(after.st_ino == before.st_ino && after.st_size == before.st_size);
+        assert_true(exists("root/vm/rs/OVMF_VARS.fd"));
+        assert_false(exists("root/vm/rs/.hdd.ovl.reset"));
+        close(lock);
+        /* ... and the reset leaves no lock behind for the next start. */
+        assert_int_equal(reset_disk("rs", err, sizeof err), 0);
+        assert_false(runtime_is_running(&p));
+        lock = runtime_lock(&p, msg, sizeof msg);
+        assert_true(lock >= 0);
+        runtime_remove(&p);
+        close(lock);
+        vm_paths_done(&p);
+        free(rootdir);
+        free(rundir);
+        /* A second reset gives the same result, from the first reset's overlay. */
 
         assert_int_equal(reset_disk("rs", err, sizeof err), 0);
         assert_int_equal(stat(ovl, &after), 0);

@@ -1,7 +1,8 @@
 /* Unit tests of service.c without QEMU: the systemctl environment parser,
  * the manager choice, vrt-launch lookup, launch.log reading, and start/stop
  * against fake supervisors — shell scripts standing in for vrt-launch, and
- * forked children that hold the VM lock and record the queued SIGTERM. */
+ * forked children called vrt-launch that hold the VM lock and record the
+ * queued SIGTERM. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -315,6 +317,7 @@ static pid_t fake_supervisor(const char *name, bool ignore_term) {
                 if (sfd < 0 || vm_paths_init(&p, root, runtime, name) < 0 || runtime_lock(&p, err, sizeof err) < 0 ||
                     runtime_write_pid(p.pid_file, getpid()) < 0)
                         _exit(1);
+                prctl(PR_SET_NAME, "vrt-launch");      /* what a stop checks it is talking to */
                 close(ready[0]);
                 assert_int_equal(write(ready[1], "x", 1), 1);
                 close(ready[1]);

@@ -252,8 +252,10 @@ static void test_start_entries(void **state) {
 
         char *log = read_file("log/start.log");
         assert_non_null(strstr(log, " alpha: start by fake\n"));
-        assert_non_null(strstr(log, " gone: destroyed, not started: request removed\n"));
-        assert_non_null(strstr(log, " nosuch: unknown VM (no vm/nosuch/instance.properties): request removed\n"));
+        assert_non_null(strstr(log, " gone: destroyed, not started ("));
+        assert_non_null(strstr(log, "/vm/gone/DESTROYED exists; `vrt cleanup` removes the VM): request removed\n"));
+        assert_non_null(strstr(log, " nosuch: no such VM ("));
+        assert_non_null(strstr(log, "/vm/nosuch/instance.properties: No such file or directory): request removed\n"));
         assert_non_null(strstr(log, " start/Bad_Name: invalid VM name"));
         assert_non_null(strstr(log, " start/somedir: a directory, not a request: removed\n"));
         /* Lines carry a timestamp: "YYYY-MM-DD HH:MM:SS ". */
@@ -326,7 +328,7 @@ static void test_stop_and_destroy(void **state) {
         free(log);
         log = read_file("log/stop.log");
         assert_non_null(strstr(log, " alpha: stop by fake\n"));
-        assert_non_null(strstr(log, " ghost: unknown VM"));
+        assert_non_null(strstr(log, " ghost: no such VM"));
         free(log);
 }
 
@@ -557,8 +559,8 @@ static void test_autostart(void **state) {
         assert_true(exists("autostart/ghost"));
         char *log = read_file("log/start.log");
         assert_non_null(strstr(log, " autostart: alpha: start by fake\n"));
-        assert_non_null(strstr(log, " autostart: delta: destroyed, not started\n"));
-        assert_non_null(strstr(log, " autostart: ghost: unknown VM"));
+        assert_non_null(strstr(log, " autostart: delta: destroyed, not started ("));
+        assert_non_null(strstr(log, " autostart: ghost: no such VM"));
         assert_non_null(strstr(log, " autostart: autostart/Bad_Name: invalid VM name"));
         free(log);
 }
