@@ -1,4 +1,4 @@
-/* vrt export NAME FILE, vrt import FILE [NEWNAME]: a VM as one archive. */
+/* vrt export NAME FILE, vrt import FILE [--name NEW]: a VM as one archive. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -116,7 +116,7 @@ int cmd_export(struct cli *cli, int argc, char **argv) {
 }
 
 int cmd_import(struct cli *cli, int argc, char **argv) {
-        static const char usage[] = "usage: vrt import FILE [NEWNAME]   (or --name NEWNAME; a new name gets new MACs)";
+        static const char usage[] = "usage: vrt import FILE [--name NEW]   (a MAC taken on this root is replaced by a new one)";
         static const struct option opts[] = {
                 { "name", required_argument, NULL, 'n' },
                 { "help", no_argument, NULL, 'h' },
@@ -138,9 +138,7 @@ int cmd_import(struct cli *cli, int argc, char **argv) {
                         return usage_error(usage);
                 }
         }
-        if (argc - optind == 2 && !new_name)
-                new_name = argv[optind + 1];
-        else if (argc - optind != 1)
+        if (argc - optind != 1)
                 return usage_error(usage);
         catch_signals();
         struct progress prog = { .what = "importing", .last_percent = -1 };
@@ -178,7 +176,7 @@ int cmd_import(struct cli *cli, int argc, char **argv) {
                 json_object_put(o);
         } else {
                 printf("%s: imported from %s (MAC %s%s", res.name, req.file, res.macs[0] ? res.macs : "none",
-                       res.new_macs ? ", newly assigned" : "");
+                       res.new_macs ? "; the archived MAC is taken here, a new one was assigned" : "");
                 if (res.images_installed)
                         printf("; %u image file%s installed in images/", res.images_installed,
                                res.images_installed > 1 ? "s" : "");

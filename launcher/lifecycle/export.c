@@ -861,7 +861,7 @@ static int import_reserve(struct importer *x, char *err, size_t errlen) {
                 goto done;
         r = -EINVAL;
         if (registry_has_name(reg, x->name, &line)) {
-                snprintf(err, errlen, "%s: name %s is already registered (%s:%u); names are never reused: import it under a new name (vrt import FILE NEWNAME)",
+                snprintf(err, errlen, "%s: name %s is already registered (%s:%u); names are never reused: use --name NEW",
                          file, x->name, reg->names_path, line);
                 goto done;
         }
@@ -878,34 +878,34 @@ static int import_reserve(struct importer *x, char *err, size_t errlen) {
                         goto done;
                 }
         }
+        /* The archived MACs stay unless this root has registered one
+         * already (MACs are never reused): that NIC gets a fresh one. */
+        x->new_macs = false;
         for (unsigned i = 0; i < x->m.n_macs; i++) {
-                if (x->new_macs) {
-                        int attempt;
-                        for (attempt = 0; attempt < MAC_TRIES; attempt++) {
-                                bool taken = false;
-                                if ((r = mac_generate(x->macs[i])) < 0) {
-                                        snprintf(err, errlen, "cannot generate a MAC: %s", strerror(-r));
-                                        goto done;
-                                }
-                                for (unsigned k = 0; k < i; k++)
-                                        taken |= memcmp(x->macs[k], x->macs[i], MAC_LEN) == 0;
-                                if (!taken && !registry_has_mac(reg, x->macs[i], NULL))
-                                        break;
-                        }
-                        r = -EINVAL;
-                        if (attempt == MAC_TRIES) {
-                                r = -EADDRNOTAVAIL;
-                                snprintf(err, errlen, "no free MAC address found in %d tries", MAC_TRIES);
+                bool taken = registry_has_mac(reg, x->m.macs[i], NULL);
+                memcpy(x->macs[i], x->m.macs[i], MAC_LEN);
+                for (unsigned k = 0; k < i; k++)
+                        taken |= memcmp(x->macs[k], x->macs[i], MAC_LEN) == 0;
+                if (!taken)
+                        continue;
+                x->new_macs = true;
+                int attempt;
+                for (attempt = 0; attempt < MAC_TRIES; attempt++) {
+                        bool dup = false;
+                        if ((r = mac_generate(x->macs[i])) < 0) {
+                                snprintf(err, errlen, "cannot generate a MAC: %s", strerror(-r));
                                 goto done;
                         }
-                } else {
-                        memcpy(x->macs[i], x->m.macs[i], MAC_LEN);
-                        if (registry_has_mac(reg, x->macs[i], &line)) {
-                                mac_format(x->macs[i], mac);
-                                snprintf(err, errlen, "%s: MAC %s is already registered (%s:%u); MACs are never reused: import it under a new name to get new MACs (vrt import FILE NEWNAME)",
-                                         file, mac, reg->macs_path, line);
-                                goto done;
-                        }
+                        for (unsigned k = 0; k < i; k++)
+                                dup |= memcmp(x->macs[k], x->macs[i], MAC_LEN) == 0;
+                        if (!dup && !registry_has_mac(reg, x->macs[i], NULL))
+                                break;
+                }
+                r = -EINVAL;
+                if (attempt == MAC_TRIES) {
+                        r = -EADDRNOTAVAIL;
+                        snprintf(err, errlen, "no free MAC address found in %d tries", MAC_TRIES);
+                        goto done;
                 }
         }
         x->staging = paths_join(x->vm_root, x->staging_name);
@@ -972,8 +972,9 @@ static int import_extract(struct importer *x, char *buf, char *err, size_t errle
         for (size_t i = 0; i < x->m.n_members; i++) {
                 const struct member_info *mi = &x->m.members[i];
                 r = archive_reader_next(x->ar, &am, err, errlen);
+                /* A truncated or damaged archive is bad input, not an I/O failure. */
                 if (r < 0)
-                        return r;
+                        return r == -ENOMEM ? r : -EINVAL;
                 if (r == 0) {
                         snprintf(err, errlen, "%s: the archive ends before member %s (truncated)", file, mi->name);
                         return -EINVAL;
@@ -1005,7 +1006,7 @@ static int import_extract(struct importer *x, char *buf, char *err, size_t errle
                 for (;;) {
                         ssize_t n = archive_reader_read(x->ar, buf, IO_BUFFER, err, errlen);
                         if (n < 0) {
-                                r = (int)n;
+                                r = n == -ENOMEM ? -ENOMEM : -EINVAL;
                                 goto fail;
                         }
                         if (n == 0)
@@ -1045,7 +1046,7 @@ static int import_extract(struct importer *x, char *buf, char *err, size_t errle
         }
         r = archive_reader_next(x->ar, &am, err, errlen);
         if (r < 0)
-                return r;
+                return r == -ENOMEM ? r : -EINVAL;
         if (r > 0) {
                 snprintf(err, errlen, "%s: member %s is not listed in the manifest", file, am.name);
                 return -EINVAL;
@@ -1414,7 +1415,6 @@ int import_vm(const struct import_request *req, struct import_result *ret, char 
         if (r < 0)
                 goto fail;
         snprintf(x.name, sizeof x.name, "%s", req->new_name ? req->new_name : x.m.name);
-        x.new_macs = req->new_name && strcmp(req->new_name, x.m.name) != 0;
         r = config_check_vm_name(x.name, req->runtime_dir, msg, sizeof msg);
         if (r < 0) {
                 r = -EINVAL;
