@@ -567,6 +567,17 @@ static int take_lease(struct supervisor *s, char *err, size_t errlen) {
         if (r < 0)
                 return r;
         s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.inst->name, host, &stale, err, errlen);
+        if (s->lease_fd == -EBUSY) {
+                struct lease_holder h;
+
+                /* Held by this very host: the VM is simply already running
+                 * here, which is a usage error (2) as before, not "elsewhere". */
+                if (lease_probe(s->ctx.paths.vm_dir, &h) == 1 && strcmp(h.host, host) == 0) {
+                        snprintf(err, errlen, "%s: VM is already running (supervisor pid %ld)",
+                                 s->ctx.inst->name, h.pid);
+                        return -EEXIST;
+                }
+        }
         if (s->lease_fd < 0)
                 return s->lease_fd;
         if (stale.host[0]) {
@@ -638,7 +649,7 @@ int supervisor_run(const struct supervisor_options *o) {
                 log_error("%s", err);
                 supervisor_teardown(&s);
                 return r == -EBUSY ? SUPERVISOR_EXIT_ELSEWHERE
-                       : r == -EINVAL ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
+                       : r == -EINVAL || r == -EEXIST ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
         }
         if (o->seed_image) {
                 s.ctx.launch.seed_image = o->seed_image;

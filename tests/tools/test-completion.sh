@@ -98,7 +98,7 @@ check "vrt --<TAB>: global options" expect "vrt --" "--help --json --root --vers
 check "vrt --root DIR <TAB> still offers commands" offers "vrt --root $VRT_ROOT " list start
 
 # VM names by state.
-check "vrt start <TAB>: stopped and init-failed VMs" expect "vrt start " "fail1 web1"
+check "vrt start <TAB>: stopped VMs (an init-failed one is refused)" expect "vrt start " "web1"
 check "vrt start w<TAB>" expect "vrt start w" "web1"
 check "vrt stop <TAB>: running VMs" expect "vrt stop " "db1"
 check "vrt stop --force <TAB>: running VMs" expect "vrt stop --force " "db1"

@@ -60,7 +60,7 @@ _vrt() {
                 words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
         fi
         local _vrt_cmd=${words[0]}
-        local commands="list status start stop spool autostart create init destroy cleanup export import image check showcmd qmp console"
+        local commands="list status stats top start stop spool autostart create init destroy cleanup export import image check showcmd qmp console"
 
         # The command: the first word that is not a global option.
         local i cmd= sub= ci=0
@@ -81,7 +81,8 @@ _vrt() {
         --disk) _vrt_reply "overlay copy"; return ;;
         --net) _vrt_reply "bridge user none"; return ;;
         --firmware) _vrt_reply "bios uefi"; return ;;
-        --name|--comment|--bridge|--mac|--wait|--timeout|--rescan|--disk-size|--memory|--cpus) return ;;
+        --sort) _vrt_reply "cpu mem disk net name"; return ;;
+        --name|--comment|--bridge|--interval|--mac|--wait|--timeout|--rescan|--disk-size|--memory|--cpus) return ;;
         esac
 
         if [ -z "$cmd" ]; then
@@ -94,7 +95,9 @@ _vrt() {
         case $cmd in
         list) opts="--all --json" ;;
         status) opts="--json" words_=$(_vrt_vms "") ;;
-        start) opts="--wait" words_=$(_vrt_vms "stopped|init-failed") ;;
+        stats) opts="--interval --json --prometheus" words_=$(_vrt_vms running) ;;
+        top) opts="--interval --sort" ;;
+        start) opts="--wait" words_=$(_vrt_vms stopped) ;;
         stop) opts="--timeout --force --wait" words_=$(_vrt_vms running) ;;
         console) [ $((cword - ci)) = 1 ] && words_=$(_vrt_vms running) ;;
         qmp)
