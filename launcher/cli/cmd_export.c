@@ -1,4 +1,4 @@
-/* vrt export NAME FILE, vrt import FILE [--name NEW]: a VM as one archive. */
+/* vrt export [--with-template] NAME FILE, vrt import FILE [--name NEW | NEWNAME]: a VM as one archive. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -60,15 +60,25 @@ static int usage_error(const char *usage) {
 }
 
 int cmd_export(struct cli *cli, int argc, char **argv) {
-        static const char usage[] = "usage: vrt export NAME FILE   (the VM must be stopped; FILE must not exist)";
-        static const struct option opts[] = { { "help", no_argument, NULL, 'h' }, { 0 } };
+        static const char usage[] =
+                "usage: vrt export [--with-template] NAME FILE   (stopped or running; FILE must not exist)";
+        static const struct option opts[] = {
+                { "with-template", no_argument, NULL, 't' },
+                { "help", no_argument, NULL, 'h' },
+                { 0 },
+        };
         char err[2048], what[128];
+        bool with_template = false;
         int c;
 
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 if (c == 'h') {
                         puts(usage + 7);
                         return CLI_OK;
+                }
+                if (c == 't') {
+                        with_template = true;
+                        continue;
                 }
                 return usage_error(usage);
         }
@@ -82,6 +92,7 @@ int cmd_export(struct cli *cli, int argc, char **argv) {
                 .runtime_dir = cli->runtime_dir,
                 .name = argv[optind],
                 .file = argv[optind + 1],
+                .with_template = with_template,
                 .progress = !cli->json && isatty(STDERR_FILENO) ? show_progress : NULL,
                 .userdata = &prog,
                 .cancel = &export_cancel,
@@ -102,21 +113,27 @@ int cmd_export(struct cli *cli, int argc, char **argv) {
                 json_object_object_add(o, "virtual_size", json_object_new_int64((int64_t)res.virtual_size));
                 json_object_object_add(o, "source_layers", json_object_new_int((int)res.n_layers));
                 json_object_object_add(o, "members", json_object_new_int((int)res.n_members));
+                json_object_object_add(o, "running", json_object_new_boolean(res.running));
+                json_object_object_add(o, "with_template", json_object_new_boolean(res.with_template));
                 puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
                 json_object_put(o);
         } else {
                 printf("%s: exported to %s (%.1f MiB, %u members", req.name, req.file,
                        (double)res.archive_size / 1048576.0, res.n_members);
-                if (res.n_layers)
+                if (res.n_layers && res.with_template)
+                        printf("; disk of %u layers kept as a chain", res.n_layers);
+                else if (res.n_layers)
                         printf("; disk of %u layer%s flattened to %.1f MiB", res.n_layers, res.n_layers > 1 ? "s" : "",
                                (double)res.disk_size / 1048576.0);
+                if (res.running)
+                        printf("; copied from the running VM with blockdev-backup");
                 printf(")\n");
         }
         return CLI_OK;
 }
 
 int cmd_import(struct cli *cli, int argc, char **argv) {
-        static const char usage[] = "usage: vrt import FILE [--name NEW]   (a MAC taken on this root is replaced by a new one)";
+        static const char usage[] = "usage: vrt import FILE [--name NEW | NEWNAME]   (a MAC taken on this root is replaced by a new one)";
         static const struct option opts[] = {
                 { "name", required_argument, NULL, 'n' },
                 { "help", no_argument, NULL, 'h' },
@@ -138,7 +155,9 @@ int cmd_import(struct cli *cli, int argc, char **argv) {
                         return usage_error(usage);
                 }
         }
-        if (argc - optind != 1)
+        if (argc - optind == 2 && !new_name)
+                new_name = argv[optind + 1];
+        else if (argc - optind != 1)
                 return usage_error(usage);
         catch_signals();
         struct progress prog = { .what = "importing", .last_percent = -1 };

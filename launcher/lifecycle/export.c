@@ -28,6 +28,7 @@
 #include "launcher/core/runtime.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/lifecycle/registry.h"
+#include "qmp/qmp.h"
 
 /* The manifest is written last into a placeholder of this size. */
 #define MANIFEST_RESERVED 16384
@@ -48,6 +49,15 @@
 #define QEMU_LOCK_START 100
 #define QEMU_LOCK_LEN 200
 
+/* A running VM's disk (see backup_running). */
+#define BACKUP_FILE ".export.qcow2"
+#define BACKUP_LOCK ".export.lock"
+#define BACKUP_NODE "vrt-export"
+#define BACKUP_JOB "vrt-export"
+#define QMP_CONNECT_MS 2000
+#define QMP_TIMEOUT_MS 10000
+#define BACKUP_POLL_MS 100
+
 /* Optional files of vm/NAME/ that travel as they are. */
 static const char *const vm_files[] = { "OVMF_VARS.fd", "init.log", "init.sh", "CREATED", "INIT-FAILED" };
 
@@ -58,7 +68,9 @@ static uint64_t member_cap(const char *name) {
                 return LOG_MAX;
         if (strncmp(name, "image/", 6) == 0) {
                 size_t n = strlen(name);
-                return n > 11 && strcmp(name + n - 11, ".properties") == 0 ? SMALL_MAX : BOOT_FILE_MAX;
+                if (n > 11 && strcmp(name + n - 11, ".properties") == 0)
+                        return SMALL_MAX;
+                return n > 6 + 6 && strcmp(name + n - 6, ".qcow2") == 0 ? DISK_MAX : BOOT_FILE_MAX;
         }
         return SMALL_MAX;
 }
@@ -222,8 +234,179 @@ static const char *disk_in_use(const struct vm_paths *p) {
         return NULL;
 }
 
-static char *manifest_json(const struct exporter *x, const struct instance *inst, const struct image_flatten *f,
-                           const char *disk_path, unsigned n_layers) {
+
+/* --- a running VM: a point-in-time copy of its disk through QMP ---
+ *
+ * The disk of a running VM is exported from a copy made by QEMU itself:
+ * a blank standalone qcow2 of the disk's virtual size is created in the VM
+ * directory (vm/NAME/.export.qcow2), added with blockdev-add, and filled
+ * by a blockdev-backup job with sync=full from the VM's top node (disk0,
+ * so through its whole backing chain). The backup job is copy-before-
+ * write: the copy is the disk as it was when the job started, however the
+ * guest writes meanwhile (crash-consistent, like pulling the plug at that
+ * instant). The copy is then flattened into the archive like a stopped
+ * VM's disk and deleted.
+ *
+ * Chosen over a temporary external snapshot (blockdev-snapshot of an
+ * overlay, flatten the frozen chain, block-commit back) because the
+ * running VM's block graph is never changed: nothing has to be merged
+ * back, and an export that fails or is killed leaves at most a stray
+ * copy next to the disk (removed by the next export), never a VM whose
+ * disk lives in a temporary overlay. The price is room for a full copy in
+ * the VM directory while the export runs. drive-backup would create the
+ * target itself but is deprecated in QEMU. */
+
+static int qmp_call(struct qmp *q, const char *cmd, struct json_object *args, struct json_object **ret, char *err,
+                    size_t errlen) {
+        char msg[512] = "";
+        int r = qmp_execute(q, cmd, args, QMP_TIMEOUT_MS, ret, msg, sizeof msg);
+        json_object_put(args);
+        if (r < 0)
+                snprintf(err, errlen, "QMP %s: %s", cmd, msg[0] ? msg : strerror(-r));
+        return r;
+}
+
+static struct json_object *jobj(void) {
+        return json_object_new_object();
+}
+
+static struct json_object *jstr(struct json_object *o, const char *key, const char *value) {
+        if (o)
+                json_object_object_add(o, key, json_object_new_string(value));
+        return o;
+}
+
+static void sleep_ms(int ms) {
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+}
+
+/* Polls the job until it concludes. Returns 0, or a negative errno with
+ * the job's error in err; a cancel request cancels the job first. */
+static int backup_wait(struct exporter *x, struct qmp *q, uint64_t vsize, char *err, size_t errlen) {
+        uint64_t reported = 0;
+        bool cancel_sent = false;
+        for (;;) {
+                struct json_object *jobs = NULL, *job = NULL;
+                int r = qmp_call(q, "query-jobs", NULL, &jobs, err, errlen);
+                if (r < 0)
+                        return r;
+                for (size_t i = 0; json_object_is_type(jobs, json_type_array) && i < json_object_array_length(jobs); i++) {
+                        struct json_object *e = json_object_array_get_idx(jobs, i), *id = NULL;
+                        if (json_object_object_get_ex(e, "id", &id) && strcmp(json_object_get_string(id), BACKUP_JOB) == 0)
+                                job = e;
+                }
+                if (!job) {
+                        json_object_put(jobs);
+                        snprintf(err, errlen, "QMP: the backup job %s vanished", BACKUP_JOB);
+                        return -EIO;
+                }
+                struct json_object *st = NULL, *cur = NULL, *tot = NULL, *e = NULL;
+                json_object_object_get_ex(job, "status", &st);
+                json_object_object_get_ex(job, "current-progress", &cur);
+                json_object_object_get_ex(job, "total-progress", &tot);
+                const char *status = st ? json_object_get_string(st) : "";
+                if (strcmp(status, "concluded") == 0) {
+                        r = 0;
+                        if (json_object_object_get_ex(job, "error", &e)) {
+                                snprintf(err, errlen, "the backup of the running disk failed: %s", json_object_get_string(e));
+                                r = cancel_sent ? -ECANCELED : -EIO;
+                        }
+                        json_object_put(jobs);
+                        if (r == 0 && reported < vsize)
+                                r = export_progress(x, vsize - reported);
+                        return r;
+                }
+                if (cur && tot && json_object_get_int64(tot) > 0) {
+                        uint64_t now = (uint64_t)json_object_get_int64(cur) * vsize / (uint64_t)json_object_get_int64(tot);
+                        if (now > reported && now <= vsize) {
+                                x->written += now - reported;
+                                reported = now;
+                        }
+                }
+                json_object_put(jobs);
+                if (!cancel_sent && cancelled(x->req->cancel)) {
+                        char msg[256];
+                        cancel_sent = true;
+                        qmp_call(q, "job-cancel", jstr(jobj(), "id", BACKUP_JOB), NULL, msg, sizeof msg);
+                } else if (!cancel_sent && x->req->progress && x->req->progress(x->written, x->total, x->req->userdata)) {
+                        char msg[256];
+                        cancel_sent = true;
+                        qmp_call(q, "job-cancel", jstr(jobj(), "id", BACKUP_JOB), NULL, msg, sizeof msg);
+                }
+                sleep_ms(BACKUP_POLL_MS);
+        }
+}
+
+/* Copies the running VM's disk into tmp (see above). *lock_fd: the
+ * export's lock on the VM directory, held until the copy is removed. */
+static int backup_running(struct exporter *x, const struct vm_paths *p, const char *tmp, uint64_t vsize,
+                          const char *backing, const char *backing_format, int *lock_fd, char *err, size_t errlen) {
+        struct qmp *q = NULL;
+        char msg[512], *lock = paths_join(p->vm_dir, BACKUP_LOCK);
+        bool added = false, job = false;
+        int r;
+
+        if (!lock)
+                return -ENOMEM;
+        *lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        free(lock);
+        if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX | LOCK_NB) < 0) {
+                r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                snprintf(err, errlen, "VM %s: %s", x->req->name,
+                         r == -EBUSY ? "another export of this VM is running" : strerror(-r));
+                return r;
+        }
+        unlink(tmp);    /* left by an export that was killed */
+        r = qmp_connect_unix(p->monitor_sock, QMP_CONNECT_MS, &q, msg, sizeof msg);
+        if (r == 0)
+                r = qmp_handshake(q, QMP_TIMEOUT_MS, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "VM %s runs, but its QMP monitor %s does not answer: %s", x->req->name,
+                         p->monitor_sock, msg);
+                goto done;
+        }
+        /* With the template kept: an overlay on the same backing file, and
+         * only what the VM's own layer holds (sync=top). */
+        r = backing ? qcow2_overlay_create(tmp, backing, backing_format, vsize, msg, sizeof msg)
+                    : qcow2_image_create(tmp, vsize, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "%s", msg);
+                goto done;
+        }
+        struct json_object *file = jstr(jstr(jobj(), "driver", "file"), "filename", tmp);
+        struct json_object *add = jstr(jstr(jobj(), "driver", "qcow2"), "node-name", BACKUP_NODE);
+        if (add) {
+                json_object_object_add(add, "file", file);
+                if (backing)    /* the data below is the VM's own chain's */
+                        json_object_object_add(add, "backing", NULL);
+        }
+        r = qmp_call(q, "blockdev-add", add, NULL, err, errlen);
+        if (r < 0)
+                goto done;
+        added = true;
+        struct json_object *b = jstr(jstr(jstr(jstr(jobj(), "job-id", BACKUP_JOB), "device", "disk0"), "target", BACKUP_NODE),
+                                     "sync", backing ? "top" : "full");
+        if (b)
+                json_object_object_add(b, "auto-dismiss", json_object_new_boolean(0));
+        r = qmp_call(q, "blockdev-backup", b, NULL, err, errlen);
+        if (r < 0)
+                goto done;
+        job = true;
+        r = backup_wait(x, q, vsize, err, errlen);
+done:
+        if (job)
+                qmp_call(q, "job-dismiss", jstr(jobj(), "id", BACKUP_JOB), NULL, msg, sizeof msg);
+        if (added)
+                qmp_call(q, "blockdev-del", jstr(jobj(), "node-name", BACKUP_NODE), NULL, msg, sizeof msg);
+        qmp_free(q);
+        if (r == -EREMOTEIO)
+                r = -EIO;
+        return r;
+}
+
+static char *manifest_json(const struct exporter *x, const struct instance *inst, uint64_t vsize, const char *disk_path,
+                           unsigned n_layers, bool running, char *const *template_members, size_t n_template) {
         struct json_object *o = json_object_new_object(), *macs = json_object_new_array(),
                            *members = json_object_new_array();
         struct utsname u;
@@ -247,12 +430,19 @@ static char *manifest_json(const struct exporter *x, const struct instance *inst
         macs = NULL;
         json_object_object_add(o, "exported", json_object_new_string(when));
         json_object_object_add(o, "host", json_object_new_string(uname(&u) == 0 ? u.nodename : "unknown"));
-        if (f) {
+        if (vsize) {
                 struct json_object *d = json_object_new_object();
                 json_object_object_add(d, "member", json_object_new_string(DISK_MEMBER));
-                json_object_object_add(d, "virtual-size", json_object_new_int64((int64_t)image_flatten_virtual_size(f)));
+                json_object_object_add(d, "virtual-size", json_object_new_int64((int64_t)vsize));
                 json_object_object_add(d, "source", json_object_new_string(disk_path));
                 json_object_object_add(d, "source-layers", json_object_new_int((int)n_layers));
+                json_object_object_add(d, "running", json_object_new_boolean(running));
+                if (n_template) {
+                        struct json_object *t = json_object_new_array();
+                        for (size_t i = 0; i < n_template; i++)
+                                json_object_array_add(t, json_object_new_string(template_members[i]));
+                        json_object_object_add(d, "template-layers", t);
+                }
                 json_object_object_add(o, "disk", d);
         }
         for (size_t i = 0; i < x->n_members; i++) {
@@ -273,6 +463,59 @@ done:
         return s;
 }
 
+
+/* --with-template: the layers below the VM's own, as members image/FILE.
+ * They must be files in ROOT/images named as vrt create names them: the
+ * VM's layer refers to ../../images/IMAGE.qcow2, every lower layer to a
+ * plain name next to it, so the chain resolves the same on the target
+ * root. */
+static int template_layers(const char *root, const struct instance *inst, const struct image_chain *chain,
+                           char **paths, char **members, size_t *n, char *err, size_t errlen) {
+        char *images = paths_join(root, "images"), *real_images = NULL, expect[512];
+        int r = 0;
+
+        *n = 0;
+        real_images = images ? realpath(images, NULL) : NULL;
+        if (!real_images) {
+                r = images ? -errno : -ENOMEM;
+                snprintf(err, errlen, "%s: %s", images ? images : "images", strerror(-r));
+                goto done;
+        }
+        for (size_t k = 1; k < chain->n_layers; k++) {
+                const struct image_layer *l = &chain->layers[k];
+                const char *written = chain->layers[k - 1].backing_file;
+                const char *base = strrchr(l->path, '/') ? strrchr(l->path, '/') + 1 : l->path;
+                char *real = realpath(l->path, NULL), *slash = real ? strrchr(real, '/') : NULL;
+                if (k == 1)
+                        snprintf(expect, sizeof expect, "../../images/%s.qcow2", inst->image);
+                else
+                        snprintf(expect, sizeof expect, "%s", base);
+                bool ok = slash && (*slash = '\0', strcmp(real, real_images) == 0) && written && strcmp(written, expect) == 0 &&
+                          config_check_image_name(base) == 0;
+                free(real);
+                if (!ok) {
+                        r = -EINVAL;
+                        snprintf(err, errlen, "--with-template: layer %zu of the disk (%s, named \"%s\") is not %s in %s; export it flattened instead",
+                                 k, l->path, written ? written : "", expect, images);
+                        goto done;
+                }
+                paths[*n] = strdup(l->path);
+                if (asprintf(&members[*n], "image/%s", base) < 0)
+                        members[*n] = NULL;
+                if (!paths[*n] || !members[*n]) {
+                        free(paths[*n]);
+                        free(members[*n]);
+                        r = -ENOMEM;
+                        goto done;
+                }
+                (*n)++;
+        }
+done:
+        free(images);
+        free(real_images);
+        return r;
+}
+
 int export_vm(const struct export_request *req, struct export_result *ret, char *err, size_t errlen) {
         struct exporter x = { .req = req };
         struct vm_paths p = { 0 };
@@ -288,7 +531,12 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
         size_t props_len = 0, sidecar_len = 0;
         unsigned n_layers = 0;
         struct stat st;
-        int r, lock_fd = -1, rw_fd = -1;
+        int r, lock_fd = -1, rw_fd = -1, backup_lock = -1;
+        bool running = false;
+        struct image_chain *chain = NULL;
+        char *tmp = NULL, *tmpl_paths[IMAGE_CHAIN_MAX_DEPTH], *tmpl_members[IMAGE_CHAIN_MAX_DEPTH];
+        size_t n_tmpl = 0;
+        uint64_t vsize = 0, estimate = 0;
 
         err[0] = '\0';
         if (config_check_vm_name(req->name, req->runtime_dir, msg, sizeof msg) < 0) {
@@ -311,20 +559,20 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
         r = instance_load(p.instance, req->name, req->runtime_dir, &inst, err, errlen);
         if (r < 0)
                 goto fail;
-        /* Stopped, and kept so: a start now fails on the lock. */
+        /* Stopped, and kept so: a start now fails on the lock. Or running:
+         * its disk is copied through QMP (backup_running). */
         lock_fd = runtime_lock(&p, msg, sizeof msg);
         if (lock_fd < 0) {
                 r = lock_fd;
                 lock_fd = -1;
-                if (r == -EBUSY)
-                        snprintf(err, errlen, "VM %s is running (%s); stop it first (vrt stop %s)", req->name,
-                                 strstr(msg, "supervisor pid") ? strstr(msg, "supervisor pid") : "its lock is held",
-                                 req->name);
-                else
+                if (r == -EBUSY && runtime_is_running(&p)) {
+                        running = true;
+                } else {
                         snprintf(err, errlen, "%s: %s", req->name, msg);
-                goto fail;
+                        goto fail;
+                }
         }
-        if ((busy = disk_in_use(&p))) {
+        if (!running && (busy = disk_in_use(&p))) {
                 r = -EBUSY;
                 snprintf(err, errlen, "VM %s: disk %s is in use by a QEMU (on this or another host sharing the root); stop it first",
                          req->name, busy);
@@ -339,20 +587,37 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
         else if (lstat(p.copy, &st) == 0)
                 disk = p.copy;
         if (disk) {
-                struct image_chain *chain = NULL;
                 r = image_chain_inspect(disk, &chain, err, errlen);
                 if (r < 0) {
                         r = r == -ENOMEM ? r : -EINVAL;
                         goto fail;
                 }
                 n_layers = (unsigned)chain->n_layers;
-                image_chain_free(chain);
-                r = image_flatten_open(disk, &f, err, errlen);
-                if (r < 0) {
-                        r = r == -ENOMEM ? r : -EINVAL;
-                        goto fail;
+                vsize = chain->layers[0].virtual_size;
+                if (req->with_template && n_layers > 1) {
+                        r = template_layers(req->root, inst, chain, tmpl_paths, tmpl_members, &n_tmpl, err, errlen);
+                        if (r < 0)
+                                goto fail;
+                        for (size_t i = 0; i < n_tmpl; i++)
+                                if (stat(tmpl_paths[i], &st) == 0)
+                                        x.total += (uint64_t)st.st_size;
+                        estimate = stat(disk, &st) == 0 ? (uint64_t)st.st_size : 0;
+                } else if (!running) {
+                        r = image_flatten_open(disk, &f, err, errlen);
+                        if (r < 0) {
+                                r = r == -ENOMEM ? r : -EINVAL;
+                                goto fail;
+                        }
+                        estimate = image_flatten_size(f);
+                } else {
+                        for (size_t i = 0; i < chain->n_layers; i++)
+                                estimate += chain->layers[i].allocated_size;
+                        if (estimate > vsize)
+                                estimate = vsize;
                 }
-                x.total += image_flatten_size(f);
+                x.total += estimate;
+                if (running)
+                        x.total += vsize;       /* the backup job's progress */
         }
         if (asprintf(&sidecar_rel, "images/%s.properties", inst->image) < 0 ||
             !(sidecar = paths_join(req->root, sidecar_rel))) {
@@ -392,6 +657,38 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
                 if (initrd_path && stat(initrd_path, &st) == 0)
                         x.total += (uint64_t)st.st_size;
         }
+        if (disk && running) {
+                /* Refuse a file that exists before the copy, not after. */
+                if (lstat(req->file, &st) == 0) {
+                        r = -EEXIST;
+                        snprintf(err, errlen, "%s exists; give a new file name", req->file);
+                        goto fail;
+                }
+                tmp = paths_join(p.vm_dir, BACKUP_FILE);
+                if (!tmp) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                r = backup_running(&x, &p, tmp, vsize, n_tmpl ? chain->layers[0].backing_file : NULL,
+                                   n_tmpl ? chain->layers[0].backing_format : NULL, &backup_lock, err, errlen);
+                if (r < 0) {
+                        if (r == -ECANCELED)
+                                snprintf(err, errlen, "cancelled; %s was not written", req->file);
+                        goto fail;
+                }
+                x.total -= estimate;
+                if (n_tmpl) {
+                        x.total += stat(tmp, &st) == 0 ? (uint64_t)st.st_size : 0;
+                } else {
+                        r = image_flatten_open(tmp, &f, err, errlen);
+                        if (r < 0) {
+                                r = r == -ENOMEM ? r : -EINVAL;
+                                goto fail;
+                        }
+                        x.total += image_flatten_size(f);
+                }
+                disk = tmp;
+        }
         r = atomic_file_open(req->file, 0644, &af, err, errlen);
         if (r < 0)
                 goto fail;
@@ -417,6 +714,8 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
         r = archive_writer_add(x.w, EXPORT_MANIFEST, placeholder, MANIFEST_RESERVED, NULL, msg, sizeof msg);
         if (r == 0)
                 r = add_buffer(&x, "instance.properties", props, props_len, msg, sizeof msg);
+        if (r == 0 && disk && !f)
+                r = add_file(&x, DISK_MEMBER, disk, msg, sizeof msg);       /* --with-template: the VM's layer as it is */
         if (r == 0 && f) {
                 struct member_info *m = new_member(&x, DISK_MEMBER);
                 m->size = image_flatten_size(f);
@@ -449,6 +748,8 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
                         r = add_file(&x, name, initrd_path, msg, sizeof msg);
                 }
         }
+        for (size_t i = 0; r == 0 && i < n_tmpl; i++)
+                r = add_file(&x, tmpl_members[i], tmpl_paths[i], msg, sizeof msg);
         if (r == 0)
                 r = archive_writer_close(x.w, msg, sizeof msg);
         if (r < 0) {
@@ -458,7 +759,8 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
                         snprintf(err, errlen, "%s: %s", req->file, msg);
                 goto fail;
         }
-        manifest = manifest_json(&x, inst, f, disk ? strrchr(disk, '/') + 1 : NULL, n_layers);
+        manifest = manifest_json(&x, inst, vsize, running ? "running VM (blockdev-backup)" : disk ? strrchr(disk, '/') + 1 : NULL,
+                                 n_layers, running, tmpl_members, n_tmpl);
         if (!manifest) {
                 r = -ENOMEM;
                 goto fail;
@@ -484,8 +786,10 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
         r = atomic_file_commit(af, err, errlen);
         if (r < 0)
                 goto fail;
-        ret->disk_size = f ? image_flatten_size(f) : 0;
-        ret->virtual_size = f ? image_flatten_virtual_size(f) : 0;
+        ret->disk_size = x.n_members > 1 && disk ? x.members[1].size : 0;
+        ret->virtual_size = vsize;
+        ret->running = running;
+        ret->with_template = n_tmpl > 0;
         ret->n_layers = n_layers;
         ret->n_members = (unsigned)x.n_members + 1;
         actionlog_append(req->root, "export", "%s exported to %s (%u members, %" PRIu64 " bytes)", req->name,
@@ -501,6 +805,21 @@ fail:
                 close(lock_fd);
         }
         image_flatten_free(f);
+        if (tmp)
+                unlink(tmp);
+        if (backup_lock >= 0) {
+                char *lock = paths_join(p.vm_dir, BACKUP_LOCK);
+                if (lock)
+                        unlink(lock);
+                free(lock);
+                close(backup_lock);
+        }
+        free(tmp);
+        image_chain_free(chain);
+        for (size_t i = 0; i < n_tmpl; i++) {
+                free(tmpl_paths[i]);
+                free(tmpl_members[i]);
+        }
         instance_free(inst);
         image_meta_free(meta);
         vm_paths_done(&p);
@@ -526,6 +845,9 @@ struct manifest {
         unsigned n_macs;
         bool has_disk;
         uint64_t disk_vsize;
+        /* --with-template: the layers below disk.qcow2, top first */
+        char layers[IMAGE_CHAIN_MAX_DEPTH][ARCHIVE_NAME_MAX + 1];
+        size_t n_layers;
         struct member_info members[MAX_MEMBERS];
         size_t n_members;
 };
@@ -603,7 +925,23 @@ static int parse_manifest(const char *file, const char *text, size_t len, struct
                         if (!json_object_is_type(v, json_type_string))
                                 BAD("%s is not a string", key);
                 } else if (strcmp(key, "disk") == 0) {
-                        struct json_object *vs = NULL, *mem = NULL;
+                        struct json_object *vs = NULL, *mem = NULL, *tl = NULL;
+                        if (json_object_is_type(v, json_type_object) && json_object_object_get_ex(v, "template-layers", &tl)) {
+                                if (!json_object_is_type(tl, json_type_array) || json_object_array_length(tl) < 1 ||
+                                    json_object_array_length(tl) > IMAGE_CHAIN_MAX_DEPTH)
+                                        BAD("disk: template-layers is not an array of 1 to %d member names", IMAGE_CHAIN_MAX_DEPTH);
+                                for (size_t i = 0; i < json_object_array_length(tl); i++) {
+                                        struct json_object *e = json_object_array_get_idx(tl, i);
+                                        const char *s = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : "";
+                                        if (strncmp(s, "image/", 6) != 0 || !member_allowed(s))
+                                                BAD("disk: template-layers[%zu]: \"%.40s\" is not an image/FILE member", i, s);
+                                        for (size_t k = 0; k < i; k++)
+                                                if (strcmp(m->layers[k], s) == 0)
+                                                        BAD("disk: template-layers: %s is listed twice", s);
+                                        snprintf(m->layers[i], sizeof m->layers[i], "%s", s);
+                                }
+                                m->n_layers = json_object_array_length(tl);
+                        }
                         if (!json_object_is_type(v, json_type_object) ||
                             !json_object_object_get_ex(v, "virtual-size", &vs) || !json_object_is_type(vs, json_type_int) ||
                             json_object_get_int64(vs) <= 0 || (uint64_t)json_object_get_int64(vs) > QCOW2_MAX_VIRTUAL_SIZE ||
@@ -657,11 +995,39 @@ static int parse_manifest(const char *file, const char *text, size_t len, struct
                 BAD("members: instance.properties is missing");
         if (has_disk_member != m->has_disk)
                 BAD("disk and the member %s must come together", DISK_MEMBER);
+        if (m->n_layers) {
+                char first[ARCHIVE_NAME_MAX + 1];
+                snprintf(first, sizeof first, "image/%s.qcow2", m->image);
+                if (strcmp(m->layers[0], first) != 0)
+                        BAD("disk: template-layers must begin with %s", first);
+                for (size_t k = 0; k < m->n_layers; k++) {
+                        bool listed = false;
+                        for (size_t i = 0; i < m->n_members; i++)
+                                listed |= strcmp(m->members[i].name, m->layers[k]) == 0;
+                        if (!listed)
+                                BAD("disk: template layer %s is not among the members", m->layers[k]);
+                }
+        }
 #undef BAD
         r = 0;
 done:
         json_object_put(o);
         json_tokener_free(tok);
+        return r;
+}
+
+int export_parse_manifest(const char *file, const char *text, size_t len, struct export_manifest_info *ret, char *err,
+                          size_t errlen) {
+        struct manifest *m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        int r = parse_manifest(file, text, len, m, err, errlen);
+        if (r == 0 && ret) {
+                *ret = (struct export_manifest_info){ .n_members = m->n_members, .n_macs = m->n_macs,
+                                                      .has_disk = m->has_disk, .n_template_layers = m->n_layers };
+                snprintf(ret->name, sizeof ret->name, "%s", m->name);
+        }
+        free(m);
         return r;
 }
 
@@ -949,9 +1315,9 @@ done:
 }
 
 /* Where a member goes in the staging directory. */
-static void staged_name(const char *member, char *out, size_t len) {
+static void staged_name(const struct manifest *m, const char *member, char *out, size_t len) {
         if (strcmp(member, DISK_MEMBER) == 0)
-                snprintf(out, len, "hdd.img");
+                snprintf(out, len, m->n_layers ? "hdd.ovl" : "hdd.img");
         else if (strncmp(member, "image/", 6) == 0)
                 snprintf(out, len, "%s/%s", STAGING_IMAGES, member + 6);
         else
@@ -988,7 +1354,7 @@ static int import_extract(struct importer *x, char *buf, char *err, size_t errle
                                  file, am.name, am.size, mi->size);
                         return -EINVAL;
                 }
-                staged_name(am.name, target, sizeof target);
+                staged_name(&x->m, am.name, target, sizeof target);
                 if (strncmp(am.name, "image/", 6) == 0 && mkdirat(x->staging_fd, STAGING_IMAGES, 0755) < 0 &&
                     errno != EEXIST) {
                         r = -errno;
@@ -1068,6 +1434,75 @@ static void rename_in_message(char *err, size_t errlen, const char *staged, cons
         snprintf(err, errlen, "%s: %s%s", file, member, rest);
 }
 
+
+/* --with-template: the VM's layer names ../../images/IMAGE.qcow2 and each
+ * template layer the next by a plain name, the last one none, so that the
+ * chain resolves inside images/ after the commit and nowhere else. Each
+ * layer is read from the staging directory or, when it was found identical
+ * there, from images/. */
+static int check_template(struct importer *x, const char *images, char *err, size_t errlen) {
+        const char *file = x->req->file;
+        char path[4096], expect[512], msg[256];
+        const char *what = DISK_MEMBER;
+        struct qcow2_header h;
+        int r = 0;
+
+        snprintf(path, sizeof path, "%s/hdd.ovl", x->staging);
+        for (size_t k = 0; k <= x->m.n_layers; k++) {
+                int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+                uint8_t magic[4] = { 0 };
+                bool qcow2 = fd >= 0 && pread(fd, magic, sizeof magic, 0) == (ssize_t)sizeof magic &&
+                             qcow2_has_magic(magic, sizeof magic);
+                r = qcow2 ? qcow2_header_read(fd, &h, msg, sizeof msg) : 0;
+                if (fd >= 0)
+                        close(fd);
+                if (fd < 0) {
+                        snprintf(err, errlen, "%s: %s: cannot be read: %s", file, what, strerror(errno));
+                        return -EINVAL;
+                }
+                if (k == 0 && !qcow2) {
+                        snprintf(err, errlen, "%s: %s is not a qcow2 image", file, what);
+                        return -EINVAL;
+                }
+                if (r < 0) {
+                        snprintf(err, errlen, "%s: %s: %s", file, what, msg);
+                        return -EINVAL;
+                }
+                if (k == 0 && h.size != x->m.disk_vsize) {
+                        snprintf(err, errlen, "%s: %s: virtual size %" PRIu64 ", the manifest says %" PRIu64, file, what,
+                                 h.size, x->m.disk_vsize);
+                        return -EINVAL;
+                }
+                if (k == x->m.n_layers) {
+                        if (qcow2 && h.has_backing_file) {
+                                snprintf(err, errlen, "%s: %s, the last template layer, names a backing file (%.60s)", file,
+                                         what, h.backing_file);
+                                return -EINVAL;
+                        }
+                        break;
+                }
+                const char *base = x->m.layers[k] + 6;
+                if (k == 0)
+                        snprintf(expect, sizeof expect, "../../images/%s", base);
+                else
+                        snprintf(expect, sizeof expect, "%s", base);
+                if (!qcow2 || !h.has_backing_file || strcmp(h.backing_file, expect) != 0 || !h.has_backing_format) {
+                        snprintf(err, errlen, "%s: %s must name the backing file %s, with its format", file, what, expect);
+                        return -EINVAL;
+                }
+                bool last = k + 1 == x->m.n_layers;
+                if (strcmp(h.backing_format, "qcow2") != 0 && !(last && strcmp(h.backing_format, "raw") == 0)) {
+                        snprintf(err, errlen, "%s: %s: backing format %.20s is not allowed here", file, what, h.backing_format);
+                        return -EINVAL;
+                }
+                what = x->m.layers[k];
+                snprintf(path, sizeof path, "%s/%s/%s", x->staging, STAGING_IMAGES, base);
+                if (!path_exists(path))
+                        snprintf(path, sizeof path, "%s/%s", images, base);
+        }
+        return 0;
+}
+
 /* Phase 3: what the members say, against this root. Returns the number
  * of image files that would be installed. */
 static int import_validate(struct importer *x, char *err, size_t errlen) {
@@ -1127,7 +1562,7 @@ static int import_validate(struct importer *x, char *err, size_t errlen) {
                 goto done;
         }
 
-        if (x->m.has_disk) {
+        if (x->m.has_disk && !x->m.n_layers) {
                 path = paths_join(x->staging, "hdd.img");
                 if (!path) {
                         r = -ENOMEM;
@@ -1186,6 +1621,8 @@ static int import_validate(struct importer *x, char *err, size_t errlen) {
         }
         free(path);
         path = NULL;
+        if (x->m.n_layers && (r = check_template(x, images, err, errlen)) < 0)
+                goto done;
         bool has_sidecar = false;
         for (size_t i = 0; i < x->m.n_members; i++)
                 has_sidecar |= strcmp(x->m.members[i].name, sidecar_member) == 0;
@@ -1268,7 +1705,7 @@ static int import_rewrite(struct importer *x, char *err, size_t errlen) {
                         return -ENOMEM;
         }
         if (x->m.has_disk)
-                x->inst->disk = DISK_COPY;
+                x->inst->disk = x->m.n_layers ? DISK_OVERLAY : DISK_COPY;
         text = instance_to_string(x->inst);
         if (!text)
                 return -ENOMEM;
@@ -1360,6 +1797,7 @@ int import_vm(const struct import_request *req, struct import_result *ret, char 
         struct statvfs sv;
         char *buf = NULL, *conf = NULL, msg[1024];
         size_t got = 0;
+        bool made_vm_root = false;
         int r;
 
         err[0] = '\0';
@@ -1423,7 +1861,9 @@ int import_vm(const struct import_request *req, struct import_result *ret, char 
         }
         for (size_t i = 0; i < x.m.n_members; i++)
                 x.total += x.m.members[i].size;
-        if (mkdir(x.vm_root, 0755) < 0 && errno != EEXIST) {
+        if (mkdir(x.vm_root, 0755) == 0)
+                made_vm_root = true;
+        else if (errno != EEXIST) {
                 r = -errno;
                 snprintf(err, errlen, "cannot create %s: %s", x.vm_root, strerror(-r));
                 goto fail;
@@ -1472,6 +1912,8 @@ fail:
                 close(x.staging_fd);
         if (x.lock_fd >= 0)
                 close(x.lock_fd);
+        if (r < 0 && made_vm_root)
+                rmdir(x.vm_root);       /* ours and empty: a failed import leaves no vm/ */
         free(x.staging);
         archive_reader_free(x.ar);
         host_config_free(x.host);

@@ -51,6 +51,7 @@ struct export_request {
         const char *runtime_dir;
         const char *name;
         const char *file;               /* the archive to write; must not exist */
+        bool with_template;             /* the disk's chain as members instead of flattened */
         image_copy_progress_fn progress; /* bytes of the archive written; may be NULL */
         void *userdata;
         volatile sig_atomic_t *cancel;  /* set non-zero to stop (nothing is left) */
@@ -62,6 +63,8 @@ struct export_result {
         uint64_t virtual_size;
         unsigned n_layers;              /* of the source chain */
         unsigned n_members;
+        bool running;                   /* the disk was copied from the running VM */
+        bool with_template;
 };
 
 /* Writes the archive. Returns 0; -EINVAL (bad name, destroyed VM,
@@ -95,3 +98,19 @@ struct import_result {
  * -ECANCELED; another negative errno on failure. Nothing is left behind
  * on failure: no registry line, no VM directory, no file in images/. */
 int import_vm(const struct import_request *req, struct import_result *ret, char *err, size_t errlen);
+
+/* What a manifest says, for callers outside the import (the fuzz harness). */
+struct export_manifest_info {
+        char name[VM_NAME_MAX + 1];
+        size_t n_members;
+        unsigned n_macs;
+        bool has_disk;
+        size_t n_template_layers;
+};
+
+/* Parses and checks manifest.json text of len bytes (not NUL-terminated)
+ * as import does: every key known, every member name one an export holds,
+ * sizes within their caps. Returns 0, -EINVAL with one line "FILE:
+ * manifest.json: why" in err, or -ENOMEM. ret may be NULL. */
+int export_parse_manifest(const char *file, const char *text, size_t len, struct export_manifest_info *ret, char *err,
+                          size_t errlen);
