@@ -112,7 +112,9 @@ _vrt() {
         autostart) opts="--wait" ;;
         cleanup|check) ;;
         export)
-                if [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms "stopped|init-failed")
+                opts="--with-template"
+                if [[ $cur == -* ]]; then :
+                elif [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms "stopped|running|init-failed")
                 else compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return; fi ;;
         import)
                 opts="--name"
