@@ -340,8 +340,8 @@ static int backup_wait(struct exporter *x, struct qmp *q, uint64_t vsize, char *
 
 /* Copies the running VM's disk into tmp (see above). *lock_fd: the
  * export's lock on the VM directory, held until the copy is removed. */
-static int backup_running(struct exporter *x, const struct vm_paths *p, const char *tmp, uint64_t vsize,
-                          const char *backing, const char *backing_format, int *lock_fd, char *err, size_t errlen) {
+static int backup_running(struct exporter *x, const struct vm_paths *p, const char *disk, const char *tmp,
+                          uint64_t vsize, const char *backing, const char *backing_format, int *lock_fd, char *err, size_t errlen) {
         struct qmp *q = NULL;
         char msg[512], *lock = paths_join(p->vm_dir, BACKUP_LOCK);
         bool added = false, job = false;
@@ -372,6 +372,13 @@ static int backup_running(struct exporter *x, const struct vm_paths *p, const ch
                     : qcow2_image_create(tmp, vsize, msg, sizeof msg);
         if (r < 0) {
                 snprintf(err, errlen, "%s", msg);
+                goto done;
+        }
+        /* QEMU may run as another user: the copy belongs to the disk's owner. */
+        struct stat dst;
+        if (stat(disk, &dst) < 0 || chown(tmp, dst.st_uid, dst.st_gid) < 0 || chmod(tmp, 0600) < 0) {
+                r = -errno;
+                snprintf(err, errlen, "cannot give %s the owner of %s: %s", tmp, disk, strerror(-r));
                 goto done;
         }
         struct json_object *file = jstr(jstr(jobj(), "driver", "file"), "filename", tmp);
@@ -669,7 +676,7 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
                         r = -ENOMEM;
                         goto fail;
                 }
-                r = backup_running(&x, &p, tmp, vsize, n_tmpl ? chain->layers[0].backing_file : NULL,
+                r = backup_running(&x, &p, disk, tmp, vsize, n_tmpl ? chain->layers[0].backing_file : NULL,
                                    n_tmpl ? chain->layers[0].backing_format : NULL, &backup_lock, err, errlen);
                 if (r < 0) {
                         if (r == -ECANCELED)

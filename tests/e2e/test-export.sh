@@ -65,6 +65,21 @@ check "export to an existing file -> exit 2" [ $? = 2 ]
 "$VRT" export nosuchvm "$E2E_DIR/none.tar" 2>"$E2E_DIR/err"
 check "export of an unknown VM -> exit 2, no file" bash -c '[ $0 = 2 ] && [ ! -e "$1" ]' $? "$E2E_DIR/none.tar"
 
+# --- --with-template: the chain as members, imported into a root without the template ---
+"$VRT" export --with-template src "$E2E_DIR/chain.tar" >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "export --with-template: exit 0" [ $? = 0 ]
+check "... keeps the template as a member" bash -c 'tar tf "$1" | grep -qx image/testguest.qcow2' _ "$E2E_DIR/chain.tar"
+ROOT4="$E2E_DIR/root4"
+mkdir -p "$ROOT4"
+cp "$ROOT1/vrt.conf" "$ROOT4/"
+use_root "$ROOT4" "$E2E_DIR/run4"
+"$VRT" import "$E2E_DIR/chain.tar" >"$E2E_DIR/out" 2>"$E2E_DIR/err"
+check "import of the chain into an empty root: exit 0" [ $? = 0 ]
+cat "$E2E_DIR/err"
+check "... the template was installed" cmp -s "$ROOT1/images/testguest.qcow2" "$ROOT4/images/testguest.qcow2"
+check "... the VM is an overlay on it" bash -c 'grep -qx disk=overlay "$1/vm/src/instance.properties" && qemu-img info --backing-chain "$1/vm/src/hdd.ovl" | grep -q "images/testguest.qcow2"' _ "$ROOT4"
+use_root "$ROOT1" "$RUN1"
+
 # --- import on the second root, boot, same data ------------------------------------
 use_root "$ROOT2" "$RUN2"
 "$VRT" import "$E2E_DIR/src.tar" >"$E2E_DIR/out" 2>"$E2E_DIR/err"
