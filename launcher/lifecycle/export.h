@@ -16,10 +16,11 @@
  *   image/FILE             the files its kernel= and initrd= name, when
  *                          they are plain names next to the sidecar
  *
- * Export needs the VM stopped: it holds the VM's runtime lock throughout,
- * so the VM cannot be started meanwhile, and refuses a disk that some
- * QEMU (on any host sharing the root) has locked. The file appears
- * complete under its name or not at all.
+ * A stopped VM is exported with its runtime lock held throughout, so it
+ * cannot be started meanwhile, and a disk that some QEMU (on any host
+ * sharing the root) has locked is refused. A running VM is exported from a
+ * blockdev-backup (sync=full) copy that QEMU makes through its monitor
+ * (see export.c). The file appears complete under its name or not at all.
  *
  * Import reads the archive strictly (images/archive.h; the manifest must
  * list exactly the members that follow, with matching sizes and
