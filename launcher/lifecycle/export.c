@@ -863,6 +863,14 @@ static bool is_sha256_hex(const char *s) {
         return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
 }
 
+/* Keys and values of the manifest are echoed in messages: control
+ * characters in them (a key holding a newline) must not split the line. */
+static void one_line(char *s) {
+        for (; *s; s++)
+                if ((unsigned char)*s < 0x20 || *s == 0x7f)
+                        *s = '?';
+}
+
 /* Every key checked, unknown ones refused: a newer exporter bumps the version. */
 static int parse_manifest(const char *file, const char *text, size_t len, struct manifest *m, char *err,
                           size_t errlen) {
@@ -892,6 +900,7 @@ static int parse_manifest(const char *file, const char *text, size_t len, struct
 #define BAD(...)                                                                 \
         do {                                                                     \
                 snprintf(why, sizeof why, __VA_ARGS__);                          \
+                one_line(why);                                                   \
                 snprintf(err, errlen, "%s: %s: %s", file, EXPORT_MANIFEST, why); \
                 goto done;                                                       \
         } while (0)
