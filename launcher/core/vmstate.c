@@ -212,3 +212,21 @@ void vmstate_describe_elsewhere(const struct lease_holder *h, char *buf, size_t 
         lease_describe(h, who, sizeof who);
         snprintf(buf, len, "runs on %s", who);
 }
+
+#define QEMU_LOCK_START 100
+#define QEMU_LOCK_LEN 200
+
+const char *vmstate_disk_in_use(const struct vm_paths *p) {
+        const char *disks[2] = { p->overlay, p->copy };
+        for (size_t i = 0; i < 2; i++) {
+                int fd = open(disks[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+                if (fd < 0)
+                        continue;
+                struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = QEMU_LOCK_START, .l_len = QEMU_LOCK_LEN };
+                bool held = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+                close(fd);
+                if (held)
+                        return disks[i];
+        }
+        return NULL;
+}

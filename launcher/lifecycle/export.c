@@ -1,3 +1,4 @@
+#include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/export.h"
 
 #include <dirent.h>
@@ -45,9 +46,6 @@
 #define STAGING_IMAGES ".image"
 #define DISK_MEMBER "disk.qcow2"
 #define MAC_TRIES 1000
-/* QEMU's image locks (raw-posix "perm" bytes), as destroy.c probes them. */
-#define QEMU_LOCK_START 100
-#define QEMU_LOCK_LEN 200
 
 /* A running VM's disk (see backup_running). */
 #define BACKUP_FILE ".export.qcow2"
@@ -217,21 +215,6 @@ static int disk_write(const void *buf, size_t len, void *userdata) {
         char err[256];
         int r = archive_writer_data(x->w, buf, len, err, sizeof err);
         return r < 0 ? r : export_progress(x, len);
-}
-
-static const char *disk_in_use(const struct vm_paths *p) {
-        const char *disks[2] = { p->overlay, p->copy };
-        for (size_t i = 0; i < 2; i++) {
-                int fd = open(disks[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-                if (fd < 0)
-                        continue;
-                struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = QEMU_LOCK_START, .l_len = QEMU_LOCK_LEN };
-                bool held = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-                close(fd);
-                if (held)
-                        return disks[i];
-        }
-        return NULL;
 }
 
 
@@ -579,7 +562,7 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
                         goto fail;
                 }
         }
-        if (!running && (busy = disk_in_use(&p))) {
+        if (!running && (busy = vmstate_disk_in_use(&p))) {
                 r = -EBUSY;
                 snprintf(err, errlen, "VM %s: disk %s is in use by a QEMU (on this or another host sharing the root); stop it first",
                          req->name, busy);
