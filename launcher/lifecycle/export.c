@@ -1,4 +1,3 @@
-#include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/export.h"
 
 #include <dirent.h>
@@ -27,6 +26,7 @@
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/lifecycle/registry.h"
 #include "qmp/qmp.h"
