@@ -46,7 +46,7 @@ int lease_parse(const char *text, size_t len, struct lease_holder *ret, char *er
  *           since T); not started"
  *   -EINVAL the lease is not a regular file of its own (a symlink, a
  *           FIFO, a hard link), err says which
- *   other negative errnos from the file system (err says which).
+ *   other negative errnos from the filesystem (err says which).
  * When the file named a holder that no longer holds it, *stale gets that
  * holder (stale->host[0] != '\0') for the caller to log; else it is zeroed. */
 int lease_acquire(const char *vm_dir, const char *name, const char *host,

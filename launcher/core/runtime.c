@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "launcher/core/fileio.h"
+
 static int mkdir_p(const char *path, mode_t mode) {
         char *copy = strdup(path);
         if (!copy)
@@ -172,18 +174,7 @@ int runtime_write_pid(const char *path, pid_t pid) {
         int n = snprintf(buf, sizeof buf, "%d\n", (int)pid);
         if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
                 return -ENAMETOOLONG;
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0)
-                return -errno;
-        ssize_t w = write(fd, buf, (size_t)n);
-        int r = w == n ? 0 : w < 0 ? -errno : -EIO;
-        if (close(fd) < 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                unlink(tmp);
-        return r;
+        return fileio_write_atomic(tmp, path, buf, (size_t)n, 0644);
 }
 
 int runtime_read_pid(const char *path, pid_t *ret) {

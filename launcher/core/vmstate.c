@@ -13,6 +13,7 @@
 #include "launcher/core/config.h"
 #include "launcher/core/fileio.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/snapstate.h"
 #include "launcher/core/util.h"
 
 #define RUNNING_POLL_MS 20
@@ -211,4 +212,30 @@ void vmstate_describe_elsewhere(const struct lease_holder *h, char *buf, size_t 
         char who[256];
         lease_describe(h, who, sizeof who);
         snprintf(buf, len, "runs on %s", who);
+}
+
+#define QEMU_LOCK_START 100
+#define QEMU_LOCK_LEN 200
+
+const char *vmstate_disk_in_use(const struct vm_paths *p) {
+        static char active[4096];
+        char msg[256], *snap = NULL;
+        const char *disks[3] = { p->overlay, p->copy, NULL };
+        /* With snapshots, QEMU writes the active layer in snapshots/. */
+        if (snap_active_path(p->vm_dir, &snap, msg, sizeof msg) == 0 && snap) {
+                snprintf(active, sizeof active, "%s", snap);
+                disks[2] = active;
+        }
+        free(snap);
+        for (size_t i = 0; i < 3 && disks[i]; i++) {
+                int fd = open(disks[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+                if (fd < 0)
+                        continue;
+                struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = QEMU_LOCK_START, .l_len = QEMU_LOCK_LEN };
+                bool held = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+                close(fd);
+                if (held)
+                        return disks[i];
+        }
+        return NULL;
 }

@@ -94,3 +94,11 @@ int vmstate_elsewhere(const char *vm_dir, struct lease_holder *ret);
 /* "runs on host H (pid P, since T)": the one phrase for a VM that runs
  * elsewhere, for "NAME: <phrase>; not started" and the like. */
 void vmstate_describe_elsewhere(const struct lease_holder *h, char *buf, size_t len);
+
+/* The runtime lock is local to one host, but the root may be shared: a
+ * QEMU on another host sees no lock here. Its image locks (file-posix
+ * locks bytes 100..299 of every image it has open, with OFD locks, which
+ * NFS carries to the server) are visible everywhere. Returns the path of
+ * the VM's disk that some QEMU holds, or NULL (also when locks cannot be
+ * tested). */
+const char *vmstate_disk_in_use(const struct vm_paths *p);

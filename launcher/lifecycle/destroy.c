@@ -27,10 +27,6 @@
 #define REMOVING_SUFFIX ".removing"
 /* A QEMU whose supervisor is gone may hold its disk a moment longer. */
 #define DESTROY_DISK_BUSY_MS 3000
-/* QEMU (file-posix) locks bytes from 100 on of every image it has open,
- * with OFD locks, which NFS carries to the server. */
-#define QEMU_LOCK_START 100
-#define QEMU_LOCK_LEN 200
 
 static void sleep_ms(long ms) {
         struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -111,33 +107,6 @@ static int write_marker(const struct vm_paths *p, bool *already, char *err, size
         if (r < 0)
                 snprintf(err, errlen, "cannot write %s: %s", p->destroyed, strerror(-r));
         return r;
-}
-
-/* The runtime lock is local to this host, but the root may be shared: a
- * QEMU on another host sees no lock here. Its image locks are visible
- * everywhere. Returns the path of a disk some QEMU holds, or NULL (also
- * when locks cannot be tested: then only the runtime lock protects). */
-static const char *disk_in_use(const struct vm_paths *p) {
-        static char active[4096];
-        char msg[256], *snap = NULL;
-        const char *disks[3] = { p->overlay, p->copy, NULL };
-        /* With snapshots, QEMU writes the active layer in snapshots/. */
-        if (snap_active_path(p->vm_dir, &snap, msg, sizeof msg) == 0 && snap) {
-                snprintf(active, sizeof active, "%s", snap);
-                disks[2] = active;
-        }
-        free(snap);
-        for (size_t i = 0; i < 3 && disks[i]; i++) {
-                int fd = open(disks[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-                if (fd < 0)
-                        continue;
-                struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = QEMU_LOCK_START, .l_len = QEMU_LOCK_LEN };
-                bool held = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-                close(fd);
-                if (held)
-                        return disks[i];
-        }
-        return NULL;
 }
 
 /* The snapshot layers and state go with the disk (snapstate.h). */
@@ -259,7 +228,7 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
                 /* Hold the lock: no start between our check and the marker. */
                 lock_fd = runtime_lock(&p, msg, sizeof msg);
                 if (lock_fd >= 0) {
-                        const char *busy = disk_in_use(&p);
+                        const char *busy = vmstate_disk_in_use(&p);
                         if (!busy) {
                                 /* The lease too, held until the disk is gone: no host
                                  * starts the VM between our check and the marker. */

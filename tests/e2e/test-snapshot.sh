@@ -176,6 +176,12 @@ check "boots after the live deletes" boot
 check "A, B, D, E and F kept" all_markers ALL-AAA-BBB-DDD-EEE-FFF-END
 check "stops" stop_vm
 check "the template's sha256 is still unchanged" [ "$(sha256sum <"$TEMPLATE")" = "$sum_before" ]
+check "export of a VM with snapshots holds the active layer's data" bash -c \
+	'"$0" export snap "$1/snap.tar" >/dev/null && mkdir -p "$1/x" && tar xf "$1/snap.tar" -C "$1/x" disk.qcow2 &&
+	 active=$("$0" snapshot list --json snap | python3 -c "import json,sys; print(json.load(sys.stdin)[\"active\"])") &&
+	 qemu-img compare -q "$1/x/disk.qcow2" "$active"' "$VRT" "$E2E_DIR"
+check "export --with-template of a VM with snapshots is refused" \
+	bash -c '! "$0" export --with-template snap "$1/snapt.tar" 2>&1 && [ ! -e "$1/snapt.tar" ]' "$VRT" "$E2E_DIR"
 check "destroy removes the snapshot layers" bash -c '"$0" destroy snap >/dev/null && [ ! -e "$1/snapshots" ]' "$VRT" "$VMDIR"
 
 e2e_finish

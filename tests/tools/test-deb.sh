@@ -153,6 +153,10 @@ for b in vrt vrt-launch; do
         check "$b --version prints '$b $version' (got '$out')" test "$out" = "$b $version"
 done
 check "vrt --help runs" bash -c '"$0" --help >/dev/null' "$root/usr/bin/vrt"
+# An empty root, as postinst makes it: the packaged vrt checks it.
+mkdir -p "$tmp/emptyroot"/{vm,images,inst,start,stop,destroy,log,autostart,init,iso}
+check "the packaged vrt check passes on an empty root" bash -c \
+        'VRT_HOST_CONF=/nonexistent "$0" --root "$1" check | grep -qx "configuration OK"' "$root/usr/bin/vrt" "$tmp/emptyroot"
 
 for m in man8/vrt.8 man8/vrt-launch.8 man5/vrt.conf.5 man5/vrt-instance.properties.5 man7/vrt-spool.7; do
         f=$root/usr/share/man/$m.gz

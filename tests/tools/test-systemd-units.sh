@@ -31,7 +31,7 @@ check "vrt@.service: NotifyAccess=main" grep -qx "NotifyAccess=main" "$svc"
 check "vrt@.service: KillMode=mixed (SIGTERM to the supervisor only)" grep -qx "KillMode=mixed" "$svc"
 check "vrt@.service: exit 3 (forced stop) is success" grep -qx "SuccessExitStatus=3" "$svc"
 check "vrt@.service: Restart=on-failure" grep -qx "Restart=on-failure" "$svc"
-check "vrt@.service: exit 2 (bad configuration) is not restarted" grep -qx "RestartPreventExitStatus=2" "$svc"
+check "vrt@.service: exit 2 (bad configuration) and 5 (runs on another host) are not restarted" grep -qx "RestartPreventExitStatus=2 5" "$svc"
 check "vrt@.service: VRT_ROOT set" grep -qx "Environment=VRT_ROOT=/var/lib/vrt" "$svc"
 stop_s=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)$/\1/p' "$svc")
 check "vrt@.service: TimeoutStopSec ($stop_s s) > default shutdown_timeout 120 s + escalation 20 s" \

@@ -60,7 +60,7 @@ _vrt() {
                 words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
         fi
         local _vrt_cmd=${words[0]}
-        local commands="list status stats top start stop spool autostart create init destroy cleanup image snapshot check showcmd qmp console"
+        local commands="list status stats top start stop spool autostart create init destroy cleanup export import image snapshot check showcmd qmp console"
 
         # The command: the first word that is not a global option.
         local i cmd= sub= ci=0 si=0
@@ -112,6 +112,14 @@ _vrt() {
         spool) opts="--watch --rescan --wait" words_="inst destroy stop start" ;;
         autostart) opts="--wait" ;;
         cleanup|check) ;;
+        export)
+                opts="--with-template"
+                if [[ $cur == -* ]]; then :
+                elif [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms "stopped|running|init-failed")
+                else compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return; fi ;;
+        import)
+                opts="--name"
+                if [[ $cur != -* ]]; then compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return; fi ;;
         create)
                 opts="--name --image --size --comment --disk --net --bridge --mac --init --firmware --start"
                 words_=$(_vrt_files inst .properties)
