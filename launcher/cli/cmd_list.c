@@ -127,6 +127,7 @@ static json_object *vm_info_json(const struct vm_info *v) {
         json_object_object_add(o, "uptime_seconds", v->uptime >= 0 ? json_object_new_int64(v->uptime) : NULL);
         json_object_object_add(o, "comment", string_or_null(i ? i->comment : NULL));
         json_object_object_add(o, "autostart", json_object_new_boolean(i && i->autostart));
+        json_object_object_add(o, "managed_by", string_or_null(i ? (i->cluster_managed ? "pacemaker" : "vrt") : NULL));
         if (!i)
                 json_object_object_add(o, "error", json_object_new_string(v->error));
         return o;
@@ -248,6 +249,8 @@ static void print_status_text(const struct vm_info *v, json_object *st) {
                 if (i->comment && *i->comment)
                         printf("comment:   %s\n", i->comment);
                 printf("autostart: %s\n", i->autostart ? "yes" : "no");
+                if (i->cluster_managed)
+                        printf("managed:   by pacemaker (ocf:vrt:vm); the spool and autostart leave it alone\n");
         } else {
                 printf("error:     %s\n", v->error);
         }

@@ -703,6 +703,15 @@ static int instance_set(const char *key, const char *value, unsigned line, void 
                 }
                 return 0;
         }
+        if (strcmp(key, "managed_by") == 0) {
+                if (strcmp(value, "vrt") != 0 && strcmp(value, "pacemaker") != 0) {
+                        snprintf(err, errlen, "invalid managed_by \"%s\" (vrt or pacemaker)", value);
+                        return -EINVAL;
+                }
+                inst->cluster_managed = value[0] == 'p';
+                inst->line_managed_by = line;
+                return 0;
+        }
         if (strcmp(key, "shutdown_timeout") == 0) {
                 if (config_parse_uint(value, 1, 86400, &inst->shutdown_timeout) < 0) {
                         snprintf(err, errlen, "invalid shutdown_timeout \"%s\" (1..86400 seconds)", value);
@@ -762,6 +771,12 @@ int instance_load(const char *path, const char *default_name, const char *runtim
         r = nics_check(inst, err, errlen);
         if (r < 0)
                 goto fail;
+        if (inst->cluster_managed && inst->autostart) {
+                snprintf(err, errlen, "%s:%u: managed_by=pacemaker and autostart=yes exclude each other (the cluster starts it)",
+                         path, inst->line_managed_by);
+                r = -EINVAL;
+                goto fail;
+        }
         *ret = inst;
         return 0;
 fail:
@@ -825,6 +840,8 @@ char *instance_to_string(const struct instance *inst) {
                 fprintf(f, "init=%s\n", inst->init);
         if (inst->autostart)
                 fprintf(f, "autostart=yes\n");
+        if (inst->cluster_managed)
+                fprintf(f, "managed_by=pacemaker\n");
         if (inst->shutdown_timeout)
                 fprintf(f, "shutdown_timeout=%u\n", inst->shutdown_timeout);
         if (fclose(f) != 0) {

@@ -87,8 +87,9 @@ struct instance {
         enum firmware firmware;
         bool firmware_set;
         bool autostart;
+        bool cluster_managed;   /* managed_by=pacemaker: the spool and autostart leave it alone */
         unsigned shutdown_timeout;      /* 0 = host default */
-        unsigned line_image, line_size, line_init, line_name;
+        unsigned line_image, line_size, line_init, line_name, line_managed_by;
 };
 
 struct image_meta {

@@ -155,6 +155,17 @@ int vmstate_check_exists(const char *root, const char *runtime_dir, const char *
         return r;
 }
 
+bool vmstate_cluster_managed(const char *root, const char *runtime_dir, const char *name) {
+        struct instance *inst = NULL;
+        char *props = NULL, err[512];
+        if (asprintf(&props, "%s/vm/%s/instance.properties", root, name) < 0)
+                return false;
+        bool managed = instance_load(props, name, runtime_dir, &inst, err, sizeof err) == 0 && inst->cluster_managed;
+        instance_free(inst);
+        free(props);
+        return managed;
+}
+
 int vmstate_check_startable(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen) {
         struct vm_paths p = { 0 };
         struct instance *inst = NULL;

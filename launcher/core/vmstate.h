@@ -85,6 +85,11 @@ int vmstate_check_exists(const char *root, const char *runtime_dir, const char *
  * reports it with file and line. */
 int vmstate_check_startable(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen);
 
+/* True when the VM's instance.properties says managed_by=pacemaker: a
+ * cluster resource (ocf:vrt:vm) then decides where and whether it runs,
+ * and the spool and autostart leave it alone. False when it cannot be read. */
+bool vmstate_cluster_managed(const char *root, const char *runtime_dir, const char *name);
+
 /* Does the VM in vm_dir run on another host? Its lease (see lease.h) is
  * held and names a host other than this one (lease_host_name()). Returns 1
  * with *ret filled, 0 when not (no lease held, held by this host, or the

@@ -127,6 +127,22 @@ static void names_done(struct names *l) {
         *l = (struct names){ 0 };
 }
 
+/* Drops the requests for VMs a cluster manages (vmstate_cluster_managed):
+ * Pacemaker decides where they run, and a request here would fight it. */
+static void leave_to_cluster(const struct spool *s, enum spool_queue q, struct names *l, struct spool_stats *st) {
+        size_t m = 0;
+        for (size_t i = 0; i < l->n; i++) {
+                if (vmstate_cluster_managed(s->root, s->runtime_dir, l->v[i])) {
+                        note(s, q, true, "%s: managed_by=pacemaker: request ignored (the cluster decides; use pcs resource)", l->v[i]);
+                        st->failed++;
+                        free(l->v[i]);
+                        continue;
+                }
+                l->v[m++] = l->v[i];
+        }
+        l->n = m;
+}
+
 static int cmp_str(const void *a, const void *b) {
         return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -337,6 +353,8 @@ static int run_start_or_stop(const struct spool *s, enum spool_queue q, struct s
         r = claim_requests(s, q, &l, q == SPOOL_STOP ? &lf : NULL, st);
         if (r < 0)
                 note(s, q, true, "cannot read %s/%s: %s", s->root, queue_names[q], strerror(-r));
+        leave_to_cluster(s, q, &l, st);
+        leave_to_cluster(s, q, &lf, st);
         for (int forced = 0; forced < 2; forced++) {
                 struct names *b = forced ? &lf : &l;
                 if (b->n == 0)
@@ -362,6 +380,7 @@ static int run_destroy(const struct spool *s, struct spool_stats *st) {
         int r = claim_requests(s, SPOOL_DESTROY, &l, NULL, st);
         if (r < 0)
                 note(s, SPOOL_DESTROY, true, "cannot read %s/destroy: %s", s->root, strerror(-r));
+        leave_to_cluster(s, SPOOL_DESTROY, &l, st);
         for (size_t i = 0; i < l.n; i++) {
                 struct service_result res = { .outcome = SERVICE_FAILED };
                 int k = s->h->destroy(s->h->userdata, l.v[i], &res);
@@ -857,6 +876,7 @@ int spool_autostart(const struct spool *s, struct spool_stats *st) {
                 }
                 instance_free(inst);
         }
+        leave_to_cluster(s, SPOOL_START, &start, st);
         /* Destroyed VMs stay down, whatever still points at them, and so
          * do those whose first boot did not succeed. */
         size_t m = 0;

@@ -255,6 +255,9 @@ static void test_instance(void **state) {
         assert_string_equal(instance_error("image=a\nsize=small\nnet=nat\n"), "instance.properties:3: invalid net \"nat\" (bridge, user or none)");
         assert_string_equal(instance_error("image=a\nsize=small\nfirmware=efi\n"), "instance.properties:3: invalid firmware \"efi\" (bios or uefi)");
         assert_string_equal(instance_error("image=a\nsize=small\nautostart=maybe\n"), "instance.properties:3: invalid autostart \"maybe\" (yes or no)");
+        assert_string_equal(instance_error("image=a\nsize=small\nmanaged_by=pacemaker\n"), "");
+        assert_string_equal(instance_error("image=a\nsize=small\nmanaged_by=corosync\n"), "instance.properties:3: invalid managed_by \"corosync\" (vrt or pacemaker)");
+        assert_string_equal(instance_error("image=a\nsize=small\nautostart=yes\nmanaged_by=pacemaker\n"), "instance.properties:4: managed_by=pacemaker and autostart=yes exclude each other (the cluster starts it)");
         assert_string_equal(instance_error("image=a\nsize=small\nshutdown_timeout=0\n"), "instance.properties:3: invalid shutdown_timeout \"0\" (1..86400 seconds)");
         assert_string_equal(instance_error("image=a\nsize=small\nname=Bad_Name\n"), "instance.properties:3: invalid VM name \"Bad_Name\": use lowercase letters, digits and inner '-' (RFC 1123 label)");
         assert_string_equal(instance_error("image=a\nsize=small\nbridge=a-very-long-bridge-name\n"), "instance.properties:3: invalid bridge name \"a-very-long-bridge-name\" (at most 15 characters)");
@@ -271,6 +274,7 @@ static void test_instance_round_trip(void **state) {
                                 "hostfwd=tcp::2222-:22\nfirmware=uefi\nmac=52:54:00:01:02:03\ninit=setup.sh\n"
                                 "autostart=yes\nshutdown_timeout=30\n");
         assert_int_equal(instance_load(path, NULL, "/run/vrt", &a, err, sizeof err), 0);
+        assert_false(a->cluster_managed);
         char *text = instance_to_string(a);
         assert_non_null(text);
         char *path2 = write_file("rt2.properties", text);

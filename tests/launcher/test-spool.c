@@ -602,6 +602,37 @@ static void test_inst_symlinks_not_followed(void **state) {
         free(outside);
 }
 
+/* managed_by=pacemaker: requests and autostart entries for the VM are
+ * refused and logged, the cluster decides; others still run. */
+static void test_cluster_managed_left_alone(void **state) {
+        struct spool s = spool_for_test();
+        struct spool_stats st = { 0 };
+        make_vm("alpha", "managed_by=pacemaker\n");
+        make_vm("bravo", "managed_by=vrt\n");
+        touch("start/alpha");
+        touch("start/bravo");
+        touch("stop/alpha");
+        touch("destroy/alpha");
+        touch("autostart/alpha");
+        assert_int_equal(spool_run(&s, &st), 0);
+        assert_int_equal(count(fake.calls, "start alpha"), 0);
+        assert_int_equal(count(fake.calls, "stop alpha"), 0);
+        assert_int_equal(count(fake.calls, "destroy alpha"), 0);
+        assert_int_equal(count(fake.calls, "start bravo\n"), 1);
+        assert_int_equal(st.failed, 3);
+        assert_false(exists("start/alpha"));
+        assert_false(exists("vm/alpha/DESTROYED"));
+        char *log = read_file("log/start.log");
+        assert_non_null(strstr(log, " alpha: managed_by=pacemaker: request ignored (the cluster decides; use pcs resource)\n"));
+        free(log);
+        struct spool_stats sa = { 0 };
+        assert_int_equal(spool_autostart(&s, &sa), 0);
+        assert_int_equal(count(fake.calls, "start alpha"), 0);
+        assert_int_equal(sa.failed, 1);
+        assert_int_equal(sa.done, 0);
+        (void)state;
+}
+
 static void test_autostart(void **state) {
         struct spool s = spool_for_test();
         struct spool_stats st = { 0 };
@@ -720,6 +751,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_inst_stale_claim_requeued, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_inst_symlinks_not_followed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_autostart, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cluster_managed_left_alone, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_watch_rescan, setup, teardown),
         };

@@ -203,6 +203,8 @@ check "Cockpit manifest is JSON with a menu entry" python3 -c \
         'import json, sys; m = json.load(open(sys.argv[1])); assert m["menu"]["index"]["label"]' "$ck/manifest.json"
 check "every file the Cockpit page loads is shipped" bash -c \
         'for f in $(grep -oE "(src|href)=\"[^\"/]+\"" "$0/index.html" | sed "s/.*=\"//; s/\"$//"); do test -s "$0/$f" || exit 1; done' "$ck"
+check "OCF agent ocf:vrt:vm in /usr/lib/ocf/resource.d/vrt/vm, executable" test -x "$root/usr/lib/ocf/resource.d/vrt/vm"
+check "Pacemaker and resource-agents are only suggested" grep -q "pacemaker.*resource-agents" <<<"$(dpkg-deb -f "$deb" Suggests)"
 check "copyright and changelog in /usr/share/doc/vrt" test -s "$root/usr/share/doc/vrt/copyright" -a -s "$root/usr/share/doc/vrt/changelog.gz"
 
 echo "$passed passed, $failed failed"
