@@ -18,6 +18,8 @@
 /* libarchive buffers this much before each write(2). */
 #define WRITE_BLOCK (1024 * 1024)
 #define READ_BLOCK (1024 * 1024)
+/* How much written data starts an early writeback (archive_writer_data). */
+#define WRITEBACK_STEP (8 * 1024 * 1024)
 /* Names remembered for the duplicate check. */
 #define READER_MAX_MEMBERS 64
 
@@ -27,6 +29,7 @@ struct archive_writer {
         EVP_MD_CTX *md;
         bool in_member;
         uint64_t declared, written;
+        uint64_t unflushed;     /* bytes since the last writeback start */
         time_t now;
 };
 
@@ -187,6 +190,15 @@ int archive_writer_data(struct archive_writer *w, const void *buf, size_t len, c
                 done += (size_t)n;
         }
         w->written += len;
+        w->unflushed += len;
+        /* The archive is fsynced before it is renamed into place: start
+         * writing back what is there now, so that the disk works while the
+         * next data is read and hashed, and the final fsync waits less.
+         * Best effort: a file system without it just syncs at the end. */
+        if (w->unflushed >= WRITEBACK_STEP) {
+                (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+                w->unflushed = 0;
+        }
         return 0;
 }
 
