@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <termios.h>
@@ -29,6 +31,9 @@
 #include "launcher/core/util.h"
 
 #define CLI_QMP_TIMEOUT_MS 10000
+/* QEMU greets at once when it accepts; no greeting means another client
+ * holds monitor.sock (QEMU serves one at a time). */
+#define CLI_QMP_GREETING_MS 3000
 #define CONSOLE_LINGER_MS 1000  /* reading on after piped input ended */
 
 /* Checks every *.properties in ROOT/SUB with check(); first error wins. */
@@ -252,8 +257,12 @@ int cmd_qmp(struct cli *cli, int argc, char **argv) {
                 return status;
         }
         int r = qmp_connect_unix(p.monitor_sock, CLI_QMP_TIMEOUT_MS, &q, err, sizeof err);
-        if (r == 0)
-                r = qmp_handshake(q, CLI_QMP_TIMEOUT_MS, err, sizeof err);
+        if (r == 0) {
+                r = qmp_handshake(q, CLI_QMP_GREETING_MS, err, sizeof err);
+                if (r == -ETIMEDOUT)
+                        snprintf(err, sizeof err, "%s is busy: another client is connected (QEMU serves one at a time; no greeting within %d s)",
+                                 p.monitor_sock, CLI_QMP_GREETING_MS / 1000);
+        }
         if (r == 0)
                 r = qmp_execute(q, argv[2], args, CLI_QMP_TIMEOUT_MS, &ret, err, sizeof err);
         if (r < 0) {
@@ -289,12 +298,24 @@ int cmd_console(struct cli *cli, int argc, char **argv) {
         status = running_vm(cli, argv[1], &p);
         if (status != CLI_OK)
                 return status;
+        /* QEMU serves one console client and queues the next without a
+         * word: a second vrt console would wait silently. vrt consoles hold
+         * a lock on the runtime directory while attached. */
+        int busy_fd = open(p.run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (busy_fd >= 0 && flock(busy_fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+                cli_error("%s: console busy: another vrt console is attached (QEMU serves one client at a time)", argv[1]);
+                close(busy_fd);
+                vm_paths_done(&p);
+                return CLI_FAILED;
+        }
         snprintf(sa.sun_path, sizeof sa.sun_path, "%s", p.console_sock);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
                 cli_error("%s: cannot connect to %s: %s", argv[1], p.console_sock, strerror(errno));
                 if (fd >= 0)
                         close(fd);
+                if (busy_fd >= 0)
+                        close(busy_fd);
                 vm_paths_done(&p);
                 return CLI_FAILED;
         }
@@ -351,6 +372,8 @@ int cmd_console(struct cli *cli, int argc, char **argv) {
                 }
         }
         close(fd);
+        if (busy_fd >= 0)
+                close(busy_fd);
         restore_tty();
         if (tio_saved)
                 fprintf(stderr, "\n");

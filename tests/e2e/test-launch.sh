@@ -59,6 +59,46 @@ took=$(( $(date +%s%N) / 1000000 - start_ms ))
 "$VRT" qmp alpha cont >/dev/null
 check "alpha: vrt console on a paused guest exits 0 after piped input ends" [ "$st" = 0 ]
 check "alpha: ... within about a second ($took ms)" [ "$took" -lt 5000 ]
+# One client at a time: a second vrt console says busy at once, and the
+# first one keeps working; a client holding monitor.sock makes vrt qmp say
+# busy within its bound, and vrt qmp works again once it leaves.
+mkfifo "$E2E_DIR/con-in"
+"$VRT" console alpha <"$E2E_DIR/con-in" >"$E2E_DIR/con1.out" 2>&1 &
+con1=$!
+exec {con_w}>"$E2E_DIR/con-in"
+sleep 0.5
+start_ms=$(( $(date +%s%N) / 1000000 ))
+timeout 10 "$VRT" console alpha </dev/null >"$E2E_DIR/con2.out" 2>&1
+st=$?
+took=$(( $(date +%s%N) / 1000000 - start_ms ))
+check "alpha: a second vrt console exits 1 ($took ms)" [ "$st" = 1 ] && [ "$took" -lt 3000 ]
+check "alpha: ... saying the console is busy" grep -q "^vrt: alpha: console busy: another vrt console is attached" "$E2E_DIR/con2.out"
+# The guest's shell may be waiting for the answer to its cursor query
+# (ESC [6n) and eat one line: repeat the command until it answers.
+first_console_works() {
+	local i
+	for ((i = 0; i < 10; i++)); do
+		printf 'echo first-$((40+2))\n' >&"$con_w"
+		wait_for 1 grep -q "^first-42" "$E2E_DIR/con1.out" && return 0
+	done
+	return 1
+}
+check "alpha: ... the first console still works" first_console_works
+exec {con_w}>&-
+wait_exit "$con1" 10
+check "alpha: the first console leaves when its input ends" [ "$EXIT_STATUS" = 0 ]
+socat -u "UNIX-CONNECT:$VRT_RUNTIME_DIR/alpha/monitor.sock" - >/dev/null 2>&1 </dev/null &
+hog=$!
+sleep 0.5
+start_ms=$(( $(date +%s%N) / 1000000 ))
+timeout 30 "$VRT" qmp alpha query-status >/dev/null 2>"$E2E_DIR/qmp-busy.err"
+st=$?
+took=$(( $(date +%s%N) / 1000000 - start_ms ))
+check "alpha: vrt qmp while another client holds monitor.sock: exit 1 within the bound ($took ms)" \
+	[ "$st" = 1 ] && [ "$took" -lt 8000 ]
+check "alpha: ... saying monitor.sock is busy" grep -q "monitor.sock is busy: another client is connected" "$E2E_DIR/qmp-busy.err"
+kill "$hog" 2>/dev/null; wait "$hog" 2>/dev/null
+check "alpha: vrt qmp works again once the other client left" wait_for 10 "$VRT" qmp alpha query-status
 kill -TERM "$LAUNCH_PID"
 check "alpha: SIGTERM ends vrt-launch" wait_exit "$LAUNCH_PID" 30
 check "alpha: ... with status 0" [ "$EXIT_STATUS" = 0 ]
