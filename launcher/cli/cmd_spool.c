@@ -2,12 +2,14 @@
  * starts, wired to the real actions. */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "launcher/cli/cli.h"
 #include "launcher/core/config.h"
+#include "launcher/core/paths.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/lifecycle/instantiate.h"
 #include "launcher/lifecycle/destroy.h"
@@ -140,6 +142,40 @@ static int wait_root(struct cli *cli, unsigned wait_s) {
         return CLI_FAILED;
 }
 
+/* The request directories, writable by vrt.conf's group= when it names one. */
+static int prepare_dirs(struct cli *cli) {
+        char err[1024];
+        struct host_config *host = NULL;
+        char *conf = paths_join(cli->root, "vrt.conf");
+        if (!conf) {
+                cli_error("out of memory");
+                return CLI_FAILED;
+        }
+        int r = host_config_load(conf, &host, err, sizeof err);
+        free(conf);
+        if (r < 0) {
+                cli_error("%s", err);
+                return CLI_INVALID;
+        }
+        long gid = -1;
+        if (host->group) {
+                struct group *gr = getgrnam(host->group);
+                if (!gr) {
+                        cli_error("%s:%u: group=%s does not exist", host->path, host->line_group, host->group);
+                        host_config_free(host);
+                        return CLI_INVALID;
+                }
+                gid = (long)gr->gr_gid;
+        }
+        host_config_free(host);
+        r = spool_dirs_prepare(cli->root, gid, err, sizeof err);
+        if (r < 0) {
+                cli_error("%s", err);
+                return CLI_FAILED;
+        }
+        return CLI_OK;
+}
+
 int cmd_spool(struct cli *cli, int argc, char **argv) {
         static const struct option opts[] = {
                 { "watch", no_argument, NULL, 'W' },
@@ -191,6 +227,9 @@ int cmd_spool(struct cli *cli, int argc, char **argv) {
         if (status != CLI_OK)
                 return status;
 
+        status = prepare_dirs(cli);
+        if (status != CLI_OK)
+                return status;
         struct actions a = { .cli = cli };
         struct spool_handlers h = handlers;
         h.userdata = &a;

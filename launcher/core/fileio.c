@@ -2,23 +2,31 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-int fileio_read_regular(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen) {
+static int read_regular(const char *path, bool untrusted, size_t max, char **ret_buf, size_t *ret_len,
+                        char *err, size_t errlen) {
         char *buf = NULL;
         size_t got = 0;
         struct stat st;
         int fd, r;
 
         /* O_NONBLOCK: opening a FIFO must not hang; S_ISREG refuses it. */
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (untrusted ? O_NOFOLLOW : 0));
         if (fd < 0) {
                 r = -errno;
-                snprintf(err, errlen, "%s: %s", path, strerror(-r));
+                if (r == -ELOOP && untrusted) {
+                        r = -EINVAL;
+                        snprintf(err, errlen, "%s: a symbolic link (not followed)", path);
+                } else {
+                        snprintf(err, errlen, "%s: %s", path, strerror(-r));
+                }
                 return r;
         }
         if (fstat(fd, &st) < 0) {
@@ -29,6 +37,12 @@ int fileio_read_regular(const char *path, size_t max, char **ret_buf, size_t *re
         if (!S_ISREG(st.st_mode)) {
                 r = -EINVAL;
                 snprintf(err, errlen, "%s: not a regular file", path);
+                goto fail;
+        }
+        /* A second name of some other file (say, a root-only one). */
+        if (untrusted && st.st_nlink > 1) {
+                r = -EINVAL;
+                snprintf(err, errlen, "%s: a hard link (%ju names): not read", path, (uintmax_t)st.st_nlink);
                 goto fail;
         }
         if ((unsigned long long)st.st_size > max) {
@@ -63,6 +77,14 @@ fail:
         free(buf);
         close(fd);
         return r;
+}
+
+int fileio_read_regular(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen) {
+        return read_regular(path, false, max, ret_buf, ret_len, err, errlen);
+}
+
+int fileio_read_untrusted(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen) {
+        return read_regular(path, true, max, ret_buf, ret_len, err, errlen);
 }
 
 int fileio_fsync_dir(const char *path) {

@@ -11,6 +11,10 @@
  * regular file or larger than max bytes. */
 int fileio_read_regular(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen);
 
+/* The same for a file others can write or plant (spool requests): a
+ * symbolic link is not followed and a hard link is not read (-EINVAL). */
+int fileio_read_untrusted(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen);
+
 /* fsync()s the directory at path, so that entries created, renamed or
  * removed in it are durable. Returns 0 or a negative errno. */
 int fileio_fsync_dir(const char *path);

@@ -50,7 +50,7 @@ int spool_request_parse(const char *name, const char *text, size_t len, struct s
 int spool_request_load(const char *path, const char *name, struct spool_request *ret, char *err, size_t errlen) {
         char *text = NULL;
         size_t len = 0;
-        int r = fileio_read_regular(path, REQUEST_MAX, &text, &len, err, errlen);
+        int r = fileio_read_untrusted(path, REQUEST_MAX, &text, &len, err, errlen);
         if (r < 0) {
                 *ret = (struct spool_request){ 0 };
                 return r;

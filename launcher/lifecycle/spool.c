@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -74,6 +75,43 @@ static void note(const struct spool *s, enum spool_queue q, bool failure, const 
                         s->h->report(s->h->userdata, q, true, why);
                 }
         }
+}
+
+int spool_dirs_prepare(const char *root, long gid, char *err, size_t errlen) {
+        int rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (rfd < 0) {
+                int r = -errno;
+                snprintf(err, errlen, "%s: %s", root, strerror(-r));
+                return r;
+        }
+        mode_t mode = gid >= 0 ? 02775 : 0755;
+        int r = 0;
+        for (int q = 0; q < _SPOOL_QUEUE_MAX && r == 0; q++) {
+                const char *name = queue_names[q];
+                if (mkdirat(rfd, name, 0755) < 0 && errno != EEXIST) {
+                        r = -errno;
+                        snprintf(err, errlen, "cannot create %s/%s: %s", root, name, strerror(-r));
+                        break;
+                }
+                int fd = openat(rfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                struct stat st;
+                if (fd < 0 || fstat(fd, &st) < 0) {
+                        r = errno == ELOOP || errno == ENOTDIR ? -ENOTDIR : -errno;
+                        snprintf(err, errlen, "%s/%s: %s", root, name,
+                                 r == -ENOTDIR ? "not a directory (a symbolic link is not followed)" : strerror(-r));
+                } else if (st.st_uid != 0 && st.st_uid != geteuid()) {
+                        r = -EPERM;
+                        snprintf(err, errlen, "%s/%s: owned by uid %u, not root: not changed", root, name, (unsigned)st.st_uid);
+                } else if ((gid >= 0 && st.st_gid != (gid_t)gid && fchown(fd, (uid_t)-1, (gid_t)gid) < 0) ||
+                           ((st.st_mode & 07777) != mode && fchmod(fd, mode) < 0)) {
+                        r = -errno;
+                        snprintf(err, errlen, "%s/%s: cannot set group and mode: %s", root, name, strerror(-r));
+                }
+                if (fd >= 0)
+                        close(fd);
+        }
+        close(rfd);
+        return r;
 }
 
 bool spool_root_ready(const char *root) {
@@ -287,6 +325,10 @@ static int claim_requests(const struct spool *s, enum spool_queue q, struct name
                         }
                         continue;
                 }
+                /* Operators (vrt.conf group=) may drop requests: say whose it was. */
+                struct passwd *pw = getpwuid(sb.st_uid);
+                note(s, q, false, "%s/%.80s: request by uid %u (%s)", queue_names[q], e, (unsigned)sb.st_uid,
+                     pw ? pw->pw_name : "unknown user");
                 if (bad || !request_valid(s, q, e, st))
                         continue;
                 r = names_add(req.force && out_force ? out_force : out, e);
@@ -556,6 +598,9 @@ static int run_inst(const struct spool *s, struct spool_stats *st) {
                         snprintf(err, sizeof err, "inst/%s: not a regular file (symbolic links are not followed)", e);
                         k = -EINVAL;
                 } else {
+                        struct passwd *pw = getpwuid(sb.st_uid);
+                        note(s, SPOOL_INST, false, "inst/%.80s: request by uid %u (%s)", e, (unsigned)sb.st_uid,
+                             pw ? pw->pw_name : "unknown user");
                         k = asprintf(&path, "%s/%s", dir, taken) < 0 ? -ENOMEM
                                 : s->h->instantiate(s->h->userdata, path, &vm, err, sizeof err);
                 }

@@ -71,6 +71,13 @@ struct spool_stats {
         unsigned left;          /* requests left for another host (placement.h) */
 };
 
+/* Makes inst/ destroy/ stop/ start/ real directories owned by root: mode
+ * 0755, or with an operator group (vrt.conf group=, gid >= 0) root:GROUP
+ * 2775, so that its members can drop requests. Never follows a symlink
+ * (one in their place is an error). Returns 0 or a negative errno with
+ * err naming the directory. */
+int spool_dirs_prepare(const char *root, long gid, char *err, size_t errlen);
+
 /* True when root looks mounted and set up: ROOT/vrt.conf or ROOT/vm exists. */
 bool spool_root_ready(const char *root);
 
