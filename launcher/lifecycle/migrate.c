@@ -216,7 +216,7 @@ int migrate_run(const struct migrate_options *o, struct migrate_result *ret, cha
         /* The destination's spool starts vrt-launch --incoming, which answers. */
         for (;;) {
                 read_answer(o->root, o->name, answer, sizeof answer, st, sizeof st);
-                if (strcmp(st, "listening") == 0 || strcmp(st, "refused") == 0)
+                if (strcmp(st, "listening") == 0 || strcmp(st, "refused") == 0 || strcmp(st, "gone") == 0)
                         break;
                 if (now_ms() >= deadline) {
                         snprintf(err, errlen, "%s: host %s did not answer within %us (is its vrt spool running, and does it share %s?)",
@@ -226,9 +226,9 @@ int migrate_run(const struct migrate_options *o, struct migrate_result *ret, cha
                 }
                 sleep_ms(st[0] ? 10 : 50);
         }
-        if (strcmp(st, "refused") == 0) {
+        if (strcmp(st, "refused") == 0 || strcmp(st, "gone") == 0) {
                 if (migreq_get(answer, "error", msg, sizeof msg) < 0)
-                        snprintf(msg, sizeof msg, "no reason given");
+                        snprintf(msg, sizeof msg, "its vrt-launch --incoming ended (see vm/%s/log/launch.log there)", o->name);
                 snprintf(err, errlen, "%s: host %s refused: %s", o->name, o->host, msg);
                 r = -ECONNREFUSED;
                 goto fail;

@@ -69,6 +69,7 @@ struct supervisor {
         bool incoming;          /* still waiting for the guest to arrive */
         bool incoming_done;     /* MIGRATION status completed seen */
         bool incoming_failed;   /* given up: exit 5 */
+        bool refused;           /* state=refused answered: keep that answer */
         int64_t incoming_deadline;
         char host[LEASE_HOST_MAX + 1];
         char qemu_version[64];
@@ -523,6 +524,10 @@ static void note_host_versions(struct supervisor *s) {
 
 static void incoming_answer(struct supervisor *s, const char *text) {
         char file[300];
+        if (strncmp(text, "state=refused", 13) == 0)
+                s->refused = true;
+        else if (s->refused)
+                return;
         snprintf(file, sizeof file, "%s.answer", s->ctx.inst->name);
         int r = migreq_write(s->ctx.root, MIGREQ_DIR, file, text);
         if (r < 0)

@@ -61,7 +61,7 @@ run_as() {      # run_as A|B OUT COMMAND...: output in $E2E_DIR/OUT, status in R
         on "$h" "$@" >"$E2E_DIR/$out" 2>&1
         RC=$?
 }
-said() { grep -qF -- "$2" "$E2E_DIR/$1"; }
+said() { grep -qF -- "$2" "$E2E_DIR/$1" || { echo "# $1: $(cat "$E2E_DIR/$1")"; false; }; }
 lines() { wc -l < "$E2E_DIR/$1"; }
 spool_on() {    # spool_on A|B[-noaddr]: a watching spool for that host
         ( exec_on "$1" "$VRT" spool --watch --rescan 1 >>"$E2E_DIR/spool-$1.log" 2>&1 ) &
@@ -81,9 +81,11 @@ stop_spools() {
 field() { on "$1" "$VRT" list --all --json | "$JSON_GET" "[name=$2].$3"; }
 runs_on() { [ "$(field "$1" "$2" state)" = running ] && [ "$(field "$1" "$2" host)" = "$3" ]; }
 lease_host() { sed -n 's/^host=//p' "$VRT_ROOT/vm/$1/lease" 2>/dev/null; }
-qemu_procs() {  # qemu_procs RUNDIR NAME: QEMU processes of NAME started from RUNDIR
+qemu_procs() {  # qemu_procs RUNDIR NAME: QEMU processes of NAME on that host (B: in its namespace)
+        local want=""
+        [ "$1" = "$RUN_B" ] && want=$NETNS
         pgrep -f -- "guest=$2,debug-threads" | while read -r p; do
-                tr '\0' '\n' < "/proc/$p/cmdline" 2>/dev/null | grep -q -- "$1/$2/" && echo "$p"
+                [ "$(ip netns identify "$p" 2>/dev/null)" = "$want" ] && echo "$p"
         done
 }
 left_nothing() {        # left_nothing RUNDIR NAME: no runtime dir, no QEMU
@@ -207,7 +209,10 @@ check "... naming both" said versions "host hostA QEMU 0.0.1 (elsewhere)"
 check "... nothing started on A" nothing_started "$RUN_A"
 cp "$E2E_DIR/hostA.saved" "$VRT_ROOT/hosts/hostA"
 
-# ---- the destination's QEMU dies mid-migration (bandwidth-limited: seconds)
+# ---- the destination's QEMU dies mid-migration (bandwidth-limited: seconds;
+# random bytes in the guest's RAM, as zero pages cost nothing to send)
+console_to "$RUN_B" mm1 'dd if=/dev/urandom of=/fill bs=1M count=48 2>/dev/null; echo FIL""LED'
+check "the guest fills 48 MiB of its memory" wait_for 60 console_has mm1 FILLED
 ( exec_on B "$VRT" migrate --bandwidth 2 mm1 hostA > "$E2E_DIR/mig-kill" 2>&1; echo "rc=$?" >> "$E2E_DIR/mig-kill" ) &
 MIG=$!
 dest_qemu_up() { [ -n "$(qemu_procs "$RUN_A" mm1)" ] && grep -q 'state=listening' "$VRT_ROOT/migrate/mm1.answer" 2>/dev/null; }
