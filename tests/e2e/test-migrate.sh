@@ -213,7 +213,7 @@ cp "$E2E_DIR/hostA.saved" "$VRT_ROOT/hosts/hostA"
 # random bytes in the guest's RAM, as zero pages cost nothing to send)
 console_to "$RUN_B" mm1 'dd if=/dev/urandom of=/fill bs=1M count=48 2>/dev/null; echo FIL""LED'
 check "the guest fills 48 MiB of its memory" wait_for 60 console_has mm1 FILLED
-( exec_on B "$VRT" migrate --bandwidth 2 mm1 hostA > "$E2E_DIR/mig-kill" 2>&1; echo "rc=$?" >> "$E2E_DIR/mig-kill" ) &
+( ( exec_on B "$VRT" migrate --bandwidth 2 mm1 hostA ) > "$E2E_DIR/mig-kill" 2>&1; echo "rc=$?" >> "$E2E_DIR/mig-kill" ) &
 MIG=$!
 dest_qemu_up() { [ -n "$(qemu_procs "$RUN_A" mm1)" ] && grep -q 'state=listening' "$VRT_ROOT/migrate/mm1.answer" 2>/dev/null; }
 check "the destination QEMU on A comes up" wait_for 60 dest_qemu_up
