@@ -282,6 +282,16 @@ int migrate_run(const struct migrate_options *o, struct migrate_result *ret, cha
                 }
                 const char *s = json_object_object_get_ex(m, "status", &v) ? json_object_get_string(v) : "";
                 if (strcmp(s, "completed") == 0) {
+                        /* QEMU sets the status before it fills in the times
+                         * (migration_calculate_complete): ask again briefly. */
+                        for (int k = 0; k < 50 && get_ll(m, "total-time") == 0; k++) {
+                                struct json_object *again = NULL;
+                                sleep_ms(2);
+                                if (qmp_cmd(q, "query-migrate", NULL, &again, msg, sizeof msg) < 0)
+                                        break;
+                                json_object_put(m);
+                                m = again;
+                        }
                         ret->qemu_total_ms = get_ll(m, "total-time");
                         ret->qemu_downtime_ms = get_ll(m, "downtime");
                         progress(o, m, s);

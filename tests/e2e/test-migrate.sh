@@ -228,9 +228,9 @@ check "... nothing left on A" wait_for 15 left_nothing "$RUN_A" mm1
 check "... the request is gone" no_request mm1
 
 # ---- timeout
-run_as B mig-timeout "$VRT" migrate --timeout 4 --bandwidth 1 mm1 hostA
+run_as B mig-timeout "$VRT" migrate --timeout 12 --bandwidth 1 mm1 hostA
 check "timeout: exit 1" [ "$RC" = 1 ]
-check "... saying so" said mig-timeout "did not complete within 4s"
+check "... saying so" said mig-timeout "did not complete within 12s"
 check "... mm1 runs on B with its lease, counting" runs_here B hostB
 check "... nothing left on A" wait_for 15 left_nothing "$RUN_A" mm1
 
