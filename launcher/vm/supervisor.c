@@ -70,6 +70,7 @@ struct supervisor {
         bool incoming_done;     /* MIGRATION status completed seen */
         bool incoming_failed;   /* given up: exit 5 */
         bool refused;           /* state=refused answered: keep that answer */
+        bool migrated_out;      /* source: MIGRATION completed seen (vrt migrate) */
         int64_t incoming_deadline;
         char host[LEASE_HOST_MAX + 1];
         char qemu_version[64];
@@ -420,6 +421,8 @@ static void handle_event(struct supervisor *s, struct json_object *ev) {
                 if (s->incoming && strcmp(st, "completed") == 0) {
                         s->incoming_done = true;
                         log_notice("incoming migration completed; taking the lease");
+                } else if (!s->incoming && strcmp(st, "completed") == 0) {
+                        s->migrated_out = true;
                 } else if (s->incoming && (strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0)) {
                         log_warning("incoming migration %s", st);
                 }
@@ -640,6 +643,47 @@ static void incoming_tick(struct supervisor *s) {
         log_notice("VM %s running (migrated in; lease taken)", s->ctx.inst->name);
 }
 
+/* Source of a live migration: once QEMU has completed it, the guest is
+ * paused for good here (postmigrate) and lives on at the destination, which
+ * waits for the lease before it lets the guest run. Hand it over at once
+ * rather than after QEMU's exit: that is the guest's pause. */
+static void migrated_out(struct supervisor *s) {
+        struct json_object *ret = NULL, *v = NULL;
+        char err[256];
+        if (!s->migrated_out || s->lease_fd < 0 || !s->proc.qmp)
+                return;
+        s->migrated_out = false;
+        if (qmp_execute(s->proc.qmp, "query-status", NULL, 5000, &ret, err, sizeof err) < 0 ||
+            !json_object_object_get_ex(ret, "status", &v) || strcmp(json_object_get_string(v), "postmigrate") != 0) {
+                log_warning("migration completed but QEMU is not in postmigrate; keeping the lease");
+                json_object_put(ret);
+                return;
+        }
+        json_object_put(ret);
+        /* QEMU fills in the times just after the status: for the log and vrt migrate. */
+        long long total = 0, down = 0;
+        for (int k = 0; k < 50 && total == 0; k++) {
+                ret = NULL;
+                if (qmp_execute(s->proc.qmp, "query-migrate", NULL, 5000, &ret, err, sizeof err) < 0)
+                        break;
+                if (json_object_object_get_ex(ret, "total-time", &v))
+                        total = json_object_get_int64(v);
+                if (json_object_object_get_ex(ret, "downtime", &v))
+                        down = json_object_get_int64(v);
+                json_object_put(ret);
+                if (total == 0)
+                        poll(NULL, 0, 1);
+        }
+        lease_release(&s->lease_fd);
+        char file[300], text[128];
+        snprintf(file, sizeof file, "%s.source", s->ctx.inst->name);
+        snprintf(text, sizeof text, "total_ms=%lld\ndowntime_ms=%lld\n", total, down);
+        (void)migreq_write(s->ctx.root, MIGREQ_DIR, file, text);
+        log_notice("VM %s migrated out (QEMU: %lld ms, downtime %lld ms): lease released, quitting QEMU",
+                   s->ctx.inst->name, total, down);
+        send_command(s, "quit");
+}
+
 static int event_loop(struct supervisor *s) {
         for (;;) {
                 /* Events read while waiting for a reply are already queued. */
@@ -703,6 +747,7 @@ static int event_loop(struct supervisor *s) {
                         }
                 }
                 incoming_tick(s);
+                migrated_out(s);
                 if (s->stage == STAGE_RUNNING && s->run_deadline > 0 && now_ms() >= s->run_deadline) {
                         log_warning("run timeout reached: stopping the VM");
                         s->timed_out = true;
