@@ -26,6 +26,7 @@ static const struct command {
         { "init", cmd_init, "init NAME [--reset]   run a failed first boot (init=) again" },
         { "destroy", cmd_destroy, "destroy NAME...       stop, delete the disk, mark DESTROYED" },
         { "cleanup", cmd_cleanup, "cleanup               remove the directories of destroyed VMs" },
+        { "migrate", cmd_migrate, "migrate NAME HOST     live migration to another host on this root" },
         { "export", cmd_export, "export NAME FILE      one archive: properties, flattened disk, sidecar (also running)" },
         { "import", cmd_import, "import FILE [--name N] a VM from an export archive (taken MAC: a new one)" },
         { "image", cmd_image, "image CMD ...         images: info, overlay, list, protect, install (from an ISO)" },

@@ -260,6 +260,15 @@ static int host_config_set(const char *key, const char *value, unsigned line, vo
                 }
                 return 0;
         }
+        if (strcmp(key, "cpu") == 0) {
+                if (!config_cpu_valid(value)) {
+                        snprintf(err, errlen, "cpu: \"%.80s\" is not a CPU model name (letters, digits, '.', '_', '-'; e.g. qemu64, Haswell-v4, max)", value);
+                        return -EINVAL;
+                }
+                free(c->cpu);
+                c->cpu = strdup(value);
+                return c->cpu ? 0 : -ENOMEM;
+        }
         if (strcmp(key, "shared_root") == 0) {
                 /* yes: other hosts may use this root, so its locks must work across hosts. */
                 if (strcmp(value, "yes") && strcmp(value, "no")) {
@@ -307,6 +316,12 @@ static int host_config_check(struct host_config *c, char *err, size_t errlen) {
                 return -EINVAL;
         }
         return 0;
+}
+
+bool config_cpu_valid(const char *s) {
+        size_t n = strlen(s);
+        return n > 0 && n <= 64 &&
+               strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n && s[0] != '-';
 }
 
 int host_config_load(const char *path, struct host_config **ret, char *err, size_t errlen) {
@@ -370,6 +385,7 @@ struct host_config *host_config_free(struct host_config *c) {
         free(c->group);
         free(c->ovmf_code);
         free(c->ovmf_vars);
+        free(c->cpu);
         for (size_t i = 0; i < c->n_sizes; i++)
                 free(c->sizes[i].name);
         free(c->sizes);

@@ -44,6 +44,7 @@ struct host_config {
         char *group;            /* optional operator group for runtime sockets */
         char *ovmf_code;
         char *ovmf_vars;
+        char *cpu;              /* -cpu model: NULL = CONFIG_DEFAULT_CPU */
         unsigned shutdown_timeout;
         unsigned init_timeout;
         bool shared_root;       /* yes (default): leases must work across hosts */
@@ -52,6 +53,15 @@ struct host_config {
         unsigned line_accel, line_machine, line_qemu;   /* for messages; 0 = default */
         unsigned line_user, line_group, line_ovmf_code, line_ovmf_vars;
 };
+
+/* The default -cpu model: a named model that migrates between hosts with
+ * the same QEMU ("max" and "host" expose whatever the host has, so a
+ * guest may use a feature the destination lacks). */
+#define CONFIG_DEFAULT_CPU "qemu64"
+
+/* Whether s is a usable cpu= value: a model name of [A-Za-z0-9._-], at
+ * most 64 characters (no options: commas would reach QEMU's parser). */
+bool config_cpu_valid(const char *s);
 
 /* One port forward of user networking, "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport",
  * parsed and checked once; the argv builder writes it back in that form. */

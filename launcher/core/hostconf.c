@@ -1,5 +1,6 @@
 #include "launcher/core/hostconf.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -31,8 +32,15 @@ static int hostconf_key(const char *key, const char *value, unsigned line, void 
                         return -EINVAL;
                 }
                 *(strcmp(key, "max_memory") == 0 ? &l->max_memory : &l->reserve_memory) = v;
+        } else if (strcmp(key, "migration_address") == 0) {
+                struct in_addr a;
+                if (strlen(value) >= sizeof l->migration_address || inet_pton(AF_INET, value, &a) != 1) {
+                        snprintf(err, errlen, "migration_address=%.80s: not an IPv4 address (e.g. 192.0.2.7)", value);
+                        return -EINVAL;
+                }
+                snprintf(l->migration_address, sizeof l->migration_address, "%s", value);
         } else {
-                snprintf(err, errlen, "unknown key %.80s (known: max_vms, max_memory, reserve_memory)", key);
+                snprintf(err, errlen, "unknown key %.80s (known: max_vms, max_memory, reserve_memory, migration_address)", key);
                 return -EINVAL;
         }
         return 0;

@@ -5,6 +5,8 @@
  *   max_vms=8          at most this many VMs at once (0: no limit)
  *   max_memory=48G     their memory together at most this (0: no limit)
  *   reserve_memory=2G  a spool start also leaves this much MemAvailable
+ *   migration_address=192.0.2.7   where incoming live migrations listen
+ *                      (an IPv4 address of this host; none: it takes none)
  *
  * A missing file means no limits beyond the free memory check. */
 #pragma once
@@ -18,6 +20,7 @@ struct host_limits {
         unsigned max_vms;               /* 0: no limit */
         uint64_t max_memory;            /* bytes, 0: no limit */
         uint64_t reserve_memory;        /* bytes */
+        char migration_address[16];     /* dotted IPv4, "": no incoming migrations */
 };
 
 /* $VRT_HOST_CONF, else HOSTCONF_DEFAULT_PATH. */

@@ -24,6 +24,7 @@
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/spawn.h"
+#include "launcher/lifecycle/migrate.h"
 #include "launcher/core/util.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/placement.h"
@@ -635,7 +636,11 @@ int spool_run_queue(const struct spool *s, enum spool_queue q, struct spool_stat
         case SPOOL_DESTROY:
                 return run_destroy(s, stats);
         case SPOOL_STOP:
+                return run_start_or_stop(s, q, stats);
         case SPOOL_START:
+                /* Incoming live migrations meant for this host are starts too (migrate.h). */
+                if (!s->h->no_migrate)
+                        (void)migrate_spool_incoming(s->root, s->runtime_dir, NULL);
                 return run_start_or_stop(s, q, stats);
         default:
                 return -EINVAL;

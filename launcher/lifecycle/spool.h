@@ -54,6 +54,8 @@ struct spool_handlers {
         int (*destroy)(void *userdata, const char *name, struct service_result *result);
         /* Receives every line that goes to a log, for the CLI to print. May be NULL. */
         void (*report)(void *userdata, enum spool_queue q, bool failure, const char *line);
+        /* true: leave ROOT/migrate/ alone (unit tests with fake handlers). */
+        bool no_migrate;
 };
 
 struct spool {

@@ -28,6 +28,7 @@ void qemu_launch_for_instance(struct qemu_launch *l, const struct host_config *h
         l->qemu = host->qemu;
         l->machine = host->machine;
         l->accel = host->accel;
+        l->cpu = host->cpu;
         l->ovmf_code = host->ovmf_code;
         l->name = inst->name;
         l->cpus = size->cpus;
@@ -204,6 +205,15 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
                         return -EINVAL;
                 }
 
+        if (l->cpu && !config_cpu_valid(l->cpu)) {
+                snprintf(err, errlen, "invalid CPU model \"%.80s\"", l->cpu);
+                return -EINVAL;
+        }
+        if (l->incoming && strcmp(l->incoming, "defer") != 0) {
+                snprintf(err, errlen, "unsupported -incoming \"%.80s\"", l->incoming);
+                return -EINVAL;
+        }
+
         strv_add(&v, l->qemu);
         strv_add(&v, "-name");
         strv_addf(&v, "guest=%s,debug-threads=on", l->name);          /* validated: no comma */
@@ -229,7 +239,7 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
                 }
         }
         strv_add(&v, "-cpu");
-        strv_add(&v, "max");
+        strv_add(&v, l->cpu ? l->cpu : CONFIG_DEFAULT_CPU);
         strv_add(&v, "-smp");
         strv_addf(&v, "%u", l->cpus);
         strv_add(&v, "-m");
@@ -318,6 +328,11 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
         strv_add(&v, "-msg");
         strv_add(&v, "timestamp=on");
         strv_add(&v, "-S");
+        if (l->incoming) {
+                /* Live migration target: the same argv, waiting for migrate-incoming. */
+                strv_add(&v, "-incoming");
+                strv_add(&v, l->incoming);
+        }
 
         if (v.error) {
                 r = v.error;

@@ -21,6 +21,7 @@ struct qemu_launch {
         const char *machine;    /* a checked machine type, e.g. "q35" */
         const char *accel;      /* checked accelerators to try in order, "kvm:tcg" */
         const char *name;       /* guest name: [A-Za-z0-9._-] */
+        const char *cpu;        /* -cpu model (checked); NULL: CONFIG_DEFAULT_CPU */
         unsigned cpus;
         uint64_t memory_mib;
         enum firmware firmware;
@@ -40,6 +41,7 @@ struct qemu_launch {
         const char *uefi_vars;  /* per-VM copy of the OVMF variable store (firmware=uefi) */
         const char *install_iso;        /* OS install: boot once from this CD */
         const char *seed_image; /* first boot: NoCloud seed (ISO 9660, label cidata) */
+        const char *incoming;   /* "defer": wait for migrate-incoming (live migration); NULL: none */
         const char *vnc_socket; /* install: VNC display on this unix socket */
 
         /* Descriptors the supervisor passes; -1 when absent. */

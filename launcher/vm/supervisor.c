@@ -29,6 +29,8 @@
 #include "net/tap.h"
 #include "qmp/qmp.h"
 #include "launcher/core/lease.h"
+#include "launcher/core/hostconf.h"
+#include "launcher/core/migreq.h"
 #include "launcher/core/util.h"
 
 #define QMP_TIMEOUT_MS 30000    /* TCG under sanitizers can be slow to greet */
@@ -63,6 +65,15 @@ struct supervisor {
         bool host_signal;       /* someone else sent QEMU SIGTERM/SIGINT/SIGHUP */
         bool timed_out;         /* the run timeout stopped the VM */
         int64_t run_deadline;   /* 0 = none */
+        /* Live migration target (supervisor_options.incoming). */
+        bool incoming;          /* still waiting for the guest to arrive */
+        bool incoming_done;     /* MIGRATION status completed seen */
+        bool incoming_failed;   /* given up: exit 5 */
+        bool refused;           /* state=refused answered: keep that answer */
+        bool migrated_out;      /* source: MIGRATION completed seen (vrt migrate) */
+        int64_t incoming_deadline;
+        char host[LEASE_HOST_MAX + 1];
+        char qemu_version[64];
         char out_buf[4096];
         size_t out_len;
         char tail[TAIL_LINES][256];
@@ -403,6 +414,18 @@ static void handle_event(struct supervisor *s, struct json_object *ev) {
                 else if (strcmp(reason, "host-signal") == 0 && s->stage < STAGE_TERM)
                         s->host_signal = true;
                 log_notice("guest shutdown (%s)", reason);
+        } else if (strcmp(n, "MIGRATION") == 0) {
+                const char *st = "";
+                if (json_object_object_get_ex(data, "status", &v))
+                        st = json_object_get_string(v);
+                if (s->incoming && strcmp(st, "completed") == 0) {
+                        s->incoming_done = true;
+                        log_notice("incoming migration completed; taking the lease");
+                } else if (!s->incoming && strcmp(st, "completed") == 0) {
+                        s->migrated_out = true;
+                } else if (s->incoming && (strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0)) {
+                        log_warning("incoming migration %s", st);
+                }
         } else if (strcmp(n, "RESET") == 0 || strcmp(n, "STOP") == 0 || strcmp(n, "RESUME") == 0 ||
                    strcmp(n, "POWERDOWN") == 0 || strcmp(n, "GUEST_PANICKED") == 0) {
                 log_info("event %s", n);
@@ -420,6 +443,12 @@ static void drain_events(struct supervisor *s) {
 static int exit_status(struct supervisor *s, const siginfo_t *si) {
         char tail[2048];
         tail_join(s, tail, sizeof tail);
+        if (s->incoming || s->incoming_failed) {
+                /* The source keeps the guest: a service manager must not retry. */
+                log_warning("VM %s: incoming migration given up; QEMU ended (%s %d)%s%s", s->ctx.inst->name,
+                            si->si_code == CLD_EXITED ? "status" : "signal", si->si_status, tail[0] ? ": " : "", tail);
+                return SUPERVISOR_EXIT_ELSEWHERE;
+        }
         if (s->timed_out) {
                 log_error("VM %s did not power off within its run timeout; it was stopped", s->ctx.inst->name);
                 return SUPERVISOR_EXIT_TIMEOUT;
@@ -465,6 +494,196 @@ static int reap(struct supervisor *s) {
         return exit_status(s, &si);
 }
 
+
+/* QEMU's version as "7.2.0 (Debian 1:7.2+dfsg-7)" into s->qemu_version, and
+ * ROOT/hosts/HOST rewritten with it and the CPU model (migreq.h). */
+static void note_host_versions(struct supervisor *s) {
+        struct json_object *ret = NULL, *q = NULL, *v = NULL;
+        char err[256], text[256];
+        int r = qmp_execute(s->proc.qmp, "query-version", NULL, 5000, &ret, err, sizeof err);
+        if (r < 0 || !json_object_object_get_ex(ret, "qemu", &q)) {
+                json_object_put(ret);
+                return;
+        }
+        int maj = 0, min = 0, mic = 0;
+        if (json_object_object_get_ex(q, "major", &v))
+                maj = json_object_get_int(v);
+        if (json_object_object_get_ex(q, "minor", &v))
+                min = json_object_get_int(v);
+        if (json_object_object_get_ex(q, "micro", &v))
+                mic = json_object_get_int(v);
+        const char *pkg = json_object_object_get_ex(ret, "package", &v) ? json_object_get_string(v) : "";
+        snprintf(s->qemu_version, sizeof s->qemu_version, "%d.%d.%d%s%.30s%s", maj, min, mic, pkg && *pkg ? " (" : "",
+                 pkg ? pkg : "", pkg && *pkg ? ")" : "");
+        for (char *c = s->qemu_version; *c; c++)
+                if ((unsigned char)*c < 0x20)
+                        *c = '?';
+        json_object_put(ret);
+        snprintf(text, sizeof text, "qemu=%s\ncpu=%s\n", s->qemu_version,
+                 s->ctx.host->cpu ? s->ctx.host->cpu : CONFIG_DEFAULT_CPU);
+        if (s->host[0] && (r = migreq_write(s->ctx.root, MIGREQ_HOSTS_DIR, s->host, text)) < 0)
+                log_warning("cannot write %s/%s/%s: %s", s->ctx.root, MIGREQ_HOSTS_DIR, s->host, strerror(-r));
+}
+
+static void incoming_answer(struct supervisor *s, const char *text) {
+        char file[300];
+        if (strncmp(text, "state=refused", 13) == 0)
+                s->refused = true;
+        else if (s->refused)
+                return;
+        snprintf(file, sizeof file, "%s.answer", s->ctx.inst->name);
+        int r = migreq_write(s->ctx.root, MIGREQ_DIR, file, text);
+        if (r < 0)
+                log_warning("cannot write %s/%s/%s: %s", s->ctx.root, MIGREQ_DIR, file, strerror(-r));
+}
+
+static int qmp_simple(struct supervisor *s, const char *cmd, const char *json_args, struct json_object **ret,
+                      char *err, size_t errlen) {
+        struct json_object *args = json_args ? json_tokener_parse(json_args) : NULL, *reply = NULL;
+        if (json_args && !args) {
+                snprintf(err, errlen, "%s: bad arguments", cmd);
+                return -EINVAL;
+        }
+        int r = qmp_execute(s->proc.qmp, cmd, args, 10000, &reply, err, errlen);
+        json_object_put(args);
+        if (r == 0 && ret)
+                *ret = reply;
+        else
+                json_object_put(reply);
+        return r;
+}
+
+/* The destination half: capabilities, migrate-incoming on host.conf's
+ * migration_address with a port QEMU picks, and the answer with it. */
+static int incoming_setup(struct supervisor *s, char *err, size_t errlen) {
+        struct host_limits hl;
+        struct json_object *ret = NULL, *sa = NULL, *a0 = NULL, *port = NULL;
+        char args[256], text[512];
+        int r;
+
+        r = hostconf_load(hostconf_path(), &hl, err, errlen);
+        if (r < 0)
+                return r;
+        if (!hl.migration_address[0]) {
+                snprintf(err, errlen, "%s has no migration_address=: host %s takes no incoming migrations",
+                         hostconf_path(), s->host);
+                return -EINVAL;
+        }
+        /* late-block-activate: the disks are taken over only at cont, as libvirt does. */
+        r = qmp_simple(s, "migrate-set-capabilities",
+                       "{\"capabilities\":[{\"capability\":\"events\",\"state\":true},"
+                       "{\"capability\":\"late-block-activate\",\"state\":true}]}", NULL, err, errlen);
+        if (r < 0)
+                return r;
+        snprintf(args, sizeof args, "{\"uri\":\"tcp:%s:0\"}", hl.migration_address);
+        r = qmp_simple(s, "migrate-incoming", args, NULL, err, errlen);
+        if (r < 0)
+                return r;
+        r = qmp_simple(s, "query-migrate", NULL, &ret, err, errlen);
+        if (r < 0)
+                return r;
+        if (!json_object_object_get_ex(ret, "socket-address", &sa) || !(a0 = json_object_array_get_idx(sa, 0)) ||
+            !json_object_object_get_ex(a0, "port", &port)) {
+                snprintf(err, errlen, "QEMU did not say which port it listens on (query-migrate: no socket-address)");
+                json_object_put(ret);
+                return -EPROTO;
+        }
+        snprintf(text, sizeof text, "state=listening\nhost=%s\naddress=tcp:%s:%s\nqemu=%s\ncpu=%s\n", s->host,
+                 hl.migration_address, json_object_get_string(port), s->qemu_version,
+                 s->ctx.host->cpu ? s->ctx.host->cpu : CONFIG_DEFAULT_CPU);
+        log_notice("incoming migration: listening on tcp:%s:%s", hl.migration_address, json_object_get_string(port));
+        json_object_put(ret);
+        incoming_answer(s, text);
+        return 0;
+}
+
+static void incoming_give_up(struct supervisor *s, const char *why) {
+        log_warning("incoming migration given up: %s; quitting QEMU", why);
+        s->incoming = false;
+        s->incoming_failed = true;
+        stage_enter(s, STAGE_QUIT);
+}
+
+/* Called on every turn of the event loop while the guest is on its way. */
+static void incoming_tick(struct supervisor *s) {
+        char req[MIGREQ_TEXT_MAX], host[LEASE_HOST_MAX + 1], err[1024], text[256];
+        struct lease_holder stale;
+
+        if (!s->incoming || s->stage != STAGE_RUNNING)
+                return;
+        if (migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.inst->name, req, sizeof req) < 0 ||
+            migreq_get(req, "host", host, sizeof host) < 0 || strcmp(host, s->host) != 0) {
+                incoming_give_up(s, "the request was withdrawn by the source");
+                return;
+        }
+        if (now_ms() >= s->incoming_deadline) {
+                incoming_give_up(s, "timeout");
+                return;
+        }
+        if (!s->incoming_done)
+                return;
+        /* The source holds the lease until its QEMU has quit. */
+        s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.inst->name, s->host, &stale, err, sizeof err);
+        if (s->lease_fd == -EBUSY)
+                return;
+        if (s->lease_fd < 0) {
+                incoming_give_up(s, err);
+                return;
+        }
+        int r = qemu_proc_cont(&s->proc, 10000, err, sizeof err);
+        if (r < 0) {
+                lease_release(&s->lease_fd);
+                incoming_give_up(s, err);
+                return;
+        }
+        s->incoming = false;
+        snprintf(text, sizeof text, "state=running\nhost=%s\n", s->host);
+        incoming_answer(s, text);
+        notify_send("READY=1\nSTATUS=running");
+        log_notice("VM %s running (migrated in; lease taken)", s->ctx.inst->name);
+}
+
+/* Source of a live migration: once QEMU has completed it, the guest is
+ * paused for good here (postmigrate) and lives on at the destination, which
+ * waits for the lease before it lets the guest run. Hand it over at once
+ * rather than after QEMU's exit: that is the guest's pause. */
+static void migrated_out(struct supervisor *s) {
+        struct json_object *ret = NULL, *v = NULL;
+        char err[256];
+        if (!s->migrated_out || s->lease_fd < 0 || !s->proc.qmp)
+                return;
+        s->migrated_out = false;
+        if (qmp_execute(s->proc.qmp, "query-status", NULL, 5000, &ret, err, sizeof err) < 0 ||
+            !json_object_object_get_ex(ret, "status", &v) || strcmp(json_object_get_string(v), "postmigrate") != 0) {
+                log_warning("migration completed but QEMU is not in postmigrate; keeping the lease");
+                json_object_put(ret);
+                return;
+        }
+        json_object_put(ret);
+        /* QEMU fills in the times just after the status: for the log and vrt migrate. */
+        long long total = 0, down = 0;
+        for (int k = 0; k < 50 && total == 0; k++) {
+                ret = NULL;
+                if (qmp_execute(s->proc.qmp, "query-migrate", NULL, 5000, &ret, err, sizeof err) < 0)
+                        break;
+                if (json_object_object_get_ex(ret, "total-time", &v))
+                        total = json_object_get_int64(v);
+                if (json_object_object_get_ex(ret, "downtime", &v))
+                        down = json_object_get_int64(v);
+                json_object_put(ret);
+                if (total == 0)
+                        poll(NULL, 0, 1);
+        }
+        lease_release(&s->lease_fd);
+        char file[300], text[128];
+        snprintf(file, sizeof file, "%s.source", s->ctx.inst->name);
+        snprintf(text, sizeof text, "total_ms=%lld\ndowntime_ms=%lld\n", total, down);
+        (void)migreq_write(s->ctx.root, MIGREQ_DIR, file, text);
+        log_notice("VM %s migrated out (QEMU: %lld ms, downtime %lld ms): lease released, quitting QEMU",
+                   s->ctx.inst->name, total, down);
+        send_command(s, "quit");
+}
+
 static int event_loop(struct supervisor *s) {
         for (;;) {
                 /* Events read while waiting for a reply are already queued. */
@@ -489,6 +708,9 @@ static int event_loop(struct supervisor *s) {
                         int64_t left = deadline - now_ms();
                         timeout = left > 0 ? (int)left : 0;
                 }
+                /* Incoming: look at the request often, at the lease very often. */
+                if (s->incoming && (timeout < 0 || timeout > (s->incoming_done ? 5 : 100)))
+                        timeout = s->incoming_done ? 5 : 100;
                 int r = poll(pfd, (nfds_t)n, timeout);
                 if (r < 0 && errno != EINTR) {
                         log_error("poll: %s", strerror(errno));
@@ -524,6 +746,8 @@ static int event_loop(struct supervisor *s) {
                                 }
                         }
                 }
+                incoming_tick(s);
+                migrated_out(s);
                 if (s->stage == STAGE_RUNNING && s->run_deadline > 0 && now_ms() >= s->run_deadline) {
                         log_warning("run timeout reached: stopping the VM");
                         s->timed_out = true;
@@ -605,6 +829,9 @@ static void supervisor_teardown(struct supervisor *s) {
                 runtime_remove(&s->ctx.paths);
                 close_fd(&s->lock_fd);
         }
+        /* An incoming migration that ended here tells the source it is gone. */
+        if ((s->incoming || s->incoming_failed) && s->ctx.inst)
+                incoming_answer(s, "state=gone\n");
         /* Last: QEMU has exited (reaped above or by the event loop). */
         lease_release(&s->lease_fd);
         launch_context_done(&s->ctx);
@@ -644,8 +871,21 @@ int supervisor_run(const struct supervisor_options *o) {
                              : s.ctx.inst->shutdown_timeout ? s.ctx.inst->shutdown_timeout
                              : s.ctx.host->shutdown_timeout;
 
-        r = take_lease(&s, err, sizeof err);
+        r = lease_host_name(s.host, sizeof s.host, err, sizeof err);
+        if (r == 0 && o->incoming) {
+                /* The lease is the source's until the guest has arrived;
+                 * a VM running here already is refused by the runtime lock. */
+                s.incoming = true;
+                s.incoming_deadline = now_ms() + (int64_t)(o->incoming_timeout > 0 ? o->incoming_timeout : 300) * 1000;
+                s.ctx.launch.incoming = "defer";
+        } else if (r == 0)
+                r = take_lease(&s, err, sizeof err);
         if (r < 0) {
+                if (o->incoming) {
+                        char text[1200];
+                        snprintf(text, sizeof text, "state=refused\nerror=%.1000s\n", err);
+                        incoming_answer(&s, text);
+                }
                 log_error("%s", err);
                 supervisor_teardown(&s);
                 return r == -EBUSY ? SUPERVISOR_EXIT_ELSEWHERE
@@ -664,6 +904,11 @@ int supervisor_run(const struct supervisor_options *o) {
             (r = grant_vm_files(&s, err, sizeof err)) < 0 ||
             (r = setup_network(&s, err, sizeof err)) < 0) {
                 log_error("%s: %s", o->name, err);
+                if (o->incoming) {
+                        char text[1200];
+                        snprintf(text, sizeof text, "state=refused\nerror=%.20s: %.1000s\n", s.host, err);
+                        incoming_answer(&s, text);
+                }
                 /* Configuration errors, including a bridge= that names no
                  * bridge (-ENOTTY) or one that is down. */
                 status = r == -EINVAL || r == -ENOENT || r == -ENODEV || r == -ENETDOWN || r == -ENOTTY ||
@@ -684,6 +929,12 @@ int supervisor_run(const struct supervisor_options *o) {
                 char tail[2048];
                 tail_join(&s, tail, sizeof tail);
                 log_error("%s: QEMU did not come up: %s%s%s", o->name, err, tail[0] ? "; QEMU said: " : "", tail);
+                if (o->incoming) {
+                        char text[1200];
+                        snprintf(text, sizeof text, "state=refused\nerror=%.20s: QEMU did not come up: %.900s\n", s.host, err);
+                        incoming_answer(&s, text);
+                        status = SUPERVISOR_EXIT_ELSEWHERE;
+                }
                 goto out;
         }
         /* Everything but READY=1 is done before cont: once the guest runs,
@@ -691,6 +942,21 @@ int supervisor_run(const struct supervisor_options *o) {
          * kernel boots), and every step after cont waits for the scheduler
          * (see tools/bench/README.md, rows 1a/1b). */
         drop_capabilities(&s);
+        note_host_versions(&s);
+        if (s.incoming) {
+                r = incoming_setup(&s, err, sizeof err);
+                if (r < 0) {
+                        char text[1200];
+                        log_error("%s: incoming migration: %s", o->name, err);
+                        snprintf(text, sizeof text, "state=refused\nerror=%.20s: %.1000s\n", s.host, err);
+                        incoming_answer(&s, text);
+                        status = SUPERVISOR_EXIT_ELSEWHERE;
+                        goto out;
+                }
+                notify_send("STATUS=waiting for the incoming migration");
+                status = event_loop(&s);
+                goto out;
+        }
         r = qemu_proc_cont(&s.proc, 10000, err, sizeof err);
         if (r < 0) {
                 log_error("%s: cont failed: %s", o->name, err);

@@ -3,6 +3,8 @@
  * over to QMP, and stay in the foreground until QEMU is gone. */
 #pragma once
 
+#include <stdbool.h>
+
 /* Exit statuses of vrt-launch (documented in vrt-launch(8) and the README). */
 enum {
         SUPERVISOR_EXIT_OK = 0,         /* the guest powered off, or was told to quit */
@@ -23,6 +25,13 @@ struct supervisor_options {
         const char *seed_image;
         const char *init_log;
         int run_timeout;        /* seconds, 0 = unbounded */
+        /* Live migration target: QEMU starts with -incoming defer and
+         * listens on host.conf's migration_address; the lease is taken when
+         * the incoming migration has completed, then cont. The run is given
+         * up (exit 5, nothing left) when ROOT/migrate/NAME goes away or
+         * incoming_timeout passes first (migreq.h). */
+        bool incoming;
+        int incoming_timeout;   /* seconds */
 };
 
 /* Runs the VM to its end and returns one of the exit statuses above. */

@@ -14,11 +14,12 @@ static void usage(FILE *f) {
         fprintf(f,
                 "usage: vrt-launch [--root DIR] [--shutdown-timeout S] NAME\n"
                 "       vrt-launch --seed-image ISO --init-log FILE [--run-timeout S] NAME   (first boot)\n"
+                "       vrt-launch --incoming [--incoming-timeout S] NAME   (live migration target)\n"
                 "       vrt-launch --version\n"
                 "Runs VM NAME in the foreground until it powers off.\n"
                 "Exit status: 0 powered off, 1 QEMU failed or crashed, 2 bad configuration,\n"
                 "3 stopped forcibly (after the shutdown timeout, or QEMU died while stopping),\n"
-                "4 the run timeout elapsed.\n");
+                "4 the run timeout elapsed, 5 the VM runs elsewhere (or an incoming migration was given up).\n");
 }
 
 int main(int argc, char **argv) {
@@ -28,6 +29,8 @@ int main(int argc, char **argv) {
                 { "seed-image", required_argument, NULL, 's' },
                 { "init-log", required_argument, NULL, 'l' },
                 { "run-timeout", required_argument, NULL, 'T' },
+                { "incoming", no_argument, NULL, 'i' },
+                { "incoming-timeout", required_argument, NULL, 'I' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { 0 },
@@ -64,6 +67,16 @@ int main(int argc, char **argv) {
                                 return 2;
                         }
                         o.run_timeout = (int)t;
+                        break;
+                case 'i':
+                        o.incoming = true;
+                        break;
+                case 'I':
+                        if (config_parse_uint(optarg, 1, 86400, &t) < 0) {
+                                fprintf(stderr, "vrt-launch: invalid --incoming-timeout \"%s\" (1..86400)\n", optarg);
+                                return 2;
+                        }
+                        o.incoming_timeout = (int)t;
                         break;
                 case 'h':
                         usage(stdout);

@@ -43,11 +43,12 @@ static void test_load(void **state) {
         struct host_limits l;
         char err[512];
 
-        write_conf("# this host\nmax_vms=2\nmax_memory=3G\nreserve_memory=512M\n");
+        write_conf("# this host\nmax_vms=2\nmax_memory=3G\nreserve_memory=512M\nmigration_address=192.0.2.7\n");
         assert_int_equal(hostconf_load(path, &l, err, sizeof err), 0);
         assert_int_equal(l.max_vms, 2);
         assert_int_equal(l.max_memory, 3072 * MiB);
         assert_int_equal(l.reserve_memory, 512 * MiB);
+        assert_string_equal(l.migration_address, "192.0.2.7");
 
         assert_int_equal(hostconf_load("/nonexistent/host.conf", &l, err, sizeof err), 0);
         assert_int_equal(l.max_vms, 0);
@@ -63,6 +64,8 @@ static void test_load_errors(void **state) {
                 { "\nmax_memory=lots\n", ":2: max_memory=lots: not a size" },
                 { "max_vm=2\n", ":1: unknown key max_vm" },
                 { "max_vms=1\nmax_vms=2\n", ":2:" },
+                { "migration_address=hostB\n", ":1: migration_address=hostB: not an IPv4 address" },
+                { "migration_address=10.0.0.1:4444\n", ":1: migration_address=10.0.0.1:4444: not an IPv4 address" },
         };
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
                 write_conf(cases[i].text);

@@ -60,7 +60,7 @@ _vrt() {
                 words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
         fi
         local _vrt_cmd=${words[0]}
-        local commands="list status stats top start stop spool autostart create init destroy cleanup export import image snapshot check showcmd qmp console"
+        local commands="list status stats top start stop spool autostart create init destroy cleanup migrate export import image snapshot check showcmd qmp console"
 
         # The command: the first word that is not a global option.
         local i cmd= sub= ci=0 si=0
@@ -100,6 +100,10 @@ _vrt() {
         top) opts="--interval --sort" ;;
         start) opts="--wait" words_=$(_vrt_vms stopped) ;;
         stop) opts="--timeout --force --wait" words_=$(_vrt_vms running) ;;
+        migrate)
+                opts="--timeout --bandwidth --downtime"
+                if [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms running)
+                elif [ $((cword - ci)) = 2 ]; then words_=$(ls "${VRT_ROOT:-/var/lib/vrt}/hosts" 2>/dev/null); fi ;;
         console) [ $((cword - ci)) = 1 ] && words_=$(_vrt_vms running) ;;
         qmp)
                 if [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms running)

@@ -1,0 +1,80 @@
+#include "launcher/core/migreq.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int dir_path(const char *root, const char *dir, const char *file, char *buf, size_t len) {
+        if ((size_t)snprintf(buf, len, "%s/%s%s%s", root, dir, file ? "/" : "", file ? file : "") >= len)
+                return -ENAMETOOLONG;
+        return 0;
+}
+
+int migreq_write(const char *root, const char *dir, const char *file, const char *text) {
+        char d[4096], path[4200], tmp[4300];
+        size_t n = strlen(text);
+        int fd, r = 0;
+
+        if ((r = dir_path(root, dir, NULL, d, sizeof d)) < 0 || (r = dir_path(root, dir, file, path, sizeof path)) < 0)
+                return r;
+        if (mkdir(d, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        snprintf(tmp, sizeof tmp, "%s/.%s.%ld.tmp", d, file, (long)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, text, n) != (ssize_t)n || fsync(fd) < 0)
+                r = errno ? -errno : -EIO;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                unlink(tmp);
+        return r;
+}
+
+int migreq_read(const char *root, const char *dir, const char *file, char *buf, size_t len) {
+        char path[4200];
+        int r = dir_path(root, dir, file, path, sizeof path);
+        if (r < 0)
+                return r;
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        ssize_t n = read(fd, buf, len - 1);
+        r = n < 0 ? -errno : 0;
+        close(fd);
+        if (r < 0)
+                return r;
+        if ((size_t)n == len - 1)
+                return -EFBIG;
+        buf[n] = '\0';
+        return 0;
+}
+
+void migreq_remove(const char *root, const char *dir, const char *file) {
+        char path[4200];
+        if (dir_path(root, dir, file, path, sizeof path) == 0)
+                (void)unlink(path);
+}
+
+int migreq_get(const char *text, const char *key, char *buf, size_t len) {
+        size_t k = strlen(key);
+        for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+                if (strncmp(l, key, k) != 0 || l[k] != '=')
+                        continue;
+                const char *v = l + k + 1;
+                size_t n = strcspn(v, "\n");
+                if (n >= len)
+                        n = len - 1;
+                for (size_t i = 0; i < n; i++)
+                        buf[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? '?' : v[i];
+                buf[n] = '\0';
+                return 0;
+        }
+        return -ENOENT;
+}

@@ -1,0 +1,41 @@
+/* migreq: the files a live migration passes through the shared root.
+ *
+ *   ROOT/migrate/NAME         the request, written by `vrt migrate` on the
+ *                             source: host=DEST, from=SRC, timeout=S. While
+ *                             it exists the migration goes on; the source
+ *                             removes it when it gives up, and the
+ *                             destination supervisor then quits.
+ *   ROOT/migrate/NAME.answer  the destination's answer: state=starting
+ *                             (claimed by its spool), state=listening with
+ *                             address=tcp:IP:PORT, qemu=VERSION, cpu=MODEL,
+ *                             state=running (it holds the lease and the
+ *                             guest runs there), or state=refused with
+ *                             error=ONE LINE.
+ *   ROOT/hosts/HOST           what a host runs VMs with: qemu=VERSION and
+ *                             cpu=MODEL, rewritten by each supervisor that
+ *                             starts QEMU there; `vrt migrate` compares it
+ *                             with its own before it starts anything.
+ *
+ * Every file is written to a temporary name and renamed, so a reader sees
+ * an old or a new one, never half of one. Values are one line each. */
+#pragma once
+
+#include <stddef.h>
+
+#define MIGREQ_DIR "migrate"
+#define MIGREQ_HOSTS_DIR "hosts"
+#define MIGREQ_TEXT_MAX 2048
+
+/* Writes text as ROOT/DIR/FILE (DIR created). Returns 0 or a negative errno. */
+int migreq_write(const char *root, const char *dir, const char *file, const char *text);
+
+/* Reads ROOT/DIR/FILE into buf (NUL-terminated). 0, -ENOENT, or another
+ * negative errno (-EFBIG: longer than len-1). */
+int migreq_read(const char *root, const char *dir, const char *file, char *buf, size_t len);
+
+/* Removes ROOT/DIR/FILE; a missing one is fine. */
+void migreq_remove(const char *root, const char *dir, const char *file);
+
+/* Copies the value of key= (first line that has it) from text into buf.
+ * Returns 0 or -ENOENT. Control characters in the value become '?'. */
+int migreq_get(const char *text, const char *key, char *buf, size_t len);
