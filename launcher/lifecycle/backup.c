@@ -449,7 +449,20 @@ static int backup_live(struct job *j, struct backup_result *res, char *err, size
         if (r < 0)
                 goto done;
         started = true;
-        r = blockjob_wait(q, JOB_ID, job_progress, j, req->cancel, msg, sizeof msg);
+        /* The monitor takes one client at a time: free it while the job runs. */
+        q = qmp_free(q);
+        r = blockjob_wait_sock(j->p.monitor_sock, JOB_ID, job_progress, j, req->cancel, msg, sizeof msg);
+        if (r == 0 || r == -EIO || r == -ECANCELED) {
+                int k = qmp_connect_unix(j->p.monitor_sock, QMP_CONNECT_MS, &q, err, errlen);
+                if (k == 0)
+                        k = qmp_handshake(q, BLOCKJOB_QMP_TIMEOUT_MS, err, errlen);
+                if (k < 0 && r == 0)
+                        r = k;
+        }
+        if (r < 0 && !q) {
+                snprintf(err, errlen, "the backup job: %s", msg);
+                goto done;
+        }
         if (r < 0) {
                 snprintf(err, errlen, r == -ECANCELED ? "cancelled; no point was added to %s" : "the backup job failed: %s",
                          r == -ECANCELED ? req->dest : msg);
@@ -481,6 +494,11 @@ static int backup_live(struct job *j, struct backup_result *res, char *err, size
         started = false;
         r = 0;
 done:
+        if (!q) {
+                /* Lost the monitor: the next backup reaps what is left. */
+                qmp_free(q);
+                return r;
+        }
         if (started)
                 blockjob_call(q, "block-dirty-bitmap-remove", bitmap_ref(j->node, TMP_BITMAP), NULL, msg, sizeof msg);
         if (added)
@@ -535,6 +553,28 @@ static int open_dest(const struct backup_request *req, struct job *j, int *lock_
                 snprintf(err, errlen, "%s is not a directory", req->dest);
                 return -EINVAL;
         }
+        /* Only an empty directory becomes a backup directory: refused
+         * before our .lock is made in it. */
+        char *state = paths_join(req->dest, BACKUP_STATE_FILE);
+        if (!state)
+                return -ENOMEM;
+        bool has_state = lstat(state, &st) == 0;
+        free(state);
+        if (!has_state) {
+                DIR *d = opendir(req->dest);
+                struct dirent *de;
+                bool empty = true;
+                while (d && (de = readdir(d)))
+                        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, DEST_LOCK))
+                                empty = false;
+                if (d)
+                        closedir(d);
+                if (!empty) {
+                        snprintf(err, errlen, "%s is not empty and has no %s: not a vrt backup directory", req->dest,
+                                 BACKUP_STATE_FILE);
+                        return -EINVAL;
+                }
+        }
         char *lock = paths_join(req->dest, DEST_LOCK);
         if (!lock)
                 return -ENOMEM;
@@ -550,20 +590,6 @@ static int open_dest(const struct backup_request *req, struct job *j, int *lock_
                 return r;
         j->have_state = r == 0;
         if (!j->have_state) {
-                /* Only an empty directory becomes a backup directory. */
-                DIR *d = opendir(req->dest);
-                struct dirent *de;
-                bool empty = true;
-                while (d && (de = readdir(d)))
-                        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, DEST_LOCK))
-                                empty = false;
-                if (d)
-                        closedir(d);
-                if (!empty) {
-                        snprintf(err, errlen, "%s is not empty and has no %s: not a vrt backup directory", req->dest,
-                                 BACKUP_STATE_FILE);
-                        return -EINVAL;
-                }
                 snprintf(j->st.vm, sizeof j->st.vm, "%s", req->name);
         } else if (strcmp(j->st.vm, req->name) != 0) {
                 snprintf(err, errlen, "%s holds backups of %s, not of %s", req->dest, j->st.vm, req->name);

@@ -154,3 +154,58 @@ int blockjob_device_node(struct qmp *q, const char *qdev_id, char *buf, size_t l
         json_object_put(blocks);
         return r;
 }
+
+int blockjob_wait_sock(const char *sock, const char *id, blockjob_progress_fn progress, void *userdata,
+                       volatile sig_atomic_t *cancel, char *err, size_t errlen) {
+        bool cancel_sent = false;
+        char msg[256];
+        for (;;) {
+                struct qmp *q = NULL;
+                struct json_object *jobs = NULL, *job = NULL, *cur = NULL, *tot = NULL;
+                int r = qmp_connect_unix(sock, 2000, &q, msg, sizeof msg);
+                if (r == 0)
+                        r = qmp_handshake(q, BLOCKJOB_QMP_TIMEOUT_MS, msg, sizeof msg);
+                if (r < 0) {
+                        snprintf(err, errlen, "QMP %s: %s", sock, msg);
+                        qmp_free(q);
+                        return r;
+                }
+                r = find_job(q, id, &jobs, &job, err, errlen);
+                if (r < 0) {
+                        qmp_free(q);
+                        return r;
+                }
+                if (!job) {
+                        json_object_put(jobs);
+                        qmp_free(q);
+                        snprintf(err, errlen, "QMP: the job %s vanished", id);
+                        return -EIO;
+                }
+                const char *status = field(job, "status");
+                if (status && strcmp(status, "concluded") == 0) {
+                        const char *e = field(job, "error");
+                        r = 0;
+                        if (e) {
+                                snprintf(err, errlen, "%s: %s", id, e);
+                                r = cancel_sent ? -ECANCELED : -EIO;
+                        }
+                        json_object_put(jobs);
+                        blockjob_call(q, "job-dismiss", id_arg(id), NULL, msg, sizeof msg);
+                        qmp_free(q);
+                        return r;
+                }
+                json_object_object_get_ex(job, "current-progress", &cur);
+                json_object_object_get_ex(job, "total-progress", &tot);
+                int64_t c = cur ? json_object_get_int64(cur) : 0, t = tot ? json_object_get_int64(tot) : 0;
+                json_object_put(jobs);
+                bool stop = cancel && *cancel;
+                if (!stop && progress && t > 0 && c >= 0)
+                        stop = progress((uint64_t)c, (uint64_t)t, userdata) != 0;
+                if (stop && !cancel_sent) {
+                        cancel_sent = true;
+                        blockjob_call(q, "job-cancel", id_arg(id), NULL, msg, sizeof msg);
+                }
+                qmp_free(q);
+                sleep_ms(2 * POLL_MS);
+        }
+}

@@ -51,3 +51,9 @@ int blockjob_reap(struct qmp *q, const char *id, int timeout_ms, char *err, size
  * -ENOENT when QEMU has no such device with a medium, or another negative
  * errno with a message. */
 int blockjob_device_node(struct qmp *q, const char *qdev_id, char *buf, size_t len, char *err, size_t errlen);
+
+/* As blockjob_wait(), but each poll connects to the QMP socket sock,
+ * queries and disconnects, so that the monitor (one client at a time) is
+ * free for `vrt qmp` and scripts while a long job runs. */
+int blockjob_wait_sock(const char *sock, const char *id, blockjob_progress_fn progress, void *userdata,
+                       volatile sig_atomic_t *cancel, char *err, size_t errlen);
