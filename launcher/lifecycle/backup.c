@@ -217,12 +217,18 @@ static int job_progress(uint64_t cur, uint64_t tot, void *userdata) {
         return progress(userdata, cur, tot);
 }
 
+/* image_flatten_write() hands the same userdata to write and progress. */
+struct sink {
+        int fd;
+        void *ctx;
+};
+
 static int flatten_progress(uint64_t done, uint64_t total, void *userdata) {
-        return progress(userdata, done, total);
+        return progress(((struct sink *)userdata)->ctx, done, total);
 }
 
 static int fd_write(const void *buf, size_t len, void *userdata) {
-        int fd = *(int *)userdata;
+        int fd = ((struct sink *)userdata)->fd;
         for (size_t done = 0; done < len;) {
                 ssize_t n = write(fd, (const char *)buf + done, len - done);
                 if (n < 0 && errno == EINTR)
@@ -262,7 +268,8 @@ static int backup_offline(struct job *j, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot create %s: %s", j->partial, strerror(-r));
                 goto done;
         }
-        r = image_flatten_write(f, fd_write, flatten_progress, j, err, errlen);
+        struct sink sk = { .fd = fd, .ctx = j };
+        r = image_flatten_write(f, fd_write, flatten_progress, &sk, err, errlen);
 done:
         if (fd >= 0)
                 close(fd);
@@ -330,14 +337,13 @@ static int transaction(struct qmp *q, struct json_object *actions, char *err, si
         return blockjob_call(q, "transaction", args, NULL, err, errlen);
 }
 
-/* Whatever a killed `vrt backup` of this VM left in QEMU. */
-static void reap_stale(struct qmp *q, const char *node, char *err, size_t errlen) {
+/* The job and target node a killed `vrt backup` of this VM left in QEMU
+ * (its tmp bitmap goes once the disk's node is known). */
+static void reap_stale(struct qmp *q, char *err, size_t errlen) {
         char msg[512];
-        blockjob_reap(q, JOB_ID, REAP_MS, msg, sizeof msg);
+        blockjob_reap(q, JOB_ID, REAP_MS, err, errlen);
         blockjob_call(q, "blockdev-del", blockjob_str(json_object_new_object(), "node-name", TARGET_NODE), NULL, msg,
                       sizeof msg);
-        blockjob_call(q, "block-dirty-bitmap-remove", bitmap_ref(node, TMP_BITMAP), NULL, msg, sizeof msg);
-        (void)err, (void)errlen;
 }
 
 /* The point's tmp bitmap becomes the chain's persistent one (see backup.h).
@@ -387,10 +393,13 @@ static int backup_live(struct job *j, struct backup_result *res, char *err, size
                          j->p.monitor_sock, msg);
                 goto done;
         }
+        /* Reaped first: a running backup job puts its copy-before-write
+         * filter above the disk's node, where query-block would find it. */
+        reap_stale(q, msg, sizeof msg);
         r = blockjob_device_node(q, DEVICE, j->node, sizeof j->node, err, errlen);
         if (r < 0)
                 goto done;
-        reap_stale(q, j->node, msg, sizeof msg);
+        blockjob_call(q, "block-dirty-bitmap-remove", bitmap_ref(j->node, TMP_BITMAP), NULL, msg, sizeof msg);
         if (!full) {
                 struct bitmap_info bi;
                 snprintf(j->bitmap, sizeof j->bitmap, BITMAP_PREFIX "%s", j->st.chain);
@@ -812,7 +821,7 @@ struct restore_ctx {
 };
 
 static int restore_progress(uint64_t done, uint64_t total, void *userdata) {
-        struct restore_ctx *c = userdata;
+        struct restore_ctx *c = ((struct sink *)userdata)->ctx;
         if (c->req->cancel && *c->req->cancel)
                 return -ECANCELED;
         return c->req->progress ? c->req->progress(done, total, c->req->userdata) : 0;
@@ -829,7 +838,8 @@ static int restore_write(const char *path, void *userdata, char *err, size_t err
                 r = -errno;
                 snprintf(err, errlen, "cannot create %s: %s", path, strerror(-r));
         } else {
-                r = image_flatten_write(f, fd_write, restore_progress, c, err, errlen);
+                struct sink sk = { .fd = fd, .ctx = c };
+                r = image_flatten_write(f, fd_write, restore_progress, &sk, err, errlen);
                 if (r == 0 && fsync(fd) < 0) {
                         r = -errno;
                         snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));
