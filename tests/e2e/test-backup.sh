@@ -124,10 +124,10 @@ check "guest writer runs again" writer
 sleep 2
 check "point 2: incremental after a stop and start (bitmap persisted)" point 2 --incremental
 # --- killed mid-job ---------------------------------------------------------------
-"$VRT" backup bk "$DEST" --incremental --speed 128K >/dev/null 2>&1 &
+sleep 3         # enough changed clusters that the throttled job takes long
+"$VRT" backup bk "$DEST" --incremental --speed 8K >/dev/null 2>&1 &
 kpid=$!
 check "killed: the throttled job runs" wait_for 20 job_running
-sleep 1
 kill -9 $kpid; wait $kpid 2>/dev/null
 check "killed: no file with the final name" [ ! -e "$DEST/bk-0003.qcow2" ]
 check "killed: a .partial is left" [ -e "$DEST/bk-0003.qcow2.partial" ]
