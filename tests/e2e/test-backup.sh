@@ -48,8 +48,12 @@ job_running() {
 	"$VRT" qmp bk query-jobs | grep -q '"vrt-backup"'
 }
 
+# job_started PID PARTIAL OLD_INODE: our job runs (its .partial is a new
+# file, made after any stale job was reaped; a stale job has the same id),
+# or our vrt backup already ended.
 job_started() {
-	job_running || ! kill -0 "$1" 2>/dev/null
+	! kill -0 "$1" 2>/dev/null && return 0
+	[ -e "$2" ] && [ "$(stat -c %i "$2")" != "$3" ] && job_running
 }
 
 # point N ARGS...: pause, reference copy refN.qcow2, start vrt backup ARGS
@@ -58,11 +62,13 @@ point() {
 	local n=$1; shift
 	"$VRT" qmp bk stop >/dev/null || return 1
 	qemu-img convert -U -O qcow2 "$(active)" "$E2E_DIR/ref$n.qcow2" || return 1
+	local part="$DEST/bk-000$n.qcow2.partial" old
+	old=$(stat -c %i "$part" 2>/dev/null)
 	"$VRT" backup bk "$DEST" "$@" >"$E2E_DIR/out$n" 2>"$E2E_DIR/err$n" &
 	local pid=$!
 	# The job runs while the guest is paused too: resume once it started
 	# (or, unthrottled, already ended).
-	wait_for 20 job_started "$pid"
+	wait_for 20 job_started "$pid" "$part" "$old"
 	"$VRT" qmp bk cont >/dev/null || return 1
 	wait "$pid" || { cat "$E2E_DIR/err$n"; return 1; }
 	[ -f "$DEST/bk-000$n.qcow2" ] && [ ! -e "$DEST/bk-000$n.qcow2.partial" ]
