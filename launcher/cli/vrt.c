@@ -29,6 +29,8 @@ static const struct command {
         { "migrate", cmd_migrate, "migrate NAME HOST     live migration to another host on this root" },
         { "export", cmd_export, "export NAME FILE      one archive: properties, flattened disk, sidecar (also running)" },
         { "import", cmd_import, "import FILE [--name N] a VM from an export archive (taken MAC: a new one)" },
+        { "backup", cmd_backup, "backup NAME DEST      full or --incremental backup into a chain in DEST (also running)" },
+        { "restore", cmd_restore, "restore DEST[/FILE]   a new VM from a backup point (--point N)" },
         { "image", cmd_image, "image CMD ...         images: info, overlay, list, protect, install (from an ISO)" },
         { "snapshot", cmd_snapshot, "snapshot NAME [TAG]   external disk snapshots; list, revert, delete" },
         { "check", cmd_check, "check                 validate vrt.conf, images, VMs and requests" },

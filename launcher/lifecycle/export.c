@@ -28,6 +28,7 @@
 #include "launcher/core/runtime.h"
 #include "launcher/core/snapstate.h"
 #include "launcher/core/vmstate.h"
+#include "launcher/lifecycle/blockjob.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/lifecycle/registry.h"
 #include "qmp/qmp.h"
@@ -54,8 +55,6 @@
 #define BACKUP_NODE "vrt-export"
 #define BACKUP_JOB "vrt-export"
 #define QMP_CONNECT_MS 2000
-#define QMP_TIMEOUT_MS 10000
-#define BACKUP_POLL_MS 100
 
 /* Optional files of vm/NAME/ that travel as they are. */
 static const char *const vm_files[] = { "OVMF_VARS.fd", "init.log", "init.sh", "CREATED", "INIT-FAILED" };
@@ -242,12 +241,7 @@ static int disk_write(const void *buf, size_t len, void *userdata) {
 
 static int qmp_call(struct qmp *q, const char *cmd, struct json_object *args, struct json_object **ret, char *err,
                     size_t errlen) {
-        char msg[512] = "";
-        int r = qmp_execute(q, cmd, args, QMP_TIMEOUT_MS, ret, msg, sizeof msg);
-        json_object_put(args);
-        if (r < 0)
-                snprintf(err, errlen, "QMP %s: %s", cmd, msg[0] ? msg : strerror(-r));
-        return r;
+        return blockjob_call(q, cmd, args, ret, err, errlen);
 }
 
 static struct json_object *jobj(void) {
@@ -255,71 +249,39 @@ static struct json_object *jobj(void) {
 }
 
 static struct json_object *jstr(struct json_object *o, const char *key, const char *value) {
-        if (o)
-                json_object_object_add(o, key, json_object_new_string(value));
-        return o;
+        return blockjob_str(o, key, value);
 }
 
-static void sleep_ms(int ms) {
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-        nanosleep(&ts, NULL);
-}
+struct wait_ctx {
+        struct exporter *x;
+        uint64_t vsize, reported;
+};
 
-/* Polls the job until it concludes. Returns 0, or a negative errno with
- * the job's error in err; a cancel request cancels the job first. */
-static int backup_wait(struct exporter *x, struct qmp *q, uint64_t vsize, char *err, size_t errlen) {
-        uint64_t reported = 0;
-        bool cancel_sent = false;
-        for (;;) {
-                struct json_object *jobs = NULL, *job = NULL;
-                int r = qmp_call(q, "query-jobs", NULL, &jobs, err, errlen);
-                if (r < 0)
-                        return r;
-                for (size_t i = 0; json_object_is_type(jobs, json_type_array) && i < json_object_array_length(jobs); i++) {
-                        struct json_object *e = json_object_array_get_idx(jobs, i), *id = NULL;
-                        if (json_object_object_get_ex(e, "id", &id) && strcmp(json_object_get_string(id), BACKUP_JOB) == 0)
-                                job = e;
-                }
-                if (!job) {
-                        json_object_put(jobs);
-                        snprintf(err, errlen, "QMP: the backup job %s vanished", BACKUP_JOB);
-                        return -EIO;
-                }
-                struct json_object *st = NULL, *cur = NULL, *tot = NULL, *e = NULL;
-                json_object_object_get_ex(job, "status", &st);
-                json_object_object_get_ex(job, "current-progress", &cur);
-                json_object_object_get_ex(job, "total-progress", &tot);
-                const char *status = st ? json_object_get_string(st) : "";
-                if (strcmp(status, "concluded") == 0) {
-                        r = 0;
-                        if (json_object_object_get_ex(job, "error", &e)) {
-                                snprintf(err, errlen, "the backup of the running disk failed: %s", json_object_get_string(e));
-                                r = cancel_sent ? -ECANCELED : -EIO;
-                        }
-                        json_object_put(jobs);
-                        if (r == 0 && reported < vsize)
-                                r = export_progress(x, vsize - reported);
-                        return r;
-                }
-                if (cur && tot && json_object_get_int64(tot) > 0) {
-                        uint64_t now = (uint64_t)json_object_get_int64(cur) * vsize / (uint64_t)json_object_get_int64(tot);
-                        if (now > reported && now <= vsize) {
-                                x->written += now - reported;
-                                reported = now;
-                        }
-                }
-                json_object_put(jobs);
-                if (!cancel_sent && cancelled(x->req->cancel)) {
-                        char msg[256];
-                        cancel_sent = true;
-                        qmp_call(q, "job-cancel", jstr(jobj(), "id", BACKUP_JOB), NULL, msg, sizeof msg);
-                } else if (!cancel_sent && x->req->progress && x->req->progress(x->written, x->total, x->req->userdata)) {
-                        char msg[256];
-                        cancel_sent = true;
-                        qmp_call(q, "job-cancel", jstr(jobj(), "id", BACKUP_JOB), NULL, msg, sizeof msg);
-                }
-                sleep_ms(BACKUP_POLL_MS);
+/* The job's progress as bytes of the archive's total. */
+static int backup_progress(uint64_t cur, uint64_t tot, void *userdata) {
+        struct wait_ctx *w = userdata;
+        struct exporter *x = w->x;
+        uint64_t now = tot ? cur * w->vsize / tot : 0;
+        if (now > w->reported && now <= w->vsize) {
+                x->written += now - w->reported;
+                w->reported = now;
         }
+        return x->req->progress ? x->req->progress(x->written, x->total, x->req->userdata) : 0;
+}
+
+/* Waits until the job concludes (blockjob_wait). Returns 0, or a negative
+ * errno with the job's error in err; a cancel request cancels the job. */
+static int backup_wait(struct exporter *x, struct qmp *q, uint64_t vsize, char *err, size_t errlen) {
+        struct wait_ctx w = { .x = x, .vsize = vsize };
+        char msg[512];
+        int r = blockjob_wait(q, BACKUP_JOB, backup_progress, &w, x->req->cancel, msg, sizeof msg);
+        if (r == -EIO || r == -ECANCELED)
+                snprintf(err, errlen, "the backup of the running disk failed: %s", msg);
+        else if (r < 0)
+                snprintf(err, errlen, "%s", msg);
+        if (r == 0 && w.reported < vsize)
+                r = export_progress(x, vsize - w.reported);
+        return r;
 }
 
 /* Copies the running VM's disk into tmp (see above). *lock_fd: the
@@ -344,7 +306,7 @@ static int backup_running(struct exporter *x, const struct vm_paths *p, const ch
         unlink(tmp);    /* left by an export that was killed */
         r = qmp_connect_unix(p->monitor_sock, QMP_CONNECT_MS, &q, msg, sizeof msg);
         if (r == 0)
-                r = qmp_handshake(q, QMP_TIMEOUT_MS, msg, sizeof msg);
+                r = qmp_handshake(q, BLOCKJOB_QMP_TIMEOUT_MS, msg, sizeof msg);
         if (r < 0) {
                 snprintf(err, errlen, "VM %s runs, but its QMP monitor %s does not answer: %s", x->req->name,
                          p->monitor_sock, msg);
@@ -386,7 +348,7 @@ static int backup_running(struct exporter *x, const struct vm_paths *p, const ch
         job = true;
         r = backup_wait(x, q, vsize, err, errlen);
 done:
-        if (job)
+        if (job && r != 0 && r != -EIO && r != -ECANCELED)     /* else blockjob_wait dismissed it */
                 qmp_call(q, "job-dismiss", jstr(jobj(), "id", BACKUP_JOB), NULL, msg, sizeof msg);
         if (added)
                 qmp_call(q, "blockdev-del", jstr(jobj(), "node-name", BACKUP_NODE), NULL, msg, sizeof msg);
@@ -1928,5 +1890,126 @@ fail:
         free(x.vm_root);
         free(conf);
         free(buf);
+        return r;
+}
+
+int import_disk_vm(const struct import_disk_request *req, struct import_result *ret, char *err, size_t errlen) {
+        struct import_request ireq = { .root = req->root, .runtime_dir = req->runtime_dir, .file = req->source,
+                                       .new_name = req->new_name, .cancel = req->cancel };
+        struct importer x = { .req = &ireq, .staging_fd = -1, .lock_fd = -1 };
+        struct instance *src = NULL;
+        char *conf = NULL, *text = NULL, *disk = NULL, msg[1024];
+        bool made_vm_root = false;
+        int r, fd = -1;
+
+        err[0] = '\0';
+        *ret = (struct import_result){ 0 };
+        x.vm_root = paths_join(req->root, "vm");
+        conf = paths_join(req->root, "vrt.conf");
+        if (!x.vm_root || !conf) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if (req->new_name && config_check_vm_name(req->new_name, req->runtime_dir, msg, sizeof msg) < 0) {
+                r = -EINVAL;
+                snprintf(err, errlen, "%s", msg);
+                goto fail;
+        }
+        r = host_config_load(conf, &x.host, err, errlen);
+        if (r < 0) {
+                r = r == -ENOMEM ? r : -EINVAL;
+                goto fail;
+        }
+        r = instance_load(req->props, req->default_name, req->runtime_dir, &src, err, errlen);
+        if (r < 0) {
+                r = r == -ENOMEM ? r : -EINVAL;
+                goto fail;
+        }
+        snprintf(x.m.name, sizeof x.m.name, "%s", src->name);
+        snprintf(x.m.image, sizeof x.m.image, "%s", src->image);
+        for (unsigned i = 0; i < src->n_nics; i++) {
+                if (!src->nics[i].mac)
+                        continue;
+                if (mac_parse(src->nics[i].mac, x.m.macs[x.m.n_macs]) < 0) {
+                        r = -EINVAL;
+                        snprintf(err, errlen, "%s: invalid MAC %s", req->props, src->nics[i].mac);
+                        goto fail;
+                }
+                x.m.n_macs++;
+        }
+        x.m.has_disk = true;
+        x.m.disk_vsize = req->virtual_size;
+        snprintf(x.name, sizeof x.name, "%s", req->new_name ? req->new_name : x.m.name);
+        if (mkdir(x.vm_root, 0755) == 0)
+                made_vm_root = true;
+        else if (errno != EEXIST) {
+                r = -errno;
+                snprintf(err, errlen, "cannot create %s: %s", x.vm_root, strerror(-r));
+                goto fail;
+        }
+        r = import_reserve(&x, err, errlen);
+        if (r < 0)
+                goto fail;
+        /* The saved record, with its name written out (import_validate wants it). */
+        text = instance_to_string(src);
+        if (!text) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        fd = openat(x.staging_fd, "instance.properties", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        r = fd < 0 ? -errno : write_all(fd, text, strlen(text));
+        if (fd >= 0)
+                close(fd);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot write %s/instance.properties: %s", x.staging, strerror(-r));
+                goto fail;
+        }
+        disk = paths_join(x.staging, "hdd.img");
+        r = disk ? req->write_disk(disk, req->userdata, err, errlen) : -ENOMEM;
+        if (r == 0 && cancelled(req->cancel))
+                r = -ECANCELED;
+        if (r == 0)
+                r = import_validate(&x, err, errlen);
+        if (r >= 0)
+                r = import_rewrite(&x, err, errlen);
+        if (r == 0 && cancelled(req->cancel))
+                r = -ECANCELED;
+        if (r == 0)
+                r = import_commit(&x, ret, err, errlen);
+        if (r < 0)
+                goto fail;
+        snprintf(ret->name, sizeof ret->name, "%s", x.name);
+        for (unsigned i = 0; i < x.m.n_macs; i++) {
+                char mac[MAC_STRLEN];
+                mac_format(x.macs[i], mac);
+                snprintf(ret->macs + strlen(ret->macs), sizeof ret->macs - strlen(ret->macs), "%s%s", i ? ", " : "", mac);
+        }
+        ret->new_macs = x.new_macs;
+        ret->disk_size = x.m.disk_vsize;
+        snprintf(ret->vm_dir, sizeof ret->vm_dir, "%s/%s", x.vm_root, x.name);
+        actionlog_append(req->root, "restore", "%s restored from %s (backed up as %s; MACs %s)", x.name, req->source,
+                         x.m.name, ret->macs[0] ? ret->macs : "none");
+        r = 0;
+fail:
+        if (r == -ECANCELED)
+                snprintf(err, errlen, "cancelled; nothing was restored");
+        else if (r < 0 && !err[0])
+                snprintf(err, errlen, "%s: cannot restore: %s", req->source, strerror(-r));
+        if (x.staging)
+                create_remove_tree(x.staging);
+        if (x.staging_fd >= 0)
+                close(x.staging_fd);
+        if (x.lock_fd >= 0)
+                close(x.lock_fd);
+        if (r < 0 && made_vm_root)
+                rmdir(x.vm_root);
+        free(x.staging);
+        host_config_free(x.host);
+        instance_free(x.inst);
+        instance_free(src);
+        free(x.vm_root);
+        free(conf);
+        free(text);
+        free(disk);
         return r;
 }

@@ -115,3 +115,24 @@ struct export_manifest_info {
  * manifest.json: why" in err, or -ENOMEM. ret may be NULL. */
 int export_parse_manifest(const char *file, const char *text, size_t len, struct export_manifest_info *ret, char *err,
                           size_t errlen);
+
+/* For `vrt restore` (backup.h): a VM from a standalone disk image and an
+ * instance.properties saved beside it, registered and committed exactly
+ * like an import (same staging directory, same sweep, same commit point). */
+typedef int (*import_disk_write_fn)(const char *path, void *userdata, char *err, size_t errlen);
+
+struct import_disk_request {
+        const char *root;
+        const char *runtime_dir;
+        const char *source;             /* names the input in messages */
+        const char *props;              /* the saved instance.properties */
+        const char *default_name;       /* its name when it has no name= line */
+        const char *new_name;           /* NULL: that name */
+        uint64_t virtual_size;          /* of the disk write_disk makes */
+        import_disk_write_fn write_disk; /* creates the standalone qcow2 at path (new file) */
+        void *userdata;
+        volatile sig_atomic_t *cancel;
+};
+
+/* Returns as import_vm(); write_disk's errors are returned as they are. */
+int import_disk_vm(const struct import_disk_request *req, struct import_result *ret, char *err, size_t errlen);

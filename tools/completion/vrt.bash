@@ -60,7 +60,7 @@ _vrt() {
                 words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
         fi
         local _vrt_cmd=${words[0]}
-        local commands="list status stats top start stop spool autostart create init destroy cleanup migrate export import image snapshot check showcmd qmp console"
+        local commands="list status stats top start stop spool autostart create init destroy cleanup migrate export import backup restore image snapshot check showcmd qmp console"
 
         # The command: the first word that is not a global option.
         local i cmd= sub= ci=0 si=0
@@ -121,6 +121,16 @@ _vrt() {
                 if [[ $cur == -* ]]; then :
                 elif [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms "stopped|running|init-failed")
                 else compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return; fi ;;
+        backup)
+                opts="--incremental --speed --json"
+                [ "$prev" = --speed ] && return
+                if [[ $cur == -* ]]; then :
+                elif [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms "stopped|running")
+                else compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")); return; fi ;;
+        restore)
+                opts="--point --json"
+                [ "$prev" = --point ] && return
+                if [[ $cur != -* ]]; then compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return; fi ;;
         import)
                 opts="--name"
                 if [[ $cur != -* ]]; then compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return; fi ;;
