@@ -13,9 +13,11 @@
 #include "launcher/core/lease.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/firstboot.h"
+#include "launcher/lifecycle/guestinfo.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/strv.h"
+#include "launcher/core/util.h"
 #include "qmp/qmp.h"
 
 #define STATUS_QMP_TIMEOUT_MS 5000
@@ -133,6 +135,17 @@ static json_object *vm_info_json(const struct vm_info *v) {
         return o;
 }
 
+/* The guest agent's addresses of a VM running here, within timeout_ms. */
+static void add_agent_info(const struct cli *cli, const struct vm_info *v, json_object *o, int timeout_ms) {
+        struct vm_paths p;
+        if (vm_paths_init(&p, cli->root, cli->runtime_dir, v->name) < 0)
+                return;
+        if (timeout_ms > GUESTINFO_TIMEOUT_MS)
+                timeout_ms = GUESTINFO_TIMEOUT_MS;
+        guestinfo_add_addresses(o, &p, v->inst, timeout_ms);
+        vm_paths_done(&p);
+}
+
 static void print_json(json_object *o) {
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
@@ -171,6 +184,9 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
         }
         json_object *arr = cli->json ? json_object_new_array() : NULL;
         int status = CLI_OK;
+        /* Only --json asks the agents, one VM after the other within one
+         * total budget: the table stays as fast as reading files. */
+        int64_t agents_until = now_ms() + GUESTINFO_LIST_BUDGET_MS;
         if (!cli->json)
                 printf("%-24s %-12s %-12s %-20s %-8s %-17s %-8s %-8s %s\n",
                        "NAME", "STATE", "HOST", "IMAGE", "SIZE", "MAC", "PID", "UPTIME", "COMMENT");
@@ -184,7 +200,10 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                 }
                 if (all || strcmp(v.state, "destroyed") != 0) {
                         if (arr) {
-                                json_object_array_add(arr, vm_info_json(&v));
+                                json_object *o = vm_info_json(&v);
+                                if (strcmp(v.state, "running") == 0 && v.here)
+                                        add_agent_info(cli, &v, o, (int)(agents_until - now_ms()));
+                                json_object_array_add(arr, o);
                         } else {
                                 char up[32], pid[16];
                                 const struct instance *i = v.inst;
@@ -291,6 +310,25 @@ static void print_status_text(const struct vm_info *v, json_object *st) {
                         printf("nic:       %s mac %s\n", jstr(nic, "name"), jstr(nic, "main-mac"));
                 }
         }
+        if (json_object_object_get_ex(st, "agent", &x)) {
+                json_object *list = NULL, *e = NULL;
+                json_object_object_get_ex(st, "addresses", &list);
+                if (!json_object_get_boolean(x)) {
+                        json_object_object_get_ex(st, "agent_error", &e);
+                        printf("agent:     no agent (%s)\n", e ? json_object_get_string(e) : "no answer");
+                } else {
+                        printf("agent:     answers\n");
+                }
+                for (size_t k = 0; list && k < json_object_array_length(list); k++) {
+                        json_object *n = json_object_array_get_idx(list, k), *addrs = NULL;
+                        const char *ifname = jstr(n, "interface");
+                        printf("ip.%lld:      %s (%s)", (long long)jint(n, "nic"), jstr(n, "mac"), ifname ? ifname : "no such interface in the guest");
+                        json_object_object_get_ex(n, "addresses", &addrs);
+                        for (size_t m = 0; addrs && m < json_object_array_length(addrs); m++)
+                                printf(" %s", json_object_get_string(json_object_array_get_idx(addrs, m)));
+                        printf("\n");
+                }
+        }
         if (json_object_object_get_ex(st, "note", &x))
                 printf("note:      %s\n", json_object_get_string(x));
         if (json_object_object_get_ex(st, "errors", &x)) {
@@ -361,6 +399,7 @@ int cmd_status(struct cli *cli, int argc, char **argv) {
                         json_object_put(discard);
                         json_object_object_add(o, "net", net ? net : json_object_new_array());
                 }
+                guestinfo_add_addresses(o, &p, v.inst, GUESTINFO_TIMEOUT_MS);
                 if (json_object_object_length(errors) > 0)
                         json_object_object_add(o, "errors", errors);
                 else
