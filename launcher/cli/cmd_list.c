@@ -1,6 +1,7 @@
 /* vrt list, vrt status: what exists under ROOT/vm and what runs. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,15 +136,41 @@ static json_object *vm_info_json(const struct vm_info *v) {
         return o;
 }
 
-/* The guest agent's addresses of a VM running here, within timeout_ms. */
-static void add_agent_info(const struct cli *cli, const struct vm_info *v, json_object *o, int timeout_ms) {
+/* list --json asks the agents of the VMs running here in parallel, one
+ * thread each, so the whole list waits at most GUESTINFO_TIMEOUT_MS for
+ * them; VMs beyond this many are reported without asking. */
+#define LIST_AGENT_JOBS_MAX 64
+
+struct agent_job {
         struct vm_paths p;
-        if (vm_paths_init(&p, cli->root, cli->runtime_dir, v->name) < 0)
-                return;
-        if (timeout_ms > GUESTINFO_TIMEOUT_MS)
-                timeout_ms = GUESTINFO_TIMEOUT_MS;
-        guestinfo_add_addresses(o, &p, v->inst, timeout_ms);
-        vm_paths_done(&p);
+        struct instance *inst;  /* owned */
+        json_object *o;         /* borrowed: the VM's entry */
+        pthread_t thread;
+        bool started;
+};
+
+static int agent_job_init(struct agent_job *j, const struct cli *cli, const struct vm_info *v, json_object *o) {
+        *j = (struct agent_job){ .inst = v->inst, .o = o };
+        return vm_paths_init(&j->p, cli->root, cli->runtime_dir, v->name);
+}
+
+static void *agent_job_run(void *arg) {
+        struct agent_job *j = arg;
+        guestinfo_add_addresses(j->o, &j->p, j->inst, GUESTINFO_TIMEOUT_MS);
+        return NULL;
+}
+
+static void run_agent_jobs(struct agent_job *jobs, size_t n) {
+        for (size_t k = 0; k < n; k++)
+                jobs[k].started = pthread_create(&jobs[k].thread, NULL, agent_job_run, &jobs[k]) == 0;
+        for (size_t k = 0; k < n; k++) {
+                if (jobs[k].started)
+                        pthread_join(jobs[k].thread, NULL);
+                else
+                        agent_job_run(&jobs[k]);
+                instance_free(jobs[k].inst);
+                vm_paths_done(&jobs[k].p);
+        }
 }
 
 static void print_json(json_object *o) {
@@ -184,9 +211,10 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
         }
         json_object *arr = cli->json ? json_object_new_array() : NULL;
         int status = CLI_OK;
-        /* Only --json asks the agents, one VM after the other within one
-         * total budget: the table stays as fast as reading files. */
-        int64_t agents_until = now_ms() + GUESTINFO_LIST_BUDGET_MS;
+        /* Only --json asks the agents, all at once after the loop: the
+         * table stays as fast as reading files. */
+        struct agent_job jobs[LIST_AGENT_JOBS_MAX];
+        size_t n_jobs = 0;
         if (!cli->json)
                 printf("%-24s %-12s %-12s %-20s %-8s %-17s %-8s %-8s %s\n",
                        "NAME", "STATE", "HOST", "IMAGE", "SIZE", "MAC", "PID", "UPTIME", "COMMENT");
@@ -201,8 +229,15 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                 if (all || strcmp(v.state, "destroyed") != 0) {
                         if (arr) {
                                 json_object *o = vm_info_json(&v);
-                                if (strcmp(v.state, "running") == 0 && v.here)
-                                        add_agent_info(cli, &v, o, (int)(agents_until - now_ms()));
+                                if (strcmp(v.state, "running") == 0 && v.here) {
+                                        if (n_jobs < LIST_AGENT_JOBS_MAX &&
+                                            agent_job_init(&jobs[n_jobs], cli, &v, o) == 0) {
+                                                n_jobs++;
+                                                v.inst = NULL;  /* the job's now */
+                                        } else {
+                                                guestinfo_add_addresses(o, NULL, NULL, 0);
+                                        }
+                                }
                                 json_object_array_add(arr, o);
                         } else {
                                 char up[32], pid[16];
@@ -217,6 +252,7 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                 }
                 vm_info_done(&v);
         }
+        run_agent_jobs(jobs, n_jobs);
         if (arr) {
                 print_json(arr);
                 json_object_put(arr);

@@ -55,7 +55,7 @@ void guestinfo_add_addresses(json_object *o, const struct vm_paths *p, const str
         int64_t start = now_ms();
         int r = timeout_ms > 0 ? agent_connect(p->agent_sock, timeout_ms, &a, err, sizeof err) : -ETIMEDOUT;
         if (timeout_ms <= 0)
-                snprintf(err, sizeof err, "not asked: the time budget for agents is spent");
+                snprintf(err, sizeof err, "not asked: more running VMs than list asks at once");
         /* One bound for the whole exchange: the rest of it after connecting. */
         int left = timeout_ms - (int)(now_ms() - start);
         if (r == 0)

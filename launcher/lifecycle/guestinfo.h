@@ -11,12 +11,10 @@
 
 /* vrt status: how long the agent gets to answer, connect included. */
 #define GUESTINFO_TIMEOUT_MS 1500
-/* vrt list --json: the budget for all VMs together (each at most
- * GUESTINFO_TIMEOUT_MS); VMs past it are reported without asking. */
-#define GUESTINFO_LIST_BUDGET_MS 4000
 
 /* Adds to o "agent" (true when the agent answered within timeout_ms),
  * "addresses" (per NIC of inst: {"nic", "mac", "interface", "addresses":
  * ["A/PREFIX", ...]}, matched by MAC from guest-network-get-interfaces;
- * [] without an agent) and, without an answer, "agent_error" (one line). */
+ * [] without an agent) and, without an answer, "agent_error" (one line).
+ * timeout_ms 0: adds "agent": false without asking (p, inst unused). */
 void guestinfo_add_addresses(json_object *o, const struct vm_paths *p, const struct instance *inst, int timeout_ms);
