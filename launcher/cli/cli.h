@@ -1,11 +1,12 @@
 /* cli: what every `vrt` subcommand shares. Each cmd_* returns the exit
  * status: 0 ok, 1 the operation failed, 2 bad usage or bad input, 5 the
- * VM runs on another host (as vrt-launch's exit 5): not done here. */
+ * VM runs on another host (as vrt-launch's exit 5): not done here, 3 (vrt
+ * agent) the VM runs but no guest agent answered. */
 #pragma once
 
 #include <stdbool.h>
 
-enum { CLI_OK = 0, CLI_FAILED = 1, CLI_INVALID = 2, CLI_ELSEWHERE = 5 };
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_INVALID = 2, CLI_NO_AGENT = 3, CLI_ELSEWHERE = 5 };
 
 struct cli {
         const char *root;
@@ -23,6 +24,7 @@ void cli_print_shell_quoted(const char *s);
 int cmd_check(struct cli *cli, int argc, char **argv);
 int cmd_showcmd(struct cli *cli, int argc, char **argv);
 int cmd_qmp(struct cli *cli, int argc, char **argv);
+int cmd_agent(struct cli *cli, int argc, char **argv);
 int cmd_console(struct cli *cli, int argc, char **argv);
 int cmd_create(struct cli *cli, int argc, char **argv);
 int cmd_init(struct cli *cli, int argc, char **argv);

@@ -28,12 +28,14 @@
 #include "launcher/core/runtime.h"
 #include "launcher/core/strv.h"
 #include "qmp/qmp.h"
+#include "qmp/agent.h"
 #include "launcher/core/util.h"
 
 #define CLI_QMP_TIMEOUT_MS 10000
 /* QEMU greets at once when it accepts; no greeting means another client
  * holds monitor.sock (QEMU serves one at a time). */
 #define CLI_QMP_GREETING_MS 3000
+#define CLI_AGENT_TIMEOUT_MS 2000     /* per guest agent command, after the sync */
 #define CONSOLE_LINGER_MS 1000  /* reading on after piped input ended */
 
 /* Checks every *.properties in ROOT/SUB with check(); first error wins. */
@@ -274,6 +276,66 @@ int cmd_qmp(struct cli *cli, int argc, char **argv) {
         json_object_put(ret);
         json_object_put(args);
         qmp_free(q);
+        vm_paths_done(&p);
+        return status;
+}
+
+int cmd_agent(struct cli *cli, int argc, char **argv) {
+        struct vm_paths p;
+        struct json_object *args = NULL, *ret = NULL;
+        struct agent *a = NULL;
+        char err[2048] = "";
+        int status;
+
+        if (argc < 3 || argc > 4) {
+                cli_error("usage: vrt agent NAME COMMAND [JSON-ARGUMENTS]");
+                return CLI_INVALID;
+        }
+        if (!*argv[2]) {
+                cli_error("agent: empty command name");
+                return CLI_INVALID;
+        }
+        if (argc == 4) {
+                enum json_tokener_error jerr;
+                args = json_tokener_parse_verbose(argv[3], &jerr);
+                if (!args || !json_object_is_type(args, json_type_object)) {
+                        cli_error("arguments must be a JSON object, e.g. '{\"path\":\"/etc/hostname\"}': %s",
+                                  args ? "not an object" : json_tokener_error_desc(jerr));
+                        json_object_put(args);
+                        return CLI_INVALID;
+                }
+        }
+        status = running_vm(cli, argv[1], &p);
+        if (status != CLI_OK) {
+                json_object_put(args);
+                return status;
+        }
+        int r = agent_connect(p.agent_sock, AGENT_TIMEOUT_MS, &a, err, sizeof err);
+        if (r < 0) {
+                /* No socket (a VM started before vrt had one) or no answer. */
+                cli_error("%s: no guest agent (%s)", argv[1], err);
+                status = CLI_NO_AGENT;
+        } else if (strcmp(argv[2], "guest-shutdown") == 0) {
+                /* Success has no reply: the guest goes away. */
+                r = agent_execute_noreply(a, argv[2], args, AGENT_TIMEOUT_MS, err, sizeof err);
+                if (r < 0) {
+                        cli_error("%s: %s", argv[1], err);
+                        status = CLI_FAILED;
+                } else {
+                        printf("{}\n");
+                }
+        } else {
+                r = agent_execute(a, argv[2], args, CLI_AGENT_TIMEOUT_MS, &ret, err, sizeof err);
+                if (r < 0) {
+                        cli_error("%s: %s", argv[1], err);
+                        status = CLI_FAILED;
+                } else {
+                        printf("%s\n", json_object_to_json_string_ext(ret, (cli->json ? JSON_C_TO_STRING_PLAIN : JSON_C_TO_STRING_PRETTY) | JSON_C_TO_STRING_NOSLASHESCAPE));
+                }
+        }
+        json_object_put(ret);
+        json_object_put(args);
+        agent_free(a);
         vm_paths_done(&p);
         return status;
 }

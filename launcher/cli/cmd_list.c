@@ -1,6 +1,7 @@
 /* vrt list, vrt status: what exists under ROOT/vm and what runs. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +14,11 @@
 #include "launcher/core/lease.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/firstboot.h"
+#include "launcher/lifecycle/guestinfo.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/strv.h"
+#include "launcher/core/util.h"
 #include "qmp/qmp.h"
 
 #define STATUS_QMP_TIMEOUT_MS 5000
@@ -133,6 +136,43 @@ static json_object *vm_info_json(const struct vm_info *v) {
         return o;
 }
 
+/* list --json asks the agents of the VMs running here in parallel, one
+ * thread each, so the whole list waits at most GUESTINFO_TIMEOUT_MS for
+ * them; VMs beyond this many are reported without asking. */
+#define LIST_AGENT_JOBS_MAX 64
+
+struct agent_job {
+        struct vm_paths p;
+        struct instance *inst;  /* owned */
+        json_object *o;         /* borrowed: the VM's entry */
+        pthread_t thread;
+        bool started;
+};
+
+static int agent_job_init(struct agent_job *j, const struct cli *cli, const struct vm_info *v, json_object *o) {
+        *j = (struct agent_job){ .inst = v->inst, .o = o };
+        return vm_paths_init(&j->p, cli->root, cli->runtime_dir, v->name);
+}
+
+static void *agent_job_run(void *arg) {
+        struct agent_job *j = arg;
+        guestinfo_add_addresses(j->o, &j->p, j->inst, GUESTINFO_TIMEOUT_MS);
+        return NULL;
+}
+
+static void run_agent_jobs(struct agent_job *jobs, size_t n) {
+        for (size_t k = 0; k < n; k++)
+                jobs[k].started = pthread_create(&jobs[k].thread, NULL, agent_job_run, &jobs[k]) == 0;
+        for (size_t k = 0; k < n; k++) {
+                if (jobs[k].started)
+                        pthread_join(jobs[k].thread, NULL);
+                else
+                        agent_job_run(&jobs[k]);
+                instance_free(jobs[k].inst);
+                vm_paths_done(&jobs[k].p);
+        }
+}
+
 static void print_json(json_object *o) {
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
@@ -171,6 +211,10 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
         }
         json_object *arr = cli->json ? json_object_new_array() : NULL;
         int status = CLI_OK;
+        /* Only --json asks the agents, all at once after the loop: the
+         * table stays as fast as reading files. */
+        struct agent_job jobs[LIST_AGENT_JOBS_MAX];
+        size_t n_jobs = 0;
         if (!cli->json)
                 printf("%-24s %-12s %-12s %-20s %-8s %-17s %-8s %-8s %s\n",
                        "NAME", "STATE", "HOST", "IMAGE", "SIZE", "MAC", "PID", "UPTIME", "COMMENT");
@@ -184,7 +228,17 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                 }
                 if (all || strcmp(v.state, "destroyed") != 0) {
                         if (arr) {
-                                json_object_array_add(arr, vm_info_json(&v));
+                                json_object *o = vm_info_json(&v);
+                                if (strcmp(v.state, "running") == 0 && v.here) {
+                                        if (n_jobs < LIST_AGENT_JOBS_MAX &&
+                                            agent_job_init(&jobs[n_jobs], cli, &v, o) == 0) {
+                                                n_jobs++;
+                                                v.inst = NULL;  /* the job's now */
+                                        } else {
+                                                guestinfo_add_addresses(o, NULL, NULL, 0);
+                                        }
+                                }
+                                json_object_array_add(arr, o);
                         } else {
                                 char up[32], pid[16];
                                 const struct instance *i = v.inst;
@@ -198,6 +252,7 @@ int cmd_list(struct cli *cli, int argc, char **argv) {
                 }
                 vm_info_done(&v);
         }
+        run_agent_jobs(jobs, n_jobs);
         if (arr) {
                 print_json(arr);
                 json_object_put(arr);
@@ -291,6 +346,25 @@ static void print_status_text(const struct vm_info *v, json_object *st) {
                         printf("nic:       %s mac %s\n", jstr(nic, "name"), jstr(nic, "main-mac"));
                 }
         }
+        if (json_object_object_get_ex(st, "agent", &x)) {
+                json_object *list = NULL, *e = NULL;
+                json_object_object_get_ex(st, "addresses", &list);
+                if (!json_object_get_boolean(x)) {
+                        json_object_object_get_ex(st, "agent_error", &e);
+                        printf("agent:     no agent (%s)\n", e ? json_object_get_string(e) : "no answer");
+                } else {
+                        printf("agent:     answers\n");
+                }
+                for (size_t k = 0; list && k < json_object_array_length(list); k++) {
+                        json_object *n = json_object_array_get_idx(list, k), *addrs = NULL;
+                        const char *ifname = jstr(n, "interface");
+                        printf("ip.%lld:      %s (%s)", (long long)jint(n, "nic"), jstr(n, "mac"), ifname ? ifname : "no such interface in the guest");
+                        json_object_object_get_ex(n, "addresses", &addrs);
+                        for (size_t m = 0; addrs && m < json_object_array_length(addrs); m++)
+                                printf(" %s", json_object_get_string(json_object_array_get_idx(addrs, m)));
+                        printf("\n");
+                }
+        }
         if (json_object_object_get_ex(st, "note", &x))
                 printf("note:      %s\n", json_object_get_string(x));
         if (json_object_object_get_ex(st, "errors", &x)) {
@@ -361,6 +435,7 @@ int cmd_status(struct cli *cli, int argc, char **argv) {
                         json_object_put(discard);
                         json_object_object_add(o, "net", net ? net : json_object_new_array());
                 }
+                guestinfo_add_addresses(o, &p, v.inst, GUESTINFO_TIMEOUT_MS);
                 if (json_object_object_length(errors) > 0)
                         json_object_object_add(o, "errors", errors);
                 else

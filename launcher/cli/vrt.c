@@ -36,6 +36,7 @@ static const struct command {
         { "check", cmd_check, "check                 validate vrt.conf, images, VMs and requests" },
         { "showcmd", cmd_showcmd, "showcmd NAME          print the exact QEMU command line" },
         { "qmp", cmd_qmp, "qmp NAME CMD [ARGS]   run one QMP command on a running VM" },
+        { "agent", cmd_agent, "agent NAME CMD [ARGS] run one guest agent (qemu-ga) command; 3: no agent" },
         { "console", cmd_console, "console NAME          attach to the serial console (Ctrl-] leaves)" },
 };
 

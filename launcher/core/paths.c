@@ -57,6 +57,7 @@ int vm_paths_init(struct vm_paths *p, const char *root, const char *runtime_dir,
                 { &p->qmp_sock, &p->run_dir, "qmp.sock" },
                 { &p->monitor_sock, &p->run_dir, "monitor.sock" },
                 { &p->console_sock, &p->run_dir, "console.sock" },
+                { &p->agent_sock, &p->run_dir, "agent.sock" },
                 { &p->pid_file, &p->run_dir, "pid" },
                 { &p->lock_file, &p->run_dir, "lock" },
         };
@@ -74,7 +75,7 @@ fail:
 void vm_paths_done(struct vm_paths *p) {
         char **all[] = { &p->vm_dir, &p->instance, &p->overlay, &p->copy, &p->uefi_vars, &p->log_dir,
                          &p->console_log, &p->init_log, &p->destroyed, &p->run_dir, &p->qmp_sock,
-                         &p->monitor_sock, &p->console_sock, &p->pid_file, &p->lock_file };
+                         &p->monitor_sock, &p->console_sock, &p->agent_sock, &p->pid_file, &p->lock_file };
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
                 free(*all[i]);
                 *all[i] = NULL;

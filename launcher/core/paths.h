@@ -18,6 +18,7 @@ struct vm_paths {
         char *run_dir;          /* RUNTIME/NAME */
         char *qmp_sock;         /* RUNTIME/NAME/qmp.sock (the supervisor's) */
         char *monitor_sock;     /* RUNTIME/NAME/monitor.sock (scripts') */
+        char *agent_sock;       /* RUNTIME/NAME/agent.sock (guest agent channel) */
         char *console_sock;     /* RUNTIME/NAME/console.sock */
         char *pid_file;         /* RUNTIME/NAME/pid */
         char *lock_file;        /* RUNTIME/NAME/lock */

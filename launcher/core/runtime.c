@@ -116,6 +116,7 @@ void runtime_clean(const struct vm_paths *p) {
         unlink(p->qmp_sock);
         unlink(p->monitor_sock);
         unlink(p->console_sock);
+        unlink(p->agent_sock);
         unlink(p->pid_file);
         if (qpid)
                 unlink(qpid);

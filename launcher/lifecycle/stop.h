@@ -2,7 +2,8 @@
  * used by `vrt stop`, the spool's stop/ and destroy.
  *
  * The supervisor owns the escalation — ACPI power button (QMP
- * system_powerdown), the shutdown timeout, QMP quit, SIGTERM to QEMU,
+ * system_powerdown), the shutdown timeout, the guest agent's
+ * guest-shutdown when an agent answers, QMP quit, SIGTERM to QEMU,
  * SIGKILL, each bounded (see vm/supervisor.h) — so stopping a VM means
  * asking the very supervisor that holds the VM's lock, through a pidfd
  * (never a bare pid, see vmstate_running()), and waiting for it to end:
@@ -23,9 +24,10 @@
 
 #include "launcher/core/paths.h"
 
-/* vrt-launch's escalation after the shutdown timeout: quit, SIGTERM,
- * SIGKILL (10 + 5 + 5 s), plus slack for a loaded host. */
-#define STOP_ESCALATION_S 30
+/* vrt-launch's escalation after the shutdown timeout: the guest agent's
+ * guest-shutdown, quit, SIGTERM, SIGKILL (2 + 10 + 10 + 5 + 5 s), plus
+ * slack for a loaded host. */
+#define STOP_ESCALATION_S 45
 /* How long a stop waits for the pid of a supervisor that is starting. */
 #define STOP_PID_WAIT_MS 3000
 

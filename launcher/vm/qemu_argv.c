@@ -304,13 +304,19 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret, char *err, size_t 
                 strv_add(&v, "-serial");
                 strv_add(&v, "chardev:serial0");
         }
+        if (l->fd_init_log >= 0 || l->fd_agent >= 0)
+                add_json(&v, "-device", put_str(put_str(obj(), "driver", "virtio-serial-pci"), "id", "vser0"));
         if (l->fd_init_log >= 0) {
                 strv_add(&v, "-add-fd");
                 strv_addf(&v, "fd=%d,set=2", l->fd_init_log);
                 strv_add(&v, "-chardev");
                 strv_add(&v, "file,id=initlog,path=/dev/fdset/2");
-                add_json(&v, "-device", put_str(put_str(obj(), "driver", "virtio-serial-pci"), "id", "vser0"));
                 add_json(&v, "-device", put_str(put_str(put_str(put_str(obj(), "driver", "virtserialport"), "id", "initport"), "chardev", "initlog"), "name", "org.vrt.init"));
+        }
+        if (l->fd_agent >= 0) {
+                /* The name qemu-ga looks for: /dev/virtio-ports/org.qemu.guest_agent.0. */
+                add_socket_chardev(&v, "agent", l->fd_agent, 0);
+                add_json(&v, "-device", put_str(put_str(put_str(put_str(obj(), "driver", "virtserialport"), "id", "agentport"), "chardev", "agent"), "name", "org.qemu.guest_agent.0"));
         }
         if (l->fd_qmp >= 0) {
                 add_socket_chardev(&v, "qmp", l->fd_qmp, 0);

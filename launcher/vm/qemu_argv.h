@@ -52,6 +52,7 @@ struct qemu_launch {
         int fd_tap[VM_NICS_MAX];        /* per NIC with net=bridge */
         int fd_vhost[VM_NICS_MAX];      /* per NIC, optional: vhost-net */
         int fd_init_log;        /* first boot: init.log, O_WRONLY|O_APPEND */
+        int fd_agent;           /* listening socket: agent.sock, the guest agent channel */
 };
 
 /* Builds the argv (argv[0] is host->qemu). Returns 0 and a NULL-terminated

@@ -29,11 +29,12 @@ void qemu_launch_std_fds(struct qemu_launch *l, bool console_log) {
         l->fd_console = QEMU_FD_CONSOLE;
         l->fd_console_log = console_log ? QEMU_FD_CONSOLE_LOG : -1;
         l->fd_init_log = -1;
+        l->fd_agent = QEMU_FD_AGENT;
         qemu_launch_no_nic_fds(l);
 }
 
 void qemu_proc_fds_init(struct qemu_proc_fds *f) {
-        f->qmp = f->monitor = f->console = f->console_log = f->init_log = -1;
+        f->qmp = f->monitor = f->console = f->console_log = f->init_log = f->agent = -1;
         for (unsigned i = 0; i < VM_NICS_MAX; i++)
                 f->tap[i] = f->vhost[i] = -1;
 }
@@ -44,6 +45,7 @@ void qemu_proc_fds_close(struct qemu_proc_fds *f) {
         close_fd(&f->console);
         close_fd(&f->console_log);
         close_fd(&f->init_log);
+        close_fd(&f->agent);
         for (unsigned i = 0; i < VM_NICS_MAX; i++) {
                 close_fd(&f->tap[i]);
                 close_fd(&f->vhost[i]);
@@ -64,6 +66,9 @@ int qemu_proc_listen(struct qemu_proc_fds *f, const struct vm_paths *p, gid_t so
         if ((r = runtime_listen(p->console_sock, mode, socket_gid, err, errlen)) < 0)
                 return r;
         f->console = r;
+        if ((r = runtime_listen(p->agent_sock, mode, socket_gid, err, errlen)) < 0)
+                return r;
+        f->agent = r;
         return 0;
 }
 
@@ -71,14 +76,15 @@ int qemu_proc_listen(struct qemu_proc_fds *f, const struct vm_paths *p, gid_t so
  * launch names but the caller did not pass is a bug worth stopping for. */
 static int map_fds(const struct qemu_launch *l, const struct qemu_proc_fds *f, struct spawn_fd *out, size_t *n,
                    char *err, size_t errlen) {
-        struct fd_map { int parent, target; const char *what; } m[5 + 2 * VM_NICS_MAX] = {
+        struct fd_map { int parent, target; const char *what; } m[6 + 2 * VM_NICS_MAX] = {
                 { f->qmp, l->fd_qmp, "QMP" },
                 { f->monitor, l->fd_monitor, "monitor" },
                 { f->console, l->fd_console, "console" },
                 { f->console_log, l->fd_console_log, "console log" },
                 { f->init_log, l->fd_init_log, "init log" },
+                { f->agent, l->fd_agent, "guest agent" },
         };
-        size_t k = 5;
+        size_t k = 6;
         for (unsigned i = 0; i < VM_NICS_MAX; i++) {
                 m[k++] = (struct fd_map){ f->tap[i], l->fd_tap[i], "tap" };
                 m[k++] = (struct fd_map){ f->vhost[i], l->fd_vhost[i], "vhost-net" };
@@ -97,7 +103,7 @@ static int map_fds(const struct qemu_launch *l, const struct qemu_proc_fds *f, s
 }
 
 int qemu_proc_start(const struct qemu_proc_request *req, struct qemu_proc *ret, char *err, size_t errlen) {
-        struct spawn_fd fds[5 + 2 * VM_NICS_MAX];
+        struct spawn_fd fds[6 + 2 * VM_NICS_MAX];
         size_t n_fds = 0;
         char **argv = NULL;
         struct qemu_proc p = { .pidfd = -1 };

@@ -24,20 +24,21 @@ enum {
         QEMU_FD_VHOST = 8,
         QEMU_FD_INIT_LOG = 9,
         QEMU_FD_NIC_EXTRA = 10,         /* NIC N >= 1: tap at 10 + 2(N-1), vhost-net next to it */
+        QEMU_FD_AGENT = QEMU_FD_NIC_EXTRA + 2 * (VM_NICS_MAX - 1),     /* agent.sock, after the last NIC's */
 };
 
 /* Where QEMU sees NIC i's tap and vhost-net descriptors. */
 int qemu_fd_tap(unsigned nic);
 int qemu_fd_vhost(unsigned nic);
 
-/* Sets the console, monitor and QMP descriptor numbers of l (console_log:
+/* Sets the console, monitor, agent and QMP descriptor numbers of l (console_log:
  * whether a console log is passed) and marks every other one absent. */
 void qemu_launch_std_fds(struct qemu_launch *l, bool console_log);
 
 /* Descriptors of the parent that QEMU inherits, -1 when absent. Each goes
  * to the number the launch description gives it (fd_qmp, fd_tap[i], ...). */
 struct qemu_proc_fds {
-        int qmp, monitor, console, console_log, init_log;
+        int qmp, monitor, console, console_log, init_log, agent;
         int tap[VM_NICS_MAX], vhost[VM_NICS_MAX];
 };
 
@@ -47,7 +48,7 @@ void qemu_proc_fds_init(struct qemu_proc_fds *f);
 void qemu_proc_fds_close(struct qemu_proc_fds *f);
 
 /* Creates the listening sockets at p->qmp_sock (0600: the caller's alone),
- * p->monitor_sock and p->console_sock (0600, or 0660 for socket_gid when it
+ * p->monitor_sock, p->console_sock and p->agent_sock (0600, or 0660 for socket_gid when it
  * is not -1) into f. Returns 0 or a negative errno with a message. */
 int qemu_proc_listen(struct qemu_proc_fds *f, const struct vm_paths *p, gid_t socket_gid, char *err, size_t errlen);
 

@@ -27,6 +27,7 @@
 #include "launcher/core/strv.h"
 #include "net/bridge.h"
 #include "net/tap.h"
+#include "qmp/agent.h"
 #include "qmp/qmp.h"
 #include "launcher/core/lease.h"
 #include "launcher/core/hostconf.h"
@@ -35,6 +36,7 @@
 
 #define QMP_TIMEOUT_MS 30000    /* TCG under sanitizers can be slow to greet */
 #define QUIT_WAIT_S 10
+#define AGENT_WAIT_S 10         /* after guest-shutdown was accepted */
 #define SIGTERM_WAIT_S 5
 #define SIGKILL_WAIT_S 5
 #define TAIL_LINES 6
@@ -43,6 +45,7 @@
 enum stop_stage {
         STAGE_RUNNING,
         STAGE_POWERDOWN,        /* system_powerdown sent, waiting for the guest */
+        STAGE_AGENT,            /* guest-shutdown sent through the guest agent */
         STAGE_QUIT,             /* quit sent */
         STAGE_TERM,             /* SIGTERM sent to QEMU */
         STAGE_KILL,             /* SIGKILL sent */
@@ -366,6 +369,29 @@ static void send_command(struct supervisor *s, const char *cmd) {
         json_object_put(ret);
 }
 
+/* The guest ignored the ACPI button: ask its agent, if it has one, within
+ * AGENT_TIMEOUT_MS. True when the agent took guest-shutdown. */
+static bool agent_shutdown(struct supervisor *s) {
+        struct agent *a = NULL;
+        char err[512];
+        log_warning("stopping: guest did not power off within %us, trying the guest agent (guest-shutdown)", s->shutdown_timeout);
+        int r = agent_connect(s->ctx.paths.agent_sock, AGENT_TIMEOUT_MS, &a, err, sizeof err);
+        if (r == 0) {
+                struct json_object *args = json_object_new_object();
+                json_object_object_add(args, "mode", json_object_new_string("powerdown"));
+                r = agent_execute_noreply(a, "guest-shutdown", args, 500, err, sizeof err);
+                json_object_put(args);
+        }
+        agent_free(a);
+        if (r < 0) {
+                log_warning("stopping: no guest agent shutdown (%s)", err);
+                return false;
+        }
+        log_notice("stopping: guest agent accepted guest-shutdown, waiting up to %ds", AGENT_WAIT_S);
+        notify_send("STATUS=guest ignored the power button, guest agent shutting it down");
+        return true;
+}
+
 static void stage_enter(struct supervisor *s, enum stop_stage stage) {
         s->stage = stage;
         switch (stage) {
@@ -375,8 +401,15 @@ static void stage_enter(struct supervisor *s, enum stop_stage stage) {
                 send_command(s, "system_powerdown");
                 s->deadline = now_ms() + (int64_t)s->shutdown_timeout * 1000;
                 break;
+        case STAGE_AGENT:
+                if (agent_shutdown(s)) {
+                        s->deadline = now_ms() + AGENT_WAIT_S * 1000;
+                        break;
+                }
+                stage_enter(s, STAGE_QUIT);
+                break;
         case STAGE_QUIT:
-                log_warning("stopping: guest did not power off within %us, sending quit", s->shutdown_timeout);
+                log_warning("stopping: guest did not power off, sending quit");
                 notify_send("STATUS=guest did not power off, quitting QEMU");
                 send_command(s, "quit");
                 s->deadline = now_ms() + QUIT_WAIT_S * 1000;

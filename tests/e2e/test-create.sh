@@ -340,7 +340,7 @@ check "destroy: an unknown VM exits 2" [ "$?" = 2 ]
 # --force on a guest that ignores the power button; two destroys at once.
 "$VRT" create --name boot-2 --image testguest --size tiny --net none >/dev/null
 cp "$VRT_ROOT/images/testguest.properties" "$E2E_DIR/props.bak"
-image_cmdline_append "vrt.ignore_acpi=1"
+image_cmdline_append "vrt.ignore_acpi=1 vrt.noagent=1"
 launch boot-2
 BOOT_PID=$LAUNCH_PID
 check "destroy --force: ready" wait_ready boot-2

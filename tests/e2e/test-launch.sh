@@ -110,7 +110,7 @@ check "alpha: runtime dir removed" runtime_empty alpha
 # --- guest that ignores the power button: escalation ---
 make_vm bravo
 cp "$VRT_ROOT/images/testguest.properties" "$E2E_DIR/props.bak"
-image_cmdline_append "vrt.ignore_acpi=1"
+image_cmdline_append "vrt.ignore_acpi=1 vrt.noagent=1"
 launch bravo
 check "bravo: ready" wait_ready bravo
 cp "$E2E_DIR/props.bak" "$VRT_ROOT/images/testguest.properties"
@@ -126,7 +126,7 @@ check "bravo: runtime dir removed" runtime_empty bravo
 
 # --- QEMU dies while being stopped: still a stop, not a crash to restart ---
 make_vm hotel
-image_cmdline_append "vrt.ignore_acpi=1"
+image_cmdline_append "vrt.ignore_acpi=1 vrt.noagent=1"
 launch hotel
 check "hotel: ready" wait_ready hotel
 cp "$E2E_DIR/props.bak" "$VRT_ROOT/images/testguest.properties"

@@ -36,7 +36,7 @@ on() {		# on A|B COMMAND...: as that host (same root)
 agent() {
 	local h=$1 action=$2; shift 2
 	on "$h" env OCF_RESKEY_name=vm1 OCF_RESKEY_binary="$VRT" OCF_RESKEY_root="$VRT_ROOT" \
-		OCF_RESOURCE_INSTANCE=vm1 __OCF_ACTION="$action" OCF_RESKEY_CRM_meta_timeout=60000 "$@" \
+		OCF_RESOURCE_INSTANCE=vm1 __OCF_ACTION="$action" OCF_RESKEY_CRM_meta_timeout=90000 "$@" \
 		"$AGENT" "$action" >"$E2E_DIR/agent.out" 2>&1
 	echo $?
 }
@@ -83,7 +83,7 @@ check "guest paused by an operator: still running (0)" rc_is 0 A monitor
 "$VRT" qmp vm1 cont >/dev/null 2>&1
 b_stop_a_keeps() { [ "$(agent B stop)" = 0 ] && [ "$(agent A monitor)" = 0 ]; }
 check "stop on B: 0 (nothing of it runs there), A keeps it" b_stop_a_keeps
-check "stop on A with a 60 s operation: graceful" rc_is 0 A stop
+check "stop on A with a 90 s operation: graceful" rc_is 0 A stop
 check "... the guest powered off itself (ACPI), no force" console_has vm1 VRT-TESTGUEST-POWEROFF
 check "monitor after stop: 7" rc_is 7 A monitor
 check "stop of a stopped VM: 0" rc_is 0 A stop

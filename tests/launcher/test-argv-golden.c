@@ -87,7 +87,7 @@ static char *run_case(const char *name, int *ret_is_err) {
         size_t n_layers = 0;
         struct qemu_launch l = {
                 .fd_qmp = 3, .fd_monitor = 4, .fd_console = 5, .fd_console_log = 6,
-                .fd_init_log = -1,
+                .fd_init_log = -1, .fd_agent = 24,
         };
         qemu_launch_no_nic_fds(&l);
         char *launch_strings[8] = { 0 };

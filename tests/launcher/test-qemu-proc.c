@@ -19,7 +19,7 @@
 
 static const char *fake_qemu;
 static char dir[] = "/tmp/vrt-qemu-proc-XXXXXX";
-static char qmp_sock[128], monitor_sock[128], console_sock[128];
+static char qmp_sock[128], monitor_sock[128], console_sock[128], agent_sock[128];
 
 struct run {
         struct qemu_proc_fds fds;
@@ -31,7 +31,8 @@ struct run {
 };
 
 static void start(struct run *t, const char *name) {
-        struct vm_paths p = { .qmp_sock = qmp_sock, .monitor_sock = monitor_sock, .console_sock = console_sock };
+        struct vm_paths p = { .qmp_sock = qmp_sock, .monitor_sock = monitor_sock, .console_sock = console_sock,
+                              .agent_sock = agent_sock };
         qemu_proc_fds_init(&t->fds);
         assert_int_equal(qemu_proc_listen(&t->fds, &p, (gid_t)-1, t->err, sizeof t->err), 0);
         t->fds.console_log = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -73,6 +74,7 @@ static void assert_all_closed(const struct qemu_proc_fds *f) {
         assert_int_equal(f->monitor, -1);
         assert_int_equal(f->console, -1);
         assert_int_equal(f->console_log, -1);
+        assert_int_equal(f->agent, -1);
         for (unsigned i = 0; i < VM_NICS_MAX; i++)
                 assert_int_equal(f->tap[i], -1);
 }
@@ -90,7 +92,7 @@ static void test_start_and_cont(void **state) {
         t.proc.qmp = qmp_free(t.proc.qmp);      /* end of connection: the fake exits */
         assert_int_equal(finish(&t, out, sizeof out), 0);
         /* Exactly the listening sockets and the console log, paused. */
-        assert_string_equal(out, "fds: 3 4 5 6 paused=1\ncmd: qmp_capabilities\ncmd: cont\n");
+        assert_string_equal(out, "fds: 3 4 5 6 24 paused=1\ncmd: qmp_capabilities\ncmd: cont\n");
 }
 
 static void test_qemu_dies_before_accepting(void **state) {
@@ -104,7 +106,7 @@ static void test_qemu_dies_before_accepting(void **state) {
         assert_all_closed(&t.fds);
         /* The caller still gets the pid, to collect QEMU's exit and output. */
         assert_int_equal(finish(&t, out, sizeof out), 3);
-        assert_string_equal(out, "fds: 3 4 5 6 paused=1\n");
+        assert_string_equal(out, "fds: 3 4 5 6 24 paused=1\n");
 }
 
 static void test_missing_descriptor(void **state) {
@@ -140,6 +142,7 @@ static void test_fd_numbers(void **state) {
         assert_int_equal(qemu_fd_vhost(1), 11);
         assert_int_equal(qemu_fd_tap(7), 22);
         assert_int_equal(qemu_fd_vhost(7), 23);
+        assert_int_equal(QEMU_FD_AGENT, 24);
 }
 
 int main(int argc, char **argv) {
@@ -153,6 +156,7 @@ int main(int argc, char **argv) {
         snprintf(qmp_sock, sizeof qmp_sock, "%s/qmp.sock", dir);
         snprintf(monitor_sock, sizeof monitor_sock, "%s/monitor.sock", dir);
         snprintf(console_sock, sizeof console_sock, "%s/console.sock", dir);
+        snprintf(agent_sock, sizeof agent_sock, "%s/agent.sock", dir);
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_start_and_cont),
                 cmocka_unit_test(test_qemu_dies_before_accepting),
@@ -164,6 +168,7 @@ int main(int argc, char **argv) {
         unlink(qmp_sock);
         unlink(monitor_sock);
         unlink(console_sock);
+        unlink(agent_sock);
         rmdir(dir);
         return failed;
 }

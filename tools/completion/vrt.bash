@@ -60,7 +60,7 @@ _vrt() {
                 words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
         fi
         local _vrt_cmd=${words[0]}
-        local commands="list status stats top start stop spool autostart create init destroy cleanup migrate export import backup restore image snapshot check showcmd qmp console"
+        local commands="list status stats top start stop spool autostart create init destroy cleanup migrate export import backup restore image snapshot check showcmd qmp agent console"
 
         # The command: the first word that is not a global option.
         local i cmd= sub= ci=0 si=0
@@ -109,6 +109,11 @@ _vrt() {
                 if [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms running)
                 elif [ $((cword - ci)) = 2 ]; then
                         words_="query-status query-block query-cpus-fast query-name query-version system_powerdown system_reset stop cont quit"
+                fi ;;
+        agent)
+                if [ $((cword - ci)) = 1 ]; then words_=$(_vrt_vms running)
+                elif [ $((cword - ci)) = 2 ]; then
+                        words_="guest-info guest-ping guest-network-get-interfaces guest-get-osinfo guest-get-host-name guest-get-time guest-shutdown"
                 fi ;;
         showcmd) [ $((cword - ci)) = 1 ] && words_=$(_vrt_vms "") ;;
         destroy) opts="--force" words_=$(_vrt_vms "") ;;
