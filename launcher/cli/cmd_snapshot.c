@@ -10,7 +10,8 @@
 #include "launcher/lifecycle/snapshot.h"
 
 static const char usage_text[] =
-        "usage: vrt snapshot NAME [TAG]          take a snapshot (live while NAME runs)\n"
+        "usage: vrt snapshot [--quiesce] NAME [TAG]  take a snapshot (live while NAME runs;\n"
+        "                                        --quiesce: guest file systems frozen by its agent)\n"
         "       vrt snapshot list NAME [--json]  tags, times, sizes and the disk chain\n"
         "       vrt snapshot revert NAME TAG     continue from TAG on a fresh layer (NAME stopped)\n"
         "       vrt snapshot delete NAME TAG     forget TAG, merging layers no longer needed (live too)";
@@ -97,6 +98,12 @@ int cmd_snapshot(struct cli *cli, int argc, char **argv) {
                 printf("%s\n", usage_text);
                 return CLI_OK;
         }
+        bool quiesce = false;
+        if (argc >= 2 && strcmp(argv[1], "--quiesce") == 0) {
+                quiesce = true;
+                argv++;
+                argc--;
+        }
         if (argc >= 2 && (strcmp(argv[1], "list") == 0 || strcmp(argv[1], "revert") == 0 ||
                           strcmp(argv[1], "delete") == 0)) {
                 verb = argv[1];
@@ -109,6 +116,10 @@ int cmd_snapshot(struct cli *cli, int argc, char **argv) {
                         return CLI_INVALID;
                 }
                 return list(cli, argv[1]);
+        }
+        if (quiesce && strcmp(verb, "create") != 0) {
+                cli_error("--quiesce is for taking a snapshot, not for snapshot %s", verb);
+                return CLI_INVALID;
         }
         bool need_tag = strcmp(verb, "create") != 0;
         if (argc < 2 || argc > 3 || (need_tag && argc != 3)) {
@@ -126,7 +137,7 @@ int cmd_snapshot(struct cli *cli, int argc, char **argv) {
                 tag = tagbuf;
         }
         if (strcmp(verb, "create") == 0)
-                r = snapshot_create(cli->root, cli->runtime_dir, name, tag, &res, err, sizeof err);
+                r = snapshot_create(cli->root, cli->runtime_dir, name, tag, quiesce, &res, err, sizeof err);
         else if (strcmp(verb, "revert") == 0)
                 r = snapshot_revert(cli->root, cli->runtime_dir, name, tag, &res, err, sizeof err);
         else
@@ -140,7 +151,8 @@ int cmd_snapshot(struct cli *cli, int argc, char **argv) {
         }
         char what[256];
         if (strcmp(verb, "create") == 0)
-                snprintf(what, sizeof what, "snapshot %s taken%s; active layer %s", tag, res.live ? " live" : "", res.layer);
+                snprintf(what, sizeof what, "snapshot %s taken%s%s; active layer %s", tag, res.live ? " live" : "",
+                         quiesce ? ", guest file systems frozen" : "", res.layer);
         else if (strcmp(verb, "revert") == 0)
                 snprintf(what, sizeof what, "reverted to snapshot %s; active layer %s", tag, res.layer);
         else

@@ -23,9 +23,12 @@
 #include "launcher/core/snapstate.h"
 #include "launcher/core/spawn.h"
 #include "launcher/core/vmstate.h"
+#include "qmp/agent.h"
 #include "qmp/qmp.h"
 
 #define SNAP_QMP_TIMEOUT_MS 10000
+/* guest-fsfreeze-freeze flushes every file system of the guest first. */
+#define SNAP_FREEZE_TIMEOUT_MS 10000
 #define SNAP_MERGE_TIMEOUT_MS (30 * 60 * 1000)
 #define SNAP_LOCK_FILE SNAP_DIR "/.lock"
 
@@ -658,8 +661,39 @@ static int top_node(struct qmp *q, char *buf, size_t len, char *err, size_t errl
 
 /* blockdev-add the new layer without backing, then blockdev-snapshot in a
  * transaction: the guest's writes go to the new layer from then on. */
-static int live_snapshot(struct ctx *c, const char *layer, bool *unknown, char *err, size_t errlen) {
+/* --quiesce: the guest agent flushes and freezes the guest's file systems
+ * (FIFREEZE) so that the snapshot holds them clean. Returns the connected
+ * agent, or NULL with err set (no snapshot is taken then). */
+static struct agent *freeze_guest(struct ctx *c, char *err, size_t errlen) {
+        struct agent *a = NULL;
+        char msg[512];
+        int r = agent_connect(c->p.agent_sock, AGENT_TIMEOUT_MS, &a, msg, sizeof msg);
+        if (r == 0)
+                r = agent_execute(a, "guest-fsfreeze-freeze", NULL, SNAP_FREEZE_TIMEOUT_MS, NULL, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "--quiesce: %s%s", msg,
+                         r == -ETIMEDOUT ? " (no guest agent answered; without --quiesce the snapshot is crash-consistent)" : "");
+                /* A freeze that timed out may still happen: thaw on a new connection. */
+                agent_free(a);
+                a = NULL;
+                if (r == -ETIMEDOUT && agent_connect(c->p.agent_sock, AGENT_TIMEOUT_MS, &a, msg, sizeof msg) == 0)
+                        agent_execute(a, "guest-fsfreeze-thaw", NULL, AGENT_TIMEOUT_MS, NULL, msg, sizeof msg);
+                agent_free(a);
+                return NULL;
+        }
+        return a;
+}
+
+static void thaw_guest(struct agent *a) {
+        char msg[512];
+        if (a)
+                agent_execute(a, "guest-fsfreeze-thaw", NULL, SNAP_FREEZE_TIMEOUT_MS, NULL, msg, sizeof msg);
+        agent_free(a);
+}
+
+static int live_snapshot(struct ctx *c, const char *layer, bool quiesce, bool *unknown, char *err, size_t errlen) {
         struct qmp *q = NULL;
+        struct agent *frozen = NULL;
         char node[128], new_node[64], msg[1024];
         char *path = vm_file(c, layer);
         bool added = false;
@@ -667,6 +701,10 @@ static int live_snapshot(struct ctx *c, const char *layer, bool *unknown, char *
 
         if (!path)
                 return -ENOMEM;
+        if (quiesce && !(frozen = freeze_guest(c, err, errlen))) {
+                free(path);
+                return -EHOSTUNREACH;
+        }
         r = qmp_connect_unix(c->p.monitor_sock, SNAP_QMP_TIMEOUT_MS, &q, msg, sizeof msg);
         if (r == 0)
                 r = qmp_handshake(q, SNAP_QMP_TIMEOUT_MS, msg, sizeof msg);
@@ -723,6 +761,7 @@ out:
                 qmp_execute(q, "blockdev-del", del, SNAP_QMP_TIMEOUT_MS, NULL, msg, sizeof msg);
                 json_object_put(del);
         }
+        thaw_guest(frozen);
         qmp_free(q);
         free(path);
         return r;
@@ -750,7 +789,7 @@ static int precheck(const char *root, const char *runtime_dir, const char *name,
         return r;
 }
 
-int snapshot_create(const char *root, const char *runtime_dir, const char *name, const char *tag,
+int snapshot_create(const char *root, const char *runtime_dir, const char *name, const char *tag, bool quiesce,
                     struct snapshot_result *res, char *err, size_t errlen) {
         struct ctx c;
         char layer[SNAP_LAYER_MAX], frozen[SNAP_LAYER_MAX];
@@ -763,6 +802,11 @@ int snapshot_create(const char *root, const char *runtime_dir, const char *name,
         r = ctx_open(&c, root, runtime_dir, name, true, false, NULL, err, errlen);
         if (r < 0)
                 goto out;
+        if (quiesce && !c.running) {
+                snprintf(err, errlen, "--quiesce needs the running guest's agent; %s is stopped (its disks are quiet already)", name);
+                r = -EINVAL;
+                goto out;
+        }
         if (snap_state_find(&c.st, tag) >= 0) {
                 snprintf(err, errlen, "snapshot %s exists already", tag);
                 r = -EEXIST;
@@ -794,7 +838,7 @@ int snapshot_create(const char *root, const char *runtime_dir, const char *name,
         }
         if (c.running) {
                 bool unknown = false;
-                r = live_snapshot(&c, layer, &unknown, err, errlen);
+                r = live_snapshot(&c, layer, quiesce, &unknown, err, errlen);
                 if (r < 0 && unknown) {
                         size_t n = strlen(err);
                         snprintf(err + n, errlen - n, "; the state names %s as the active layer, so no data is lost either way", layer);

@@ -27,7 +27,10 @@ struct snapshot_result {
         unsigned removed;               /* layer files removed */
 };
 
-int snapshot_create(const char *root, const char *runtime_dir, const char *name, const char *tag,
+/* quiesce: freeze the guest's file systems through its agent around a
+ * live snapshot (-EHOSTUNREACH, nothing taken, when the agent does not
+ * answer; -EINVAL for a stopped VM). */
+int snapshot_create(const char *root, const char *runtime_dir, const char *name, const char *tag, bool quiesce,
                     struct snapshot_result *res, char *err, size_t errlen);
 int snapshot_revert(const char *root, const char *runtime_dir, const char *name, const char *tag,
                     struct snapshot_result *res, char *err, size_t errlen);

@@ -176,6 +176,33 @@ check "boots after the live deletes" boot
 check "A, B, D, E and F kept" all_markers ALL-AAA-BBB-DDD-EEE-FFF-END
 check "stops" stop_vm
 check "the template's sha256 is still unchanged" [ "$(sha256sum <"$TEMPLATE")" = "$sum_before" ]
+# --- --quiesce: the guest agent freezes the file systems around it --------------------
+refused 2 "--quiesce of a stopped VM" --quiesce snap Q0
+refused 2 "--quiesce with revert" --quiesce revert snap L1
+check "boots for --quiesce" boot
+if wait_for 20 "$VRT" agent snap guest-ping >/dev/null 2>&1; then
+	check "--quiesce snapshot Q1 (live, frozen by the agent)" \
+		bash -c '"$0" snapshot --quiesce snap Q1 | grep -q "snapshot Q1 taken live, guest file systems frozen"' "$VRT"
+	check "... the guest's file systems are thawed again" \
+		bash -c '"$0" agent snap guest-fsfreeze-status | grep -q thawed' "$VRT"
+	console_cmd snap 'echo GGG > /mnt/disk/mg; sync; echo WROTE-G$((1+1))'
+	check "... and the guest writes to its disk" wait_for 20 console_has snap WROTE-G2
+	check "... chain agrees, qemu-img check clean" chain_ok
+	console_cmd snap 'killall qemu-ga; echo KILLED-GA$((1+1))'
+	check "guest agent stopped in the guest" wait_for 20 console_has snap KILLED-GA2
+	sum=$(state_sum)
+	start_ms=$(( $(date +%s%N) / 1000000 ))
+	"$VRT" snapshot --quiesce snap Q2 >"$E2E_DIR/q2.out" 2>&1
+	st=$?
+	took=$(( $(date +%s%N) / 1000000 - start_ms ))
+	check "--quiesce without an agent: exit 1 within the bound ($took ms)" [ "$st" = 1 ] && [ "$took" -lt 10000 ]
+	check "... saying no agent answered" grep -q "no guest agent answered" "$E2E_DIR/q2.out"
+	check "... and no snapshot, no new layer" [ "$(state_sum)" = "$sum" ]
+	check "delete Q1 (live)" "$VRT" snapshot delete snap Q1
+else
+	echo "# the test guest runs no qemu-ga: --quiesce checks skipped"
+fi
+check "stops" stop_vm
 check "export of a VM with snapshots holds the active layer's data" bash -c \
 	'"$0" export snap "$1/snap.tar" >/dev/null && mkdir -p "$1/x" && tar xf "$1/snap.tar" -C "$1/x" disk.qcow2 &&
 	 active=$("$0" snapshot list --json snap | python3 -c "import json,sys; print(json.load(sys.stdin)[\"active\"])") &&

@@ -149,7 +149,7 @@ _vrt() {
                 fi ;;
         snapshot)
                 case $sub in
-                "") if [[ $cur == -* ]]; then _vrt_reply "--json"; else _vrt_reply "list revert delete $(_vrt_vms "")"; fi
+                "") if [[ $cur == -* ]]; then _vrt_reply "--json --quiesce"; else _vrt_reply "list revert delete $(_vrt_vms "")"; fi
                     return ;;
                 list) opts="--json"; [ $((cword - si)) = 1 ] && words_=$(_vrt_vms "") ;;
                 revert|delete) [ $((cword - si)) = 1 ] && words_=$(_vrt_vms stopped) ;;
