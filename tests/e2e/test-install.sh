@@ -24,6 +24,7 @@ if [ "$(head -c 4 "$TESTGUEST_DIR/testguest.vmlinuz")" != $'\x7fELF' ]; then
 	cp "$TESTGUEST_DIR/testguest.vmlinuz" "$tree/vmlinuz"
 else
 	read -r _ _ _ _ _ kpkg kver _ < <(grep -m1 '^# vrt test guest from ' "$TESTGUEST_DIR/testguest.properties")
+	kver=${kver%,}	# "from KPKG KVER, BUSYBOX ... and AGENT ..."
 	kdeb="${VRT_CACHE_DIR:-$HOME/.cache/vrt}/debs/${kpkg}_${kver//:/%3a}_amd64.deb"
 	[ -f "$kdeb" ] || skip_all "kernel package $kdeb not cached (rebuild the test guest: rm -r $TESTGUEST_DIR)"
 	dpkg-deb --fsys-tarfile "$kdeb" | tar -x -O --wildcards './boot/vmlinuz-*' >"$tree/vmlinuz" ||
