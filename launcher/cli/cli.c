@@ -43,3 +43,8 @@ void cli_print_shell_quoted(const char *s) {
         }
         putchar('\'');
 }
+
+int cli_usage_error(const char *usage) {
+        cli_error("%s", usage);
+        return CLI_INVALID;
+}

@@ -18,6 +18,9 @@ struct cli {
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Maps a negative errno from loading input to an exit status. */
 int cli_status_for(int r);
+
+/* Says usage in one line on stderr; returns CLI_INVALID. */
+int cli_usage_error(const char *usage);
 /* Writes s to stdout, single-quoted for a POSIX shell when needed. */
 void cli_print_shell_quoted(const char *s);
 

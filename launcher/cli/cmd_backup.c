@@ -61,11 +61,6 @@ static void end_progress(const struct progress *p) {
                 fputc('\n', stderr);
 }
 
-static int usage_error(const char *usage) {
-        cli_error("%s", usage);
-        return CLI_INVALID;
-}
-
 int cmd_backup(struct cli *cli, int argc, char **argv) {
         static const char usage[] =
                 "usage: vrt backup NAME DEST [--incremental] [--speed RATE] [--json]   (the next point of DEST's chain)";
@@ -95,11 +90,11 @@ int cmd_backup(struct cli *cli, int argc, char **argv) {
                         puts(usage + 7);
                         return CLI_OK;
                 default:
-                        return usage_error(usage);
+                        return cli_usage_error(usage);
                 }
         }
         if (argc - optind != 2)
-                return usage_error(usage);
+                return cli_usage_error(usage);
         catch_signals();
         snprintf(what, sizeof what, "backing up %s", argv[optind]);
         struct progress prog = { .what = what, .start = now_s() };
@@ -173,11 +168,11 @@ int cmd_restore(struct cli *cli, int argc, char **argv) {
                         puts(usage + 7);
                         return CLI_OK;
                 default:
-                        return usage_error(usage);
+                        return cli_usage_error(usage);
                 }
         }
         if (argc - optind != 1 && argc - optind != 2)
-                return usage_error(usage);
+                return cli_usage_error(usage);
         catch_signals();
         struct progress prog = { .what = "restoring", .start = now_s() };
         struct restore_request req = {

@@ -232,6 +232,20 @@ static int running_vm(struct cli *cli, const char *name, struct vm_paths *p) {
         return CLI_OK;
 }
 
+/* The JSON-ARGUMENTS of vrt qmp and vrt agent: an object, else NULL
+ * (said in one line, with an example). */
+static struct json_object *json_args(const char *text, const char *example) {
+        enum json_tokener_error jerr;
+        struct json_object *args = json_tokener_parse_verbose(text, &jerr);
+        if (!args || !json_object_is_type(args, json_type_object)) {
+                cli_error("arguments must be a JSON object, e.g. '%s': %s", example,
+                          args ? "not an object" : json_tokener_error_desc(jerr));
+                json_object_put(args);
+                return NULL;
+        }
+        return args;
+}
+
 int cmd_qmp(struct cli *cli, int argc, char **argv) {
         struct vm_paths p;
         struct json_object *args = NULL, *ret = NULL;
@@ -243,16 +257,8 @@ int cmd_qmp(struct cli *cli, int argc, char **argv) {
                 cli_error("usage: vrt qmp NAME COMMAND [JSON-ARGUMENTS]");
                 return CLI_INVALID;
         }
-        if (argc == 4) {
-                enum json_tokener_error jerr;
-                args = json_tokener_parse_verbose(argv[3], &jerr);
-                if (!args || !json_object_is_type(args, json_type_object)) {
-                        cli_error("arguments must be a JSON object, e.g. '{\"device\":\"disk0\"}': %s",
-                                  args ? "not an object" : json_tokener_error_desc(jerr));
-                        json_object_put(args);
-                        return CLI_INVALID;
-                }
-        }
+        if (argc == 4 && !(args = json_args(argv[3], "{\"device\":\"disk0\"}")))
+                return CLI_INVALID;
         status = running_vm(cli, argv[1], &p);
         if (status != CLI_OK) {
                 json_object_put(args);
@@ -295,16 +301,8 @@ int cmd_agent(struct cli *cli, int argc, char **argv) {
                 cli_error("agent: empty command name");
                 return CLI_INVALID;
         }
-        if (argc == 4) {
-                enum json_tokener_error jerr;
-                args = json_tokener_parse_verbose(argv[3], &jerr);
-                if (!args || !json_object_is_type(args, json_type_object)) {
-                        cli_error("arguments must be a JSON object, e.g. '{\"path\":\"/etc/hostname\"}': %s",
-                                  args ? "not an object" : json_tokener_error_desc(jerr));
-                        json_object_put(args);
-                        return CLI_INVALID;
-                }
-        }
+        if (argc == 4 && !(args = json_args(argv[3], "{\"path\":\"/etc/hostname\"}")))
+                return CLI_INVALID;
         status = running_vm(cli, argv[1], &p);
         if (status != CLI_OK) {
                 json_object_put(args);

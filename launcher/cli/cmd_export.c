@@ -54,11 +54,6 @@ static void end_progress(const struct progress *p) {
                 fputc('\n', stderr);
 }
 
-static int usage_error(const char *usage) {
-        cli_error("%s", usage);
-        return CLI_INVALID;
-}
-
 int cmd_export(struct cli *cli, int argc, char **argv) {
         static const char usage[] =
                 "usage: vrt export [--with-template] NAME FILE   (stopped or running; FILE must not exist)";
@@ -80,10 +75,10 @@ int cmd_export(struct cli *cli, int argc, char **argv) {
                         with_template = true;
                         continue;
                 }
-                return usage_error(usage);
+                return cli_usage_error(usage);
         }
         if (argc - optind != 2)
-                return usage_error(usage);
+                return cli_usage_error(usage);
         catch_signals();
         snprintf(what, sizeof what, "exporting %s", argv[optind]);
         struct progress prog = { .what = what, .last_percent = -1 };
@@ -152,13 +147,13 @@ int cmd_import(struct cli *cli, int argc, char **argv) {
                         puts(usage + 7);
                         return CLI_OK;
                 default:
-                        return usage_error(usage);
+                        return cli_usage_error(usage);
                 }
         }
         if (argc - optind == 2 && !new_name)
                 new_name = argv[optind + 1];
         else if (argc - optind != 1)
-                return usage_error(usage);
+                return cli_usage_error(usage);
         catch_signals();
         struct progress prog = { .what = "importing", .last_percent = -1 };
         struct import_request req = {

@@ -110,16 +110,16 @@ int cmd_snapshot(struct cli *cli, int argc, char **argv) {
                 argv++;
                 argc--;
         }
+        if (quiesce && strcmp(verb, "create") != 0) {
+                cli_error("--quiesce is for taking a snapshot, not for snapshot %s", verb);
+                return CLI_INVALID;
+        }
         if (strcmp(verb, "list") == 0) {
                 if (argc != 2) {
                         fprintf(stderr, "%s\n", usage_text);
                         return CLI_INVALID;
                 }
                 return list(cli, argv[1]);
-        }
-        if (quiesce && strcmp(verb, "create") != 0) {
-                cli_error("--quiesce is for taking a snapshot, not for snapshot %s", verb);
-                return CLI_INVALID;
         }
         bool need_tag = strcmp(verb, "create") != 0;
         if (argc < 2 || argc > 3 || (need_tag && argc != 3)) {

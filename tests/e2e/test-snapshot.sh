@@ -179,6 +179,7 @@ check "the template's sha256 is still unchanged" [ "$(sha256sum <"$TEMPLATE")" =
 # --- --quiesce: the guest agent freezes the file systems around it --------------------
 refused 2 "--quiesce of a stopped VM" --quiesce snap Q0
 refused 2 "--quiesce with revert" --quiesce revert snap L1
+refused 2 "--quiesce with list" --quiesce list snap
 check "boots for --quiesce" boot
 if wait_for 20 "$VRT" agent snap guest-ping >/dev/null 2>&1; then
 	check "--quiesce snapshot Q1 (live, frozen by the agent)" \
