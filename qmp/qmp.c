@@ -50,6 +50,9 @@ struct qmp {
         int64_t wait_id;
         struct json_object *reply;
 
+        /* The greeting's "version" member (query-version's shape), or NULL. */
+        struct json_object *version;
+
         /* Ring of queued events, grown up to QMP_MAX_EVENTS. */
         struct json_object **events;
         size_t ev_cap, ev_head, ev_len, ev_dropped;
@@ -157,6 +160,9 @@ static int dispatch(struct qmp *q, struct json_object *msg) {
                         disconnect(q, "first message is not a QMP greeting");
                         return -EPROTO;
                 }
+                struct json_object *version;
+                if (json_object_object_get_ex(v, "version", &version) && json_object_is_type(version, json_type_object))
+                        q->version = json_object_get(version);
                 json_object_put(msg);
                 q->state = QMP_STATE_CAPABILITIES;
                 return 0;
@@ -706,6 +712,10 @@ size_t qmp_events_dropped(const struct qmp *q) {
         return q ? q->ev_dropped : 0;
 }
 
+const struct json_object *qmp_server_version(const struct qmp *q) {
+        return q ? q->version : NULL;
+}
+
 struct qmp *qmp_free(struct qmp *q) {
         if (!q)
                 return NULL;
@@ -716,6 +726,7 @@ struct qmp *qmp_free(struct qmp *q) {
                 json_object_put(q->events[(q->ev_head + i) % q->ev_cap]);
         free(q->events);
         json_object_put(q->reply);
+        json_object_put(q->version);
         if (q->tok)
                 json_tokener_free(q->tok);
         free(q);

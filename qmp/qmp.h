@@ -108,5 +108,10 @@ int qmp_next_event(struct qmp *q, struct json_object **ret_event);
 /* Number of events dropped because the queue was full. */
 size_t qmp_events_dropped(const struct qmp *q);
 
+/* The "version" object of the server's greeting ({"qemu": {"major", "minor",
+ * "micro"}, "package"}, the shape query-version returns), borrowed; NULL
+ * before the greeting or when it carried none. Saves a round trip. */
+const struct json_object *qmp_server_version(const struct qmp *q);
+
 /* Closes the socket and frees queued events. Accepts NULL; returns NULL. */
 struct qmp *qmp_free(struct qmp *q);

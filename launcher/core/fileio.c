@@ -118,7 +118,7 @@ int fileio_rename_noreplace(int dfd, const char *from, const char *to) {
         return renameat(dfd, from, dfd, to) < 0 ? -errno : 0;
 }
 
-int fileio_write_atomic(const char *tmp, const char *path, const void *buf, size_t len, mode_t mode) {
+static int write_replace(const char *tmp, const char *path, const void *buf, size_t len, mode_t mode, bool sync) {
         const char *p = buf;
         int r = 0;
 
@@ -138,7 +138,7 @@ int fileio_write_atomic(const char *tmp, const char *path, const void *buf, size
                 p += n;
                 len -= (size_t)n;
         }
-        if (r == 0 && fsync(fd) < 0)
+        if (r == 0 && sync && fsync(fd) < 0)
                 r = -errno;
         if (close(fd) < 0 && r == 0)
                 r = -errno;
@@ -147,4 +147,12 @@ int fileio_write_atomic(const char *tmp, const char *path, const void *buf, size
         if (r < 0)
                 unlink(tmp);
         return r;
+}
+
+int fileio_write_atomic(const char *tmp, const char *path, const void *buf, size_t len, mode_t mode) {
+        return write_replace(tmp, path, buf, len, mode, true);
+}
+
+int fileio_write_runtime(const char *tmp, const char *path, const void *buf, size_t len, mode_t mode) {
+        return write_replace(tmp, path, buf, len, mode, false);
 }

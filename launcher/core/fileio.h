@@ -32,3 +32,8 @@ int fileio_rename_noreplace(int dfd, const char *from, const char *to);
  * (another host's spool) sees all of it or nothing. Returns 0 or a
  * negative errno; tmp is gone either way. */
 int fileio_write_atomic(const char *tmp, const char *path, const void *buf, size_t len, mode_t mode);
+
+/* The same without the fsync(), for the runtime directory (/run, tmpfs on
+ * a real host): its files must appear whole, but need not survive a crash,
+ * and a journal commit there would sit on every start's critical path. */
+int fileio_write_runtime(const char *tmp, const char *path, const void *buf, size_t len, mode_t mode);

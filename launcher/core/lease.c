@@ -187,13 +187,17 @@ int lease_acquire(const char *vm_dir, const char *name, const char *host,
         read_boot_id(boot_id, sizeof boot_id);
         int n = snprintf(text, sizeof text, "host=%s\npid=%ld\nsince=%lld\n%s%s%s", host, (long)getpid(),
                          (long long)time(NULL), boot_id[0] ? "boot_id=" : "", boot_id, boot_id[0] ? "\n" : "");
-        if (ftruncate(fd, 0) < 0 || pwrite(fd, text, (size_t)n, 0) != n || fsync(fd) < 0) {
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, text, (size_t)n, 0) != n) {
                 r = errno ? -errno : -EIO;
                 snprintf(err, errlen, "cannot write %s/%s: %s", vm_dir, LEASE_FILE, strerror(-r));
                 close(fd);
                 return r;
         }
         return fd;
+}
+
+int lease_sync(int fd) {
+        return fsync(fd) < 0 ? -errno : 0;
 }
 
 void lease_release(int *fd) {

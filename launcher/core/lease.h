@@ -48,9 +48,17 @@ int lease_parse(const char *text, size_t len, struct lease_holder *ret, char *er
  *           FIFO, a hard link), err says which
  *   other negative errnos from the filesystem (err says which).
  * When the file named a holder that no longer holds it, *stale gets that
- * holder (stale->host[0] != '\0') for the caller to log; else it is zeroed. */
+ * holder (stale->host[0] != '\0') for the caller to log; else it is zeroed.
+ * The text is written but not yet synced: the lock alone keeps other hosts
+ * out, the text only tells them who holds it, so the caller runs
+ * lease_sync() once its time-critical part is done (the supervisor while
+ * QEMU starts up; the destination of a migration after cont). */
 int lease_acquire(const char *vm_dir, const char *name, const char *host,
                   struct lease_holder *stale, char *err, size_t errlen);
+
+/* Makes the holder's text durable on the (shared) root. Returns 0 or a
+ * negative errno. */
+int lease_sync(int fd);
 
 /* Empties the lease and closes fd (the lock goes with it); safe on -1. */
 void lease_release(int *fd);

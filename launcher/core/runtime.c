@@ -175,7 +175,7 @@ int runtime_write_pid(const char *path, pid_t pid) {
         int n = snprintf(buf, sizeof buf, "%d\n", (int)pid);
         if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
                 return -ENAMETOOLONG;
-        return fileio_write_atomic(tmp, path, buf, (size_t)n, 0644);
+        return fileio_write_runtime(tmp, path, buf, (size_t)n, 0644);
 }
 
 int runtime_read_pid(const char *path, pid_t *ret) {

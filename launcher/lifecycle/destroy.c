@@ -163,6 +163,7 @@ static int take_lease(const struct vm_paths *p, const char *name, int *ret_fd, c
         }
         if (r < 0)
                 return r;
+        (void)lease_sync(r);
         *ret_fd = r;
         return 0;
 }

@@ -153,6 +153,7 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                                 return r;
                         }
                         c->lease_fd = r;
+                        (void)lease_sync(r);
                 }
         } else {
                 c->running = runtime_is_running(&c->p);

@@ -128,6 +128,8 @@ int qemu_proc_start(const struct qemu_proc_request *req, struct qemu_proc *ret, 
                 goto fail;
         if (req->pid_file)
                 runtime_write_pid(req->pid_file, p.pid);
+        if (req->while_starting)
+                req->while_starting(req->while_starting_arg);
 
         /* Connect while our listening copy still exists: the connection
          * waits in its backlog, and if QEMU dies before accepting, closing

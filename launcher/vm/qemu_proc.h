@@ -66,6 +66,10 @@ struct qemu_proc_request {
         int stdout_fd;                  /* QEMU's stdout+stderr; -1: /dev/null */
         const struct qemu_user *user;
         int timeout_ms;                 /* for the QMP greeting */
+        /* Work to overlap with QEMU's start-up (run once QEMU is spawned,
+         * before waiting for its greeting); NULL: none. */
+        void (*while_starting)(void *arg);
+        void *while_starting_arg;
 };
 
 /* Builds the argv, starts QEMU paused and completes the QMP handshake.

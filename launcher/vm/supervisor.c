@@ -329,6 +329,14 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
         return 0;
 }
 
+/* The lease's text made durable while QEMU starts (lease_acquire). */
+static void sync_lease(void *arg) {
+        struct supervisor *s = arg;
+        int r = lease_sync(s->lease_fd);
+        if (r < 0)
+                log_warning("cannot sync %s/%s: %s", s->ctx.paths.vm_dir, LEASE_FILE, strerror(-r));
+}
+
 static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
         int pipefd[2];
         char qpid[4200];
@@ -340,6 +348,7 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
         s->out_read = pipefd[0];
         s->out_write = pipefd[1];
         snprintf(qpid, sizeof qpid, "%s/qemu.pid", s->ctx.paths.run_dir);
+        /* An incoming guest takes its lease only at the handover. */
         struct qemu_proc_request req = {
                 .launch = &s->ctx.launch,
                 .fds = &s->fds,
@@ -348,6 +357,8 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
                 .stdout_fd = s->out_write,
                 .user = &s->user,
                 .timeout_ms = QMP_TIMEOUT_MS,
+                .while_starting = s->lease_fd >= 0 ? sync_lease : NULL,
+                .while_starting_arg = s,
         };
         int r = qemu_proc_start(&req, &s->proc, err, errlen);
         close_fd(&s->out_write);
@@ -528,16 +539,13 @@ static int reap(struct supervisor *s) {
 }
 
 
-/* QEMU's version as "7.2.0 (Debian 1:7.2+dfsg-7)" into s->qemu_version, and
- * ROOT/hosts/HOST rewritten with it and the CPU model (migreq.h). */
-static void note_host_versions(struct supervisor *s) {
-        struct json_object *ret = NULL, *q = NULL, *v = NULL;
-        char err[256], text[256];
-        int r = qmp_execute(s->proc.qmp, "query-version", NULL, 5000, &ret, err, sizeof err);
-        if (r < 0 || !json_object_object_get_ex(ret, "qemu", &q)) {
-                json_object_put(ret);
+/* QEMU's version as "7.2.0 (Debian 1:7.2+dfsg-7)" into s->qemu_version,
+ * from the QMP greeting: no round trip before cont. */
+static void note_qemu_version(struct supervisor *s) {
+        const struct json_object *ver = qmp_server_version(s->proc.qmp);
+        struct json_object *q = NULL, *v = NULL;
+        if (!ver || !json_object_object_get_ex(ver, "qemu", &q))
                 return;
-        }
         int maj = 0, min = 0, mic = 0;
         if (json_object_object_get_ex(q, "major", &v))
                 maj = json_object_get_int(v);
@@ -545,16 +553,24 @@ static void note_host_versions(struct supervisor *s) {
                 min = json_object_get_int(v);
         if (json_object_object_get_ex(q, "micro", &v))
                 mic = json_object_get_int(v);
-        const char *pkg = json_object_object_get_ex(ret, "package", &v) ? json_object_get_string(v) : "";
+        const char *pkg = json_object_object_get_ex(ver, "package", &v) ? json_object_get_string(v) : "";
         snprintf(s->qemu_version, sizeof s->qemu_version, "%d.%d.%d%s%.30s%s", maj, min, mic, pkg && *pkg ? " (" : "",
                  pkg ? pkg : "", pkg && *pkg ? ")" : "");
         for (char *c = s->qemu_version; *c; c++)
                 if ((unsigned char)*c < 0x20)
                         *c = '?';
-        json_object_put(ret);
+}
+
+/* ROOT/hosts/HOST rewritten with QEMU's version and the CPU model
+ * (migreq.h), which `vrt migrate` compares between hosts. */
+static void publish_host(struct supervisor *s) {
+        char text[256];
+        if (!s->host[0] || !s->qemu_version[0])
+                return;
         snprintf(text, sizeof text, "qemu=%s\ncpu=%s\n", s->qemu_version,
                  s->ctx.host->cpu ? s->ctx.host->cpu : CONFIG_DEFAULT_CPU);
-        if (s->host[0] && (r = migreq_write(s->ctx.root, MIGREQ_HOSTS_DIR, s->host, text)) < 0)
+        int r = migreq_write(s->ctx.root, MIGREQ_HOSTS_DIR, s->host, text);
+        if (r < 0)
                 log_warning("cannot write %s/%s/%s: %s", s->ctx.root, MIGREQ_HOSTS_DIR, s->host, strerror(-r));
 }
 
@@ -669,6 +685,8 @@ static void incoming_tick(struct supervisor *s) {
                 incoming_give_up(s, err);
                 return;
         }
+        /* After cont: the sync is not part of the guest's pause. */
+        sync_lease(s);
         s->incoming = false;
         snprintf(text, sizeof text, "state=running\nhost=%s\n", s->host);
         incoming_answer(s, text);
@@ -973,10 +991,13 @@ int supervisor_run(const struct supervisor_options *o) {
         /* Everything but READY=1 is done before cont: once the guest runs,
          * its vCPU thread takes a core (under TCG a whole one while a real
          * kernel boots), and every step after cont waits for the scheduler
-         * (see tools/bench/README.md, rows 1a/1b). */
+         * (see tools/bench/README.md, rows 1a/1b). The host file is written
+         * after READY=1: an fsync on the shared root is not the guest's
+         * business. */
         drop_capabilities(&s);
-        note_host_versions(&s);
+        note_qemu_version(&s);
         if (s.incoming) {
+                publish_host(&s);
                 r = incoming_setup(&s, err, sizeof err);
                 if (r < 0) {
                         char text[1200];
@@ -996,6 +1017,7 @@ int supervisor_run(const struct supervisor_options *o) {
                 goto out;
         }
         notify_send("READY=1\nSTATUS=running");
+        publish_host(&s);
         if (o->run_timeout > 0)
                 s.run_deadline = now_ms() + (int64_t)o->run_timeout * 1000;
         log_notice("VM %s running", o->name);

@@ -345,6 +345,36 @@ static void test_handshake_ok(void **state) {
         close(peer);
 }
 
+/* The greeting's version is kept, in query-version's shape; a greeting
+ * without one leaves NULL. */
+static void test_server_version(void **state) {
+        struct qmp *q = NULL;
+        struct json_object *qemu = NULL, *v = NULL;
+        int peer;
+
+        new_pair(&q, &peer);
+        assert_null(qmp_server_version(q));
+        peer_write(peer, GREETING);
+        assert_int_equal(qmp_process_input(q), 0);
+        const struct json_object *ver = qmp_server_version(q);
+        assert_non_null(ver);
+        assert_true(json_object_object_get_ex(ver, "qemu", &qemu));
+        assert_true(json_object_object_get_ex(qemu, "minor", &v));
+        assert_int_equal(json_object_get_int(v), 2);
+        assert_true(json_object_object_get_ex(ver, "package", &v));
+        assert_string_equal(json_object_get_string(v), "Debian 1:7.2+dfsg-7");
+        qmp_free(q);
+        close(peer);
+
+        new_pair(&q, &peer);
+        peer_write(peer, "{\"QMP\": {\"capabilities\": []}}\r\n");
+        assert_int_equal(qmp_process_input(q), 0);
+        assert_null(qmp_server_version(q));
+        assert_null(qmp_server_version(NULL));
+        qmp_free(q);
+        close(peer);
+}
+
 static void test_handshake_greeting_seen_by_process_input(void **state) {
         struct qmp *q = NULL;
         int peer;
@@ -1412,6 +1442,7 @@ int main(void) {
                 cmocka_unit_test(test_null_safety),
                 cmocka_unit_test(test_bad_arguments),
                 cmocka_unit_test(test_handshake_ok),
+                cmocka_unit_test(test_server_version),
                 cmocka_unit_test(test_handshake_greeting_seen_by_process_input),
                 cmocka_unit_test(test_handshake_not_greeting),
                 cmocka_unit_test(test_handshake_capabilities_refused),

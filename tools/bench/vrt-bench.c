@@ -247,7 +247,7 @@ static pid_t spawn(char *const *argv, const struct fdmap *fds, int n_fds, const 
                 _exit(127);
         int moved[16];
         for (int i = 0; i < n_fds; i++)
-                moved[i] = fcntl(fds[i].fd, F_DUPFD_CLOEXEC, 20);
+                moved[i] = fcntl(fds[i].fd, F_DUPFD_CLOEXEC, 32);  /* above every target fd (24 is the agent) */
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         int out = out_path ? open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : null;
         if (null < 0 || out < 0)
@@ -363,13 +363,15 @@ static void vm_start(struct vm *v, const struct env *e) {
                 int mon = listen_unix(p);
                 snprintf(p, sizeof p, "%s/console.sock", v->dir);
                 int con = listen_unix(p);
+                snprintf(p, sizeof p, "%s/agent.sock", v->dir);
+                int agent = listen_unix(p);     /* the argv's agent chardev, fd 24 */
                 snprintf(p, sizeof p, "%s/console.log", v->dir);
                 int log = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
                 if (log < 0)
                         die("open %s: %s", p, strerror(errno));
-                struct fdmap fds[] = { { qmp, 3 }, { mon, 4 }, { con, 5 }, { log, 6 } };
+                struct fdmap fds[] = { { qmp, 3 }, { mon, 4 }, { con, 5 }, { log, 6 }, { agent, 24 } };
                 v->t0 = now_us();
-                v->pid = spawn(e->qemu_argv, fds, 4, out, NULL);
+                v->pid = spawn(e->qemu_argv, fds, 5, out, NULL);
                 snprintf(p, sizeof p, "%s/qmp.sock", v->dir);
                 int fd = connect_unix(p);       /* waits in the backlog */
                 if (fd < 0)
@@ -377,6 +379,7 @@ static void vm_start(struct vm *v, const struct env *e) {
                 close(qmp);
                 close(mon);
                 close(con);
+                close(agent);
                 close(log);
                 static const char *const cmds[] = { QMP_CAPS, QMP_CONT, NULL };
                 qsess_start(&v->q, fd, cmds);
