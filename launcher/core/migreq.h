@@ -9,7 +9,8 @@
  *                             (claimed by its spool), state=listening with
  *                             address=tcp:IP:PORT, qemu=VERSION, cpu=MODEL,
  *                             state=running (it holds the lease and the
- *                             guest runs there), or state=refused with
+ *                             guest runs there; resumed_us= the wall clock
+ *                             at its cont), or state=refused with
  *                             error=ONE LINE.
  *   ROOT/hosts/HOST           what a host runs VMs with: qemu=VERSION and
  *                             cpu=MODEL, rewritten by each supervisor that

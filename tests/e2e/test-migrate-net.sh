@@ -149,6 +149,11 @@ chmod -R a+rX "$VRT_ROOT"
 # Started long before the requests: their startup scan does not see them.
 spool_on A
 spool_on B
+paused() {      # paused OUT: pause_ms is a number, not below QEMU's downtime_ms
+        local p d
+        p=$("$JSON_GET" pause_ms < "$E2E_DIR/$1") d=$("$JSON_GET" downtime_ms < "$E2E_DIR/$1")
+        awk -v p="$p" -v d="$d" 'BEGIN { exit !(p ~ /^[0-9]+(\.[0-9]+)?$/ && p + 0 >= d + 0) }'
+}
 quick() {       # quick OUT: vrt migrate --json took under 5 s (not a 60 s rescan)
         local t; t=$("$JSON_GET" total_ms < "$E2E_DIR/$1")
         [ -n "$t" ] && [ "$t" -lt 5000 ]
@@ -175,6 +180,7 @@ check "vrt migrate mn1 hostB: exit 0" [ "$RC" = 0 ]
 check "... within 5 s: host B's spool --watch saw the request at once" quick mig-ab
 echo "# A->B: $(cat "$E2E_DIR/mig-ab")"
 WHERE=B
+check "vrt migrate --json: the guest's pause (pause_ms) at least QEMU's downtime" paused mig-ab
 check "the migration stream ran between the veth addresses" \
         grep -q "mn1: host hostB listens on tcp:$MIG_B:" "$VRT_ROOT/log/migrate.log"
 check "the lease names hostB" [ "$(lease_host mn1)" = hostB ]
@@ -199,6 +205,7 @@ check "vrt migrate mn1 hostA (from B): exit 0" [ "$RC" = 0 ]
 check "... within 5 s: host A's spool --watch saw the request at once" quick mig-ba
 echo "# B->A: $(cat "$E2E_DIR/mig-ba")"
 WHERE=A
+check "vrt migrate --json: pause_ms at least QEMU's downtime" paused mig-ba
 check "the migration stream ran to A's veth address" \
         grep -q "mn1: host hostA listens on tcp:$MIG_A:" "$VRT_ROOT/log/migrate.log"
 check "the lease names hostA again" [ "$(lease_host mn1)" = hostA ]
