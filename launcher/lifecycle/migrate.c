@@ -436,13 +436,39 @@ out:
 
 /* ---- destination: the spool's part ---- */
 
+/* Where systemd runs VMs, the incoming one is vrt@NAME.service too, so
+ * that it is the unit of the VM once the guest has arrived: the unit's
+ * vrt-launch NAME finds the marker (migreq.h) and runs as --incoming. */
+static int start_incoming_unit(const char *root, const char *runtime_dir, const char *name, unsigned timeout) {
+        char err[512];
+        int r = migreq_incoming_mark(runtime_dir, name, timeout);
+        if (r < 0)
+                snprintf(err, sizeof err, "cannot write %s/%s%s: %s", runtime_dir, name, MIGREQ_INCOMING_SUFFIX,
+                         strerror(-r));
+        else
+                r = service_start_unit_nowait(name, err, sizeof err);
+        if (r == 0) {
+                actionlog_append(root, "migrate", "%s: incoming: started vrt@%s.service (systemd; marker %s/%s%s)", name,
+                                 name, runtime_dir, name, MIGREQ_INCOMING_SUFFIX);
+                return 0;
+        }
+        migreq_incoming_remove(runtime_dir, name);
+        actionlog_append(root, "migrate", "%s: incoming: %s", name, err);
+        return r;
+}
+
 static int start_incoming(const char *root, const char *runtime_dir, const char *launcher, const char *name,
                           unsigned timeout) {
         struct vm_paths p = { 0 };
         char err[512], tbuf[16];
         char *log_path = NULL, **envp = NULL;
         int log_fd = -1, r;
+        enum service_manager m = SERVICE_DETACHED;
 
+        if (service_manager_detect(root, runtime_dir, name, &m, err, sizeof err) < 0 || err[0])
+                actionlog_append(root, "migrate", "%s: incoming: %s", name, err);
+        if (m == SERVICE_SYSTEMD)
+                return start_incoming_unit(root, runtime_dir, name, timeout);
         if (vm_paths_init(&p, root, runtime_dir, name) < 0)
                 return -ENOMEM;
         if (mkdir(p.log_dir, 0750) < 0 && errno != EEXIST) {

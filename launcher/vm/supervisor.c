@@ -1006,7 +1006,12 @@ int supervisor_run(const struct supervisor_options *o) {
                         status = SUPERVISOR_EXIT_ELSEWHERE;
                         goto out;
                 }
-                notify_send("STATUS=waiting for the incoming migration");
+                /* READY=1 comes once the guest runs here: under systemd the
+                 * start may take the whole incoming timeout, not TimeoutStartSec. */
+                char state[128];
+                snprintf(state, sizeof state, "EXTEND_TIMEOUT_USEC=%lld\nSTATUS=waiting for the incoming migration",
+                         (long long)((s.incoming_deadline - now_ms()) / 1000 + 30) * 1000000);
+                notify_send(state);
                 status = event_loop(&s);
                 goto out;
         }

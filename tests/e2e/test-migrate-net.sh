@@ -77,7 +77,7 @@ run_of() { if [ "$1" = A ]; then echo "$RUN_A"; else echo "$RUN_B"; fi; }
 on() {          # on A|B COMMAND...: COMMAND as that host, in its namespace
         local h=$1; shift
         ip netns exec "$(ns_of "$h")" env VRT_HOST="host$h" VRT_RUNTIME_DIR="$(run_of "$h")" \
-                VRT_HOST_CONF="$E2E_DIR/host$h.conf" VRT_SERVICE_MANAGER=detached "$@"
+                VRT_HOST_CONF="$E2E_DIR/host$h.conf" VRT_SERVICE_MANAGER="${MANAGER:-detached}" "$@"
 }
 run_as() {      # run_as A|B OUT COMMAND...: output in $E2E_DIR/OUT, status in RC
         local h=$1 out=$2; shift 2
@@ -85,7 +85,10 @@ run_as() {      # run_as A|B OUT COMMAND...: output in $E2E_DIR/OUT, status in R
         RC=$?
 }
 spool_on() {    # spool_on A|B: a watching spool for that host (rescan: every 60 s)
-        ( on "$1" "$VRT" spool --watch >>"$E2E_DIR/spool-$1.log" 2>&1 ) &
+        # exec: $! is the spool itself (ip netns exec and env exec too).
+        ( exec ip netns exec "$(ns_of "$1")" env VRT_HOST="host$1" VRT_RUNTIME_DIR="$(run_of "$1")" \
+                VRT_HOST_CONF="$E2E_DIR/host$1.conf" VRT_SERVICE_MANAGER="${MANAGER:-detached}" \
+                "$VRT" spool --watch >>"$E2E_DIR/spool-$1.log" 2>&1 ) &
         SPOOLS+=("$!")
 }
 field() { on "$1" "$VRT" list --all --json | "$JSON_GET" "[name=$2].$3"; }
@@ -220,10 +223,56 @@ check "host A pings the guest after the move back" wait_for 20 host_pings_guest 
 check "host B pings the guest after the move back" wait_for 20 host_pings_guest B
 check "the guest pings host A's br0 address" guest_pings "$LAN_A"
 
+# ---- A -> B where systemd runs VMs: host B's spool starts vrt@mn1.service
+# (--no-block), whose vrt-launch mn1 (no --incoming) finds the spool's marker
+# in the runtime dir. systemd is not PID 1 here: a stand-in systemctl logs
+# what it was asked and runs the unit's ExecStart, vrt-launch %i.
+kill "${SPOOLS[1]}"; wait "${SPOOLS[1]}" 2>/dev/null
+mkdir -p "$E2E_DIR/fakebin"
+cat > "$E2E_DIR/fakebin/systemctl" <<FAKE
+#!/bin/sh
+echo "\$*" >> "$E2E_DIR/systemctl.log"
+[ -e "$E2E_DIR/systemctl-fails" ] && { echo "Failed to start vrt@mn1.service: stand-in says no" >&2; exit 1; }
+case "\$*" in
+*"start vrt@"*.service)
+        unit=\${*##*vrt@}
+        ls "$RUN_B" > "$E2E_DIR/runB-at-unit-start"
+        setsid "$VRT_LAUNCH" "\${unit%.service}" >> "$E2E_DIR/unit.log" 2>&1 < /dev/null & ;;
+esac
+FAKE
+chmod +x "$E2E_DIR/fakebin/systemctl"
+PATH="$E2E_DIR/fakebin:$PATH" MANAGER=systemd spool_on B
+sleep 1
+touch "$E2E_DIR/systemctl-fails"
+run_as A mig-unit-fails "$VRT" migrate --timeout 20 mn1 hostB
+rm -f "$E2E_DIR/systemctl-fails"
+check "systemctl start fails on B: vrt migrate exits 1" [ "$RC" = 1 ]
+check "... host B refused" grep -q "host hostB refused" "$E2E_DIR/mig-unit-fails"
+check "... migrate.log has systemctl's reason" grep -q "mn1: incoming: systemctl start vrt@mn1.service: Failed to start" "$VRT_ROOT/log/migrate.log"
+check "... no marker left on B" [ ! -e "$RUN_B/mn1.incoming" ]
+check "... mn1 runs on A with its lease, counting" bash -c '[ "$1" = hostA ]' _ "$(lease_host mn1)"
+check "... and counts" counting mn1
+: > "$E2E_DIR/systemctl.log"
+run_as A mig-unit "$VRT" migrate --json mn1 hostB
+check "vrt migrate mn1 hostB (B under systemd): exit 0" [ "$RC" = 0 ]
+echo "# A->B (unit): $(cat "$E2E_DIR/mig-unit")"
+WHERE=B
+check "host B's spool ran systemctl --no-block start vrt@mn1.service" \
+        grep -qx -- "--no-ask-password --no-block start vrt@mn1.service" "$E2E_DIR/systemctl.log"
+check "... with the incoming marker in place (runtime dir)" grep -qx "mn1.incoming" "$E2E_DIR/runB-at-unit-start"
+check "... which the unit's vrt-launch took" [ ! -e "$RUN_B/mn1.incoming" ]
+check "... and ran as the migration's target" grep -q "incoming migration: listening on tcp:$MIG_B:" "$E2E_DIR/unit.log"
+check "the lease names hostB" [ "$(lease_host mn1)" = hostB ]
+check "host B: mn1's tap on B's br0" tap_on_bridge B "$(tap_of B mn1)"
+check "host A: nothing left" wait_for 15 left_nothing A mn1
+check "the guest keeps counting on B" wait_for 10 counting mn1
+check "host B pings the guest" wait_for 20 host_pings_guest B
+check "migrate.log names the unit" grep -q "mn1: incoming: started vrt@mn1.service (systemd" "$VRT_ROOT/log/migrate.log"
+
 # ---- it stops cleanly where it runs now; nothing is left anywhere
-run_as A stop "$VRT" stop mn1
-check "vrt stop mn1 on A" [ "$RC" = 0 ]
+run_as B stop "$VRT" stop mn1
+check "vrt stop mn1 on B" [ "$RC" = 0 ]
 check "the lease is released" [ -z "$(lease_host mn1)" ]
-check "nothing left on A (tap, QEMU, runtime dir)" wait_for 15 left_nothing A mn1
-check "nothing left on B" left_nothing B mn1
+check "nothing left on B (tap, QEMU, runtime dir)" wait_for 15 left_nothing B mn1
+check "nothing left on A" left_nothing A mn1
 e2e_finish
