@@ -99,7 +99,9 @@ check "stop on B" rc_is 0 B stop
 # --- migrate_to / migrate_from (Pacemaker's live migration) ------------------------
 # Host B takes incoming migrations on loopback (its host.conf) through its spool.
 printf 'migration_address=127.0.0.1\n' >"$E2E_DIR/hostB.conf"
-( on B env VRT_HOST_CONF="$E2E_DIR/hostB.conf" "$VRT" spool --watch >"$E2E_DIR/spool-b.log" 2>&1 ) &
+# exec: $! is the spool itself, which the kills below reach.
+( exec env VRT_HOST=hostB VRT_RUNTIME_DIR="$RUN_B" VRT_SERVICE_MANAGER=detached VRT_HOST_CONF="$E2E_DIR/hostB.conf" \
+	"$VRT" spool --watch >"$E2E_DIR/spool-b.log" 2>&1 ) &
 SPOOL_B=$!
 check "start on A (to migrate it)" rc_is 0 A start
 check "... it boots" wait_ready vm1 90
