@@ -88,12 +88,19 @@ int cmd_migrate(struct cli *cli, int argc, char **argv) {
                 cli_error("%s", err);
                 return r == -EINVAL ? CLI_INVALID : CLI_FAILED;
         }
+        char pause[32];
+        if (res.pause_us >= 0)
+                snprintf(pause, sizeof pause, "%lld.%lld", res.pause_us / 1000, res.pause_us % 1000 / 100);
+        else
+                snprintf(pause, sizeof pause, "null");
         if (cli->json)
                 printf("{\"name\":\"%s\",\"host\":\"%s\",\"total_ms\":%lld,\"qemu_total_ms\":%lld,\"downtime_ms\":%lld,"
-                       "\"handover_ms\":%lld}\n", o.name, o.host, res.total_ms, res.qemu_total_ms, res.qemu_downtime_ms,
-                       res.handover_ms);
+                       "\"handover_ms\":%lld,\"pause_ms\":%s}\n", o.name, o.host, res.total_ms, res.qemu_total_ms,
+                       res.qemu_downtime_ms, res.handover_ms, pause);
         else
-                printf("%s: runs on host %s now (%lld ms; downtime %lld ms in QEMU, lease handover %lld ms)\n", o.name,
-                       o.host, res.total_ms, res.qemu_downtime_ms, res.handover_ms);
+                printf("%s: runs on host %s now (%lld ms; downtime %lld ms in QEMU, lease handover %lld ms%s%s%s)\n",
+                       o.name, o.host, res.total_ms, res.qemu_downtime_ms, res.handover_ms,
+                       res.pause_us >= 0 ? "; guest paused " : "", res.pause_us >= 0 ? pause : "",
+                       res.pause_us >= 0 ? " ms" : "");
         return CLI_OK;
 }

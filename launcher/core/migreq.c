@@ -3,8 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int dir_path(const char *root, const char *dir, const char *file, char *buf, size_t len) {
@@ -77,4 +79,46 @@ int migreq_get(const char *text, const char *key, char *buf, size_t len) {
                 return 0;
         }
         return -ENOENT;
+}
+
+int migreq_incoming_mark(const char *runtime_dir, const char *name, unsigned timeout_s) {
+        char file[300], text[128];
+        if ((size_t)snprintf(file, sizeof file, "%s%s", name, MIGREQ_INCOMING_SUFFIX) >= sizeof file)
+                return -ENAMETOOLONG;
+        if (mkdir(runtime_dir, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        snprintf(text, sizeof text, "timeout=%u\nsince=%lld\n", timeout_s, (long long)time(NULL));
+        return migreq_write(runtime_dir, ".", file, text);
+}
+
+int migreq_incoming_take(const char *runtime_dir, const char *name, unsigned *ret_timeout_s) {
+        char file[300], path[4400], text[256], v[32];
+        struct stat st;
+        if ((size_t)snprintf(file, sizeof file, "%s%s", name, MIGREQ_INCOMING_SUFFIX) >= sizeof file ||
+            dir_path(runtime_dir, file, NULL, path, sizeof path) < 0)
+                return -ENAMETOOLONG;
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+                return 0;       /* not ours: not taken, not trusted */
+        int r = migreq_read(runtime_dir, ".", file, text, sizeof text);
+        (void)unlink(path);
+        if (r < 0)
+                return r == -ENOENT ? 0 : r;
+        if (migreq_get(text, "timeout", v, sizeof v) < 0)
+                return 0;
+        long long t = atoll(v);
+        if (migreq_get(text, "since", v, sizeof v) < 0)
+                return 0;
+        long long age = (long long)time(NULL) - atoll(v);
+        if (t < 1 || t > 86400 || age < -5 || age > MIGREQ_INCOMING_MAX_AGE_S)
+                return 0;
+        *ret_timeout_s = (unsigned)t;
+        return 1;
+}
+
+void migreq_incoming_remove(const char *runtime_dir, const char *name) {
+        char file[300];
+        if ((size_t)snprintf(file, sizeof file, "%s%s", name, MIGREQ_INCOMING_SUFFIX) < sizeof file)
+                migreq_remove(runtime_dir, ".", file);
 }

@@ -9,12 +9,22 @@
  *                             (claimed by its spool), state=listening with
  *                             address=tcp:IP:PORT, qemu=VERSION, cpu=MODEL,
  *                             state=running (it holds the lease and the
- *                             guest runs there), or state=refused with
+ *                             guest runs there; resumed_us= the wall clock
+ *                             at its cont), or state=refused with
  *                             error=ONE LINE.
  *   ROOT/hosts/HOST           what a host runs VMs with: qemu=VERSION and
  *                             cpu=MODEL, rewritten by each supervisor that
  *                             starts QEMU there; `vrt migrate` compares it
  *                             with its own before it starts anything.
+ *
+ *   RUNTIME/NAME.incoming     on the destination host, in the runtime
+ *                             directory: the spool's word to the
+ *                             vrt-launch NAME that systemd starts as
+ *                             vrt@NAME.service (ExecStart has no
+ *                             --incoming) that it is the target of a live
+ *                             migration: timeout=S, since=EPOCH. Taken
+ *                             (removed) by that vrt-launch; one older than
+ *                             MIGREQ_INCOMING_MAX_AGE_S is ignored.
  *
  * Every file is written to a temporary name and renamed, so a reader sees
  * an old or a new one, never half of one. Values are one line each. */
@@ -25,6 +35,22 @@
 #define MIGREQ_DIR "migrate"
 #define MIGREQ_HOSTS_DIR "hosts"
 #define MIGREQ_TEXT_MAX 2048
+
+#define MIGREQ_INCOMING_SUFFIX ".incoming"
+#define MIGREQ_INCOMING_MAX_AGE_S 120
+
+/* Writes RUNTIME/NAME.incoming (the runtime directory created if need be).
+ * Returns 0 or a negative errno. */
+int migreq_incoming_mark(const char *runtime_dir, const char *name, unsigned timeout_s);
+
+/* Takes RUNTIME/NAME.incoming: removes it and returns 1 with its timeout
+ * when it is a regular file of this user written within the last
+ * MIGREQ_INCOMING_MAX_AGE_S seconds; 0 when there is none (a stale or
+ * foreign one is removed, resp. left, and ignored); or a negative errno. */
+int migreq_incoming_take(const char *runtime_dir, const char *name, unsigned *ret_timeout_s);
+
+/* Removes RUNTIME/NAME.incoming (a start that did not happen). */
+void migreq_incoming_remove(const char *runtime_dir, const char *name);
 
 /* Writes text as ROOT/DIR/FILE (DIR created). Returns 0 or a negative errno. */
 int migreq_write(const char *root, const char *dir, const char *file, const char *text);

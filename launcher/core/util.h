@@ -15,6 +15,14 @@ static inline int64_t now_ms(void) {
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Microseconds on the wall clock, as QMP event timestamps are: times
+ * compared between hosts (NTP keeps them close). */
+static inline int64_t realtime_us(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* Closes *fd if open and marks it closed; safe to call twice. */
 static inline void close_fd(int *fd) {
         if (*fd >= 0)

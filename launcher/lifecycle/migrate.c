@@ -27,9 +27,52 @@
 #define QMP_MS 10000
 #define HANDOVER_S 30           /* source quit until the destination runs */
 #define GONE_S 15               /* withdrawn until the destination has cleaned up */
+#define QUIT_FALLBACK_MS 3000   /* completed until vrt migrate quits the source QEMU itself */
 
 static void sleep_ms(int ms) {
         poll(NULL, 0, ms);
+}
+
+static long long get_ll(struct json_object *o, const char *k) {
+        struct json_object *v;
+        return json_object_object_get_ex(o, k, &v) ? (long long)json_object_get_int64(v) : 0;
+}
+
+/* Takes the queued events: the time of the guest's last STOP (QEMU's
+ * timestamp, wall clock) into *stop_us; true if one was a MIGRATION. */
+static bool take_events(struct qmp *q, long long *stop_us) {
+        struct json_object *ev = NULL, *v = NULL, *ts = NULL;
+        bool migration = false;
+        while (qmp_next_event(q, &ev) > 0) {
+                const char *n = json_object_object_get_ex(ev, "event", &v) ? json_object_get_string(v) : "";
+                if (n && strcmp(n, "MIGRATION") == 0)
+                        migration = true;
+                if (n && strcmp(n, "STOP") == 0 && json_object_object_get_ex(ev, "timestamp", &ts))
+                        *stop_us = get_ll(ts, "seconds") * 1000000 + get_ll(ts, "microseconds");
+                json_object_put(ev);
+        }
+        return migration;
+}
+
+/* Waits up to ms for QEMU to say something: a MIGRATION event ends the
+ * wait at once (the caller asks query-migrate again), so the end of the
+ * migration is seen when it happens rather than at the next poll. */
+static void wait_migration_event(struct qmp *q, int ms, long long *stop_us) {
+        int64_t until = now_ms() + ms;
+        /* Queued while a reply was awaited: older than that reply. */
+        (void)take_events(q, stop_us);
+        for (int left = ms; left > 0; left = (int)(until - now_ms())) {
+                struct pollfd pfd = { .fd = qmp_get_fd(q), .events = POLLIN };
+                int r = poll(&pfd, 1, left);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r <= 0)
+                        return;
+                if (qmp_process_input(q) < 0)
+                        return;         /* closed: the next command says so */
+                if (take_events(q, stop_us))
+                        return;
+        }
 }
 
 static void answer_file(const char *name, char *buf, size_t len) {
@@ -55,11 +98,6 @@ static int qmp_cmd(struct qmp *q, const char *cmd, struct json_object *args, str
         else
                 json_object_put(reply);
         return r;
-}
-
-static long long get_ll(struct json_object *o, const char *k) {
-        struct json_object *v;
-        return json_object_object_get_ex(o, k, &v) ? (long long)json_object_get_int64(v) : 0;
 }
 
 /* Reads the answer into buf and its state into st ("" when none). */
@@ -156,9 +194,10 @@ int migrate_run(const struct migrate_options *o, struct migrate_result *ret, cha
         unsigned timeout = o->timeout_s ? o->timeout_s : MIGRATE_DEFAULT_TIMEOUT_S;
         int64_t t0 = now_ms(), deadline = t0 + (int64_t)timeout * 1000;
         bool requested = false, started = false;
+        long long stop_us = -1;
         int r;
 
-        *ret = (struct migrate_result){ 0 };
+        *ret = (struct migrate_result){ .pause_us = -1 };
         if (config_check_vm_name(o->name, o->runtime_dir, msg, sizeof msg) < 0) {
                 snprintf(err, errlen, "%s", msg);
                 return -EINVAL;
@@ -325,18 +364,27 @@ int migrate_run(const struct migrate_options *o, struct migrate_result *ret, cha
                         r = -ETIMEDOUT;
                         goto fail;
                 }
-                sleep_ms(wait);
+                wait_migration_event(q, wait, &stop_us);
         }
         /* Completed: the source is paused with nothing left to send. Its
-         * QEMU quits, its supervisor ends with status 0 and releases the
-         * lease, which the destination takes before cont. */
-        int64_t tq = now_ms();
+         * supervisor saw that too: it releases the lease (which the
+         * destination takes before cont) and quits QEMU, ending with
+         * status 0. A quit from here as well would race it: QEMU's exit
+         * before the release makes the lease wait for the supervisor's
+         * end. Only a supervisor that does not hand over is helped. */
         if (q)
-                (void)qmp_cmd(q, "quit", NULL, NULL, msg, sizeof msg);
-        q = qmp_free(q);
-        actionlog_append(o->root, "migrate", "%s: migration completed (QEMU: %lld ms, downtime %lld ms); source QEMU quit",
-                         o->name, ret->qemu_total_ms, ret->qemu_downtime_ms);
+                (void)take_events(q, &stop_us);  /* the STOP may have come with the last reply */
+        int64_t tq = now_ms();
+        bool quit_sent = false;
+        actionlog_append(o->root, "migrate", "%s: migration completed (QEMU: %lld ms, downtime %lld ms)", o->name,
+                         ret->qemu_total_ms, ret->qemu_downtime_ms);
         for (;;) {
+                if (q && !quit_sent && now_ms() - tq > QUIT_FALLBACK_MS) {
+                        actionlog_append(o->root, "migrate", "%s: the source supervisor did not hand over in %d ms; quitting QEMU",
+                                         o->name, QUIT_FALLBACK_MS);
+                        (void)qmp_cmd(q, "quit", NULL, NULL, msg, sizeof msg);
+                        quit_sent = true;
+                }
                 read_answer(o->root, o->name, answer, sizeof answer, st, sizeof st);
                 if (strcmp(st, "running") == 0 && lease_probe(p.vm_dir, &h) == 1 && strcmp(h.host, o->host) == 0)
                         break;
@@ -353,6 +401,9 @@ int migrate_run(const struct migrate_options *o, struct migrate_result *ret, cha
         }
         ret->handover_ms = now_ms() - tq;
         ret->total_ms = now_ms() - t0;
+        q = qmp_free(q);
+        if (migreq_get(answer, "resumed_us", msg, 32) == 0 && stop_us > 0 && atoll(msg) >= stop_us)
+                ret->pause_us = atoll(msg) - stop_us;
         {
                 char src[256], f[300], v[32];
                 snprintf(f, sizeof f, "%s.source", o->name);
@@ -385,13 +436,39 @@ out:
 
 /* ---- destination: the spool's part ---- */
 
+/* Where systemd runs VMs, the incoming one is vrt@NAME.service too, so
+ * that it is the unit of the VM once the guest has arrived: the unit's
+ * vrt-launch NAME finds the marker (migreq.h) and runs as --incoming. */
+static int start_incoming_unit(const char *root, const char *runtime_dir, const char *name, unsigned timeout) {
+        char err[512];
+        int r = migreq_incoming_mark(runtime_dir, name, timeout);
+        if (r < 0)
+                snprintf(err, sizeof err, "cannot write %s/%s%s: %s", runtime_dir, name, MIGREQ_INCOMING_SUFFIX,
+                         strerror(-r));
+        else
+                r = service_start_unit_nowait(name, err, sizeof err);
+        if (r == 0) {
+                actionlog_append(root, "migrate", "%s: incoming: started vrt@%s.service (systemd; marker %s/%s%s)", name,
+                                 name, runtime_dir, name, MIGREQ_INCOMING_SUFFIX);
+                return 0;
+        }
+        migreq_incoming_remove(runtime_dir, name);
+        actionlog_append(root, "migrate", "%s: incoming: %s", name, err);
+        return r;
+}
+
 static int start_incoming(const char *root, const char *runtime_dir, const char *launcher, const char *name,
                           unsigned timeout) {
         struct vm_paths p = { 0 };
         char err[512], tbuf[16];
         char *log_path = NULL, **envp = NULL;
         int log_fd = -1, r;
+        enum service_manager m = SERVICE_DETACHED;
 
+        if (service_manager_detect(root, runtime_dir, name, &m, err, sizeof err) < 0 || err[0])
+                actionlog_append(root, "migrate", "%s: incoming: %s", name, err);
+        if (m == SERVICE_SYSTEMD)
+                return start_incoming_unit(root, runtime_dir, name, timeout);
         if (vm_paths_init(&p, root, runtime_dir, name) < 0)
                 return -ENOMEM;
         if (mkdir(p.log_dir, 0750) < 0 && errno != EEXIST) {

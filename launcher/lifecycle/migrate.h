@@ -7,8 +7,9 @@
  * listens on its host.conf migration_address and answers with the address
  * and its QEMU version and CPU model. The source then runs QEMU's sequence
  * on the VM's monitor socket (migrate-set-capabilities, -parameters,
- * migrate, query-migrate until completed) and quits its QEMU; its
- * supervisor ends with status 0 and releases the lease; the destination
+ * migrate, query-migrate and MIGRATION events until completed); the
+ * source supervisor sees it completed, releases the lease and quits its
+ * QEMU (then ends with status 0); the destination
  * takes it and only then lets the guest run (cont). On any failure the
  * source guest keeps running with its lease, the request is withdrawn and
  * the destination supervisor quits its QEMU. */
@@ -44,7 +45,9 @@ struct migrate_result {
         long long total_ms;             /* from the request to the guest running on the destination */
         long long qemu_total_ms;        /* query-migrate total-time */
         long long qemu_downtime_ms;     /* query-migrate downtime */
-        long long handover_ms;          /* source QEMU quit until the destination runs */
+        long long handover_ms;          /* completed (seen here) until the destination runs */
+        long long pause_us;             /* the guest's pause: the source QEMU's STOP event to the
+                                         * destination's cont (both hosts' clocks); -1: unknown */
 };
 
 /* Moves VM NAME, which runs on this host, to o->host and waits until it

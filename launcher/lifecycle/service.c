@@ -157,6 +157,29 @@ static char *path_search(const char *name) {
         return NULL;
 }
 
+int service_start_unit_nowait(const char *name, char *err, size_t errlen) {
+        char *systemctl = path_search("systemctl"), *unit = NULL, out[1024] = "";
+        int r;
+        if (!systemctl) {
+                snprintf(err, errlen, "systemctl not found");
+                return -ENOENT;
+        }
+        if (asprintf(&unit, "vrt@%s.service", name) < 0) {
+                free(systemctl);
+                return -ENOMEM;
+        }
+        char *argv[] = { systemctl, "--no-ask-password", "--no-block", "start", unit, NULL };
+        r = spawn_capture(argv, UNIT_PROBE_TIMEOUT_MS, out, sizeof out);
+        if (r != 0) {
+                out[strcspn(out, "\n")] = '\0';
+                snprintf(err, errlen, "systemctl start %s: %s", unit, r < 0 ? strerror(-r) : out[0] ? out : "failed");
+                r = r < 0 ? r : -EIO;
+        }
+        free(unit);
+        free(systemctl);
+        return r;
+}
+
 int service_find_launcher(char **ret) {
         char self[PATH_MAX];
         ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);

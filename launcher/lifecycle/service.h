@@ -75,6 +75,11 @@ int service_parse_unit_environment(const char *text, char **ret_root, char **ret
 int service_manager_detect(const char *root, const char *runtime_dir, const char *probe_name,
                            enum service_manager *ret, char *note, size_t notelen);
 
+/* `systemctl --no-block start vrt@NAME.service`: queued, not waited for
+ * (an incoming migration's unit reports READY=1 only once the guest runs
+ * here). Returns 0, or a negative errno with one line in err. */
+int service_start_unit_nowait(const char *name, char *err, size_t errlen);
+
 /* Finds vrt-launch: next to the running executable (/proc/self/exe), else
  * in $PATH. Returns 0 and a new string, or -ENOENT. */
 int service_find_launcher(char **ret);

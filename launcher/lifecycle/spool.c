@@ -22,6 +22,7 @@
 #include "launcher/core/actionlog.h"
 #include "launcher/core/config.h"
 #include "launcher/lifecycle/create.h"
+#include "launcher/core/migreq.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/spawn.h"
 #include "launcher/lifecycle/migrate.h"
@@ -668,18 +669,32 @@ static uint32_t watch_mask(enum spool_queue q) {
         return IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB | IN_ONLYDIR;
 }
 
-static void add_watches(const struct spool *s, int ifd, int wd[]) {
+/* Creates ROOT/NAME if need be and watches it; -1 when it cannot. */
+static int add_watch(const struct spool *s, int ifd, const char *name, uint32_t mask) {
+        char *dir = paths_join(s->root, name);
+        if (!dir)
+                return -1;
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+                /* Not there and not creatable: the rescans still look. */
+        }
+        int w = inotify_add_watch(ifd, dir, mask);
+        free(dir);
+        return w;
+}
+
+/* The queues, and ROOT/migrate/ (wd_migrate), whose requests the start
+ * queue's run takes (migrate_spool_incoming). */
+static void add_watches(const struct spool *s, int ifd, int wd[], int *wd_migrate) {
         for (int q = 0; q < _SPOOL_QUEUE_MAX; q++) {
-                char *dir = paths_join(s->root, queue_names[q]);
-                if (!dir)
-                        continue;
-                if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-                        /* Not there and not creatable: the rescans still look. */
-                }
-                int w = inotify_add_watch(ifd, dir, watch_mask((enum spool_queue)q));
+                int w = add_watch(s, ifd, queue_names[q], watch_mask((enum spool_queue)q));
                 if (w >= 0)
                         wd[q] = w;
-                free(dir);
+        }
+        if (!s->h->no_migrate) {
+                /* migreq_write renames a complete request into place. */
+                int w = add_watch(s, ifd, MIGREQ_DIR, IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR);
+                if (w >= 0)
+                        *wd_migrate = w;
         }
 }
 
@@ -726,7 +741,7 @@ static int start_worker(const struct spool *s, enum spool_queue q, bool quiet, c
 int spool_watch(const struct spool *s, unsigned rescan_s) {
         sigset_t mask, old;
         int sfd = -1, ifd = -1, r = 0;
-        int wd[_SPOOL_QUEUE_MAX];
+        int wd[_SPOOL_QUEUE_MAX], wd_migrate = -1;
         struct worker workers[_SPOOL_QUEUE_MAX];
         int64_t due[_SPOOL_QUEUE_MAX];
         bool retrying[_SPOOL_QUEUE_MAX] = { false };
@@ -748,14 +763,14 @@ int spool_watch(const struct spool *s, unsigned rescan_s) {
                 workers[q] = (struct worker){ 0, -1 };
                 due[q] = now;   /* everything once at startup */
         }
-        add_watches(s, ifd, wd);
+        add_watches(s, ifd, wd, &wd_migrate);
 
         for (;;) {
                 now = now_ms();
                 if (!stopping && now >= next_rescan) {
                         /* inotify does not see other NFS clients' changes; a
                          * removed and recreated queue directory needs a new watch. */
-                        add_watches(s, ifd, wd);
+                        add_watches(s, ifd, wd, &wd_migrate);
                         for (int q = 0; q < _SPOOL_QUEUE_MAX; q++)
                                 if (due[q] > now)
                                         due[q] = now;
@@ -822,6 +837,15 @@ int spool_watch(const struct spool *s, unsigned rescan_s) {
                                                 for (int q = 0; q < _SPOOL_QUEUE_MAX; q++)
                                                         if (due[q] > now + WATCH_DEBOUNCE_MS)
                                                                 due[q] = now + WATCH_DEBOUNCE_MS;
+                                                continue;
+                                        }
+                                        if (ev->wd == wd_migrate) {
+                                                if (ev->mask & IN_IGNORED)
+                                                        wd_migrate = -1;
+                                                /* migrate/NAME only: not NAME.answer, NAME.source, .tmp files */
+                                                else if (ev->len > 0 && !strchr(ev->name, '.') &&
+                                                         due[SPOOL_START] > now + WATCH_DEBOUNCE_MS)
+                                                        due[SPOOL_START] = now + WATCH_DEBOUNCE_MS;
                                                 continue;
                                         }
                                         for (int q = 0; q < _SPOOL_QUEUE_MAX; q++) {

@@ -685,10 +685,12 @@ static void incoming_tick(struct supervisor *s) {
                 incoming_give_up(s, err);
                 return;
         }
+        /* When the guest ran again, for the source's measure of its pause. */
+        long long resumed_us = (long long)realtime_us();
         /* After cont: the sync is not part of the guest's pause. */
         sync_lease(s);
         s->incoming = false;
-        snprintf(text, sizeof text, "state=running\nhost=%s\n", s->host);
+        snprintf(text, sizeof text, "state=running\nhost=%s\nresumed_us=%lld\n", s->host, resumed_us);
         incoming_answer(s, text);
         notify_send("READY=1\nSTATUS=running");
         log_notice("VM %s running (migrated in; lease taken)", s->ctx.inst->name);
@@ -704,13 +706,31 @@ static void migrated_out(struct supervisor *s) {
         if (!s->migrated_out || s->lease_fd < 0 || !s->proc.qmp)
                 return;
         s->migrated_out = false;
-        if (qmp_execute(s->proc.qmp, "query-status", NULL, 5000, &ret, err, sizeof err) < 0 ||
-            !json_object_object_get_ex(ret, "status", &v) || strcmp(json_object_get_string(v), "postmigrate") != 0) {
-                log_warning("migration completed but QEMU is not in postmigrate; keeping the lease");
+        /* QEMU sends the event (status completed) and only then leaves
+         * finish-migrate for postmigrate (migration_iteration_finish):
+         * wait for that briefly rather than keep the lease until QEMU's
+         * exit, which would be the guest's pause. */
+        const char *st = "";
+        for (int64_t until = now_ms() + 1000;;) {
+                ret = NULL;
+                if (qmp_execute(s->proc.qmp, "query-status", NULL, 5000, &ret, err, sizeof err) < 0 ||
+                    !json_object_object_get_ex(ret, "status", &v)) {
+                        st = "";
+                        json_object_put(ret);
+                        break;
+                }
+                st = strcmp(json_object_get_string(v), "postmigrate") == 0 ? "postmigrate"
+                     : strcmp(json_object_get_string(v), "finish-migrate") == 0 ? "finish-migrate" : "other";
                 json_object_put(ret);
+                if (strcmp(st, "finish-migrate") != 0 || now_ms() >= until)
+                        break;
+                poll(NULL, 0, 1);
+        }
+        if (strcmp(st, "postmigrate") != 0) {
+                log_warning("migration completed but QEMU is not in postmigrate (%s); keeping the lease",
+                            st[0] ? st : "query-status failed");
                 return;
         }
-        json_object_put(ret);
         /* QEMU fills in the times just after the status: for the log and vrt migrate. */
         long long total = 0, down = 0;
         for (int k = 0; k < 50 && total == 0; k++) {
@@ -760,8 +780,8 @@ static int event_loop(struct supervisor *s) {
                         timeout = left > 0 ? (int)left : 0;
                 }
                 /* Incoming: look at the request often, at the lease very often. */
-                if (s->incoming && (timeout < 0 || timeout > (s->incoming_done ? 5 : 100)))
-                        timeout = s->incoming_done ? 5 : 100;
+                if (s->incoming && (timeout < 0 || timeout > (s->incoming_done ? 1 : 100)))
+                        timeout = s->incoming_done ? 1 : 100;
                 int r = poll(pfd, (nfds_t)n, timeout);
                 if (r < 0 && errno != EINTR) {
                         log_error("poll: %s", strerror(errno));
@@ -1007,7 +1027,12 @@ int supervisor_run(const struct supervisor_options *o) {
                         status = SUPERVISOR_EXIT_ELSEWHERE;
                         goto out;
                 }
-                notify_send("STATUS=waiting for the incoming migration");
+                /* READY=1 comes once the guest runs here: under systemd the
+                 * start may take the whole incoming timeout, not TimeoutStartSec. */
+                char state[128];
+                snprintf(state, sizeof state, "EXTEND_TIMEOUT_USEC=%lld\nSTATUS=waiting for the incoming migration",
+                         (long long)((s.incoming_deadline - now_ms()) / 1000 + 30) * 1000000);
+                notify_send(state);
                 status = event_loop(&s);
                 goto out;
         }

@@ -6,6 +6,7 @@
 
 #include "launcher/core/config.h"
 #include "launcher/core/log.h"
+#include "launcher/core/migreq.h"
 #include "launcher/core/paths.h"
 #include "launcher/vm/supervisor.h"
 #include "version.h"
@@ -99,6 +100,15 @@ int main(int argc, char **argv) {
         char *root = paths_absolute(o.root), *runtime = paths_absolute(o.runtime_dir);
         if (!root || !runtime)
                 return 1;
+        /* Under systemd the spool starts vrt@NAME.service, whose ExecStart
+         * has no --incoming: its marker in the runtime dir says so. */
+        unsigned marked_timeout = 0;
+        char namemsg[256];
+        if (!o.incoming && config_check_vm_name(o.name, runtime, namemsg, sizeof namemsg) == 0 &&
+            migreq_incoming_take(runtime, o.name, &marked_timeout) == 1) {
+                o.incoming = true;
+                o.incoming_timeout = (int)marked_timeout;
+        }
         o.root = root;
         o.runtime_dir = runtime;
         int status = supervisor_run(&o);

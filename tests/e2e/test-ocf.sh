@@ -3,8 +3,9 @@
 # Debian's ocf-tester passes; then the agent's own cases: a graceful stop
 # inside a long operation timeout, monitor of a VM another host runs (7,
 # and start there fails: the lease), QEMU that does not answer (1),
-# validate-all's refusals (6, 5), and the spool leaving a
-# managed_by=pacemaker VM alone.
+# validate-all's refusals (6, 5), the spool leaving a managed_by=pacemaker
+# VM alone, and live migration (migrate_to on the source, migrate_from on
+# the target; a target that never answers: an error, the VM stays).
 . "$(dirname "$0")/lib.sh"
 E2E_SHUTDOWN_TIMEOUT=10
 e2e_setup
@@ -22,6 +23,7 @@ AGENT="$E2E_DIR/ocf/vm"
 
 kill_supervisors() {
 	local f
+	[ -n "${SPOOL_B:-}" ] && kill "$SPOOL_B" 2>/dev/null
 	for f in "$RUN_A"/*/pid "$RUN_B"/*/pid; do
 		[ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
 	done
@@ -93,6 +95,35 @@ b_runs_it() { [ "$(agent B monitor)" = 0 ] && [ "$(agent A monitor)" = 7 ]; }
 check "... monitor on B: 0, on A: 7" b_runs_it
 check "the lease names hostB" lease_is hostB
 check "stop on B" rc_is 0 B stop
+
+# --- migrate_to / migrate_from (Pacemaker's live migration) ------------------------
+# Host B takes incoming migrations on loopback (its host.conf) through its spool.
+printf 'migration_address=127.0.0.1\n' >"$E2E_DIR/hostB.conf"
+# exec: $! is the spool itself, which the kills below reach.
+( exec env VRT_HOST=hostB VRT_RUNTIME_DIR="$RUN_B" VRT_SERVICE_MANAGER=detached VRT_HOST_CONF="$E2E_DIR/hostB.conf" \
+	"$VRT" spool --watch >"$E2E_DIR/spool-b.log" 2>&1 ) &
+SPOOL_B=$!
+check "start on A (to migrate it)" rc_is 0 A start
+check "... it boots" wait_ready vm1 90
+a_runs_it() { [ "$(agent A monitor)" = 0 ] && [ "$(agent B monitor)" = 7 ]; }
+# A target that never answers (no spool there), a 15 s operation (vrt migrate --timeout 10).
+check "migrate_to a host that never answers: error (1)" \
+	rc_is 1 A migrate_to OCF_RESKEY_CRM_meta_migrate_target=hostC OCF_RESKEY_CRM_meta_timeout=15000
+check "... saying why" grep -q "host hostC did not answer within 10s" "$E2E_DIR/agent.out"
+check "... monitor on A: still 0, on B: 7" a_runs_it
+check "... the lease still names hostA" lease_is hostA
+check "... no migration request left" bash -c '! ls "$0"/migrate/vm1* 2>/dev/null' "$VRT_ROOT"
+check "migrate_to on A, target hostB: 0" rc_is 0 A migrate_to OCF_RESKEY_CRM_meta_migrate_target=hostB
+check "... the lease names hostB" lease_is hostB
+check "migrate_from on B: 0" rc_is 0 B migrate_from OCF_RESKEY_CRM_meta_migrate_source=hostA
+b_runs_it_now() { [ "$(agent B monitor)" = 0 ] && [ "$(agent A monitor)" = 7 ]; }
+check "... monitor on B: 0, on A: 7" b_runs_it_now
+check "migrate_from on A (it does not run there): error (1)" rc_is 1 A migrate_from
+check "... saying so" grep -q "does not run here after the migration" "$E2E_DIR/agent.out"
+check "migrate_to this host itself: error (1)" rc_is 1 B migrate_to OCF_RESKEY_CRM_meta_migrate_target=hostB
+check "... monitor on B: still 0" rc_is 0 B monitor
+check "stop on B after the migration" rc_is 0 B stop
+kill "$SPOOL_B" 2>/dev/null; wait "$SPOOL_B" 2>/dev/null; SPOOL_B=
 
 # --- the spool leaves it alone ------------------------------------------------------
 touch "$VRT_ROOT/start/vm1"
