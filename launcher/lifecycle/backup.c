@@ -19,6 +19,7 @@
 #include "images/qcow2.h"
 #include "launcher/core/actionlog.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/core/runtime.h"
@@ -428,9 +429,14 @@ static int backup_live(struct job *j, struct backup_result *res, char *err, size
                 goto done;
         }
         /* QEMU may run as another user: the file belongs to the disk's owner. */
-        if (stat(j->disk, &st) < 0 || chown(j->partial, st.st_uid, st.st_gid) < 0 || chmod(j->partial, 0600) < 0) {
+        if (stat(j->disk, &st) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "cannot give %s the owner of %s: %s", j->partial, j->disk, strerror(-r));
+                goto done;
+        }
+        r = safepath_hand_over(j->partial, st.st_uid, st.st_gid, 0600, 0, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot give %s the owner of %s: %s", j->partial, j->disk, msg);
                 goto done;
         }
         struct json_object *file = blockjob_str(blockjob_str(json_object_new_object(), "driver", "file"), "filename", j->partial);

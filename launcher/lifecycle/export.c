@@ -23,6 +23,7 @@
 #include "images/qcow2.h"
 #include "launcher/core/actionlog.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/core/runtime.h"
@@ -322,9 +323,14 @@ static int backup_running(struct exporter *x, const struct vm_paths *p, const ch
         }
         /* QEMU may run as another user: the copy belongs to the disk's owner. */
         struct stat dst;
-        if (stat(disk, &dst) < 0 || chown(tmp, dst.st_uid, dst.st_gid) < 0 || chmod(tmp, 0600) < 0) {
+        if (stat(disk, &dst) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "cannot give %s the owner of %s: %s", tmp, disk, strerror(-r));
+                goto done;
+        }
+        r = safepath_hand_over(tmp, dst.st_uid, dst.st_gid, 0600, 0, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot give %s the owner of %s: %s", tmp, disk, msg);
                 goto done;
         }
         struct json_object *file = jstr(jstr(jobj(), "driver", "file"), "filename", tmp);

@@ -17,6 +17,7 @@
 #include "images/qcow2.h"
 #include "launcher/core/config.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/lease.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
@@ -226,10 +227,9 @@ static int new_layer(struct ctx *c, const char *over, char ret[SNAP_LAYER_MAX], 
                 snprintf(err, errlen, "cannot create %s: %s", path, msg);
                 goto out;
         }
-        if (stat(over_path, &st) == 0 && (chown(path, st.st_uid, st.st_gid) < 0 ||
-                                          chmod(path, (st.st_mode & 0777) | 0600) < 0)) {
-                r = -errno;
-                snprintf(err, errlen, "cannot give %s the owner of %s: %s", path, over_path, strerror(-r));
+        if (stat(over_path, &st) == 0 &&
+            (r = safepath_hand_over(path, st.st_uid, st.st_gid, (st.st_mode & 0777) | 0600, 0, msg, sizeof msg)) < 0) {
+                snprintf(err, errlen, "cannot give %s the owner of %s: %s", path, over_path, msg);
                 unlink(path);
                 goto out;
         }
