@@ -241,3 +241,20 @@ int safepath_open_shared(const char *path, char *err, size_t errlen) {
                 (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
         return fd;
 }
+
+int safepath_check_planted(const char *path, char *err, size_t errlen) {
+        struct stat st;
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : why(err, errlen, path, -errno);
+        if (S_ISLNK(st.st_mode))
+                return why(err, errlen, path, -ELOOP);
+        if (!S_ISREG(st.st_mode)) {
+                snprintf(err, errlen, "%s: not a regular file", path);
+                return -EINVAL;
+        }
+        if (st.st_nlink != 1) {
+                snprintf(err, errlen, "%s: a hard link (%ju names): not touched", path, (uintmax_t)st.st_nlink);
+                return -EMLINK;
+        }
+        return 0;
+}

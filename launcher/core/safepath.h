@@ -49,6 +49,12 @@ int safepath_hand_over(const char *path, uid_t uid, gid_t gid, mode_t mode, unsi
  * with "path: why" in err. */
 int safepath_open_shared(const char *path, char *err, size_t errlen);
 
+/* A look before acting, for a clear refusal up front (vrt start): 0 when
+ * path is missing or a regular file with one name, else -ELOOP (symbolic
+ * link), -EMLINK (hard link) or -EINVAL (another type) with "path: why"
+ * in err. The operations themselves still go through the fds above. */
+int safepath_check_planted(const char *path, char *err, size_t errlen);
+
 /* For tests: the walk with O_NOFOLLOW from now on, as on a kernel without
  * openat2. */
 void safepath_without_openat2(void);

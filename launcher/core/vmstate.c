@@ -1,4 +1,5 @@
 #include "launcher/core/vmstate.h"
+#include "launcher/core/safepath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -180,6 +181,19 @@ int vmstate_check_startable(const char *root, const char *runtime_dir, const cha
                 r = -ESTALE;
                 goto out;
         }
+        /* The files root hands to QEMU's user or writes: a link planted
+         * there is refused here already (vrt-launch refuses it too). */
+        char *snap = NULL;
+        const char *own[] = { p.overlay, p.copy, p.uefi_vars, p.console_log, NULL };
+        if (snap_active_path(p.vm_dir, &snap, msg, sizeof msg) == 0 && snap)
+                own[4] = snap;
+        for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+                if (own[i] && (r = safepath_check_planted(own[i], msg, sizeof msg)) < 0) {
+                        snprintf(err, errlen, "%s; not started", msg);
+                        free(snap);
+                        goto out;
+                }
+        free(snap);
         r = 0;
         if (instance_load(p.instance, name, runtime_dir, &inst, msg, sizeof msg) < 0)
                 goto out;

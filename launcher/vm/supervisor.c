@@ -217,7 +217,7 @@ static int grant_vm_files(struct supervisor *s, char *err, size_t errlen) {
                 /* A link planted there would hand its target to QEMU's user. */
                 int r = files[i] ? safepath_hand_over(files[i], s->user.uid, s->user.gid, 0600, 0, why, sizeof why) : 0;
                 if (r < 0) {
-                        snprintf(err, errlen, "cannot hand %s to user %s: %s", files[i], s->ctx.host->user, why);
+                        snprintf(err, errlen, "%s (not handed to user %s)", why, s->ctx.host->user);
                         return r;
                 }
         }
@@ -952,7 +952,7 @@ int supervisor_run(const struct supervisor_options *o) {
                 /* Configuration errors, including a bridge= that names no
                  * bridge (-ENOTTY) or one that is down. */
                 status = r == -EINVAL || r == -ENOENT || r == -ENODEV || r == -ENETDOWN || r == -ENOTTY ||
-                         r == -EBUSY
+                         r == -EBUSY || r == -ELOOP || r == -EMLINK      /* a link planted in the VM's files */
                          ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
                 goto out;
         }
