@@ -139,6 +139,12 @@ int safepath_openat(int dfd, const char *rel, const char *shown, int flags, mode
         int fd = raw_openat(dfd, rel, (flags & ~O_TRUNC) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
         int r;
 
+        if (fd == -ENOTDIR && (flags & O_DIRECTORY)) {
+                /* O_DIRECTORY|O_NOFOLLOW on a symbolic link says ENOTDIR. */
+                struct stat st;
+                if (fstatat(dfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+                        fd = -ELOOP;
+        }
         if (fd < 0)
                 return why(err, errlen, shown ? shown : rel, fd);
         r = check_fd(fd, shown ? shown : rel, checks, err, errlen);
