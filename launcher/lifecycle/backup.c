@@ -593,9 +593,14 @@ static int open_dest(const struct backup_request *req, struct job *j, int *lock_
         char *lock = paths_join(req->dest, DEST_LOCK);
         if (!lock)
                 return -ENOMEM;
-        *lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        *lock_fd = safepath_open(lock, O_RDWR | O_CREAT, 0600, SAFEPATH_ONE_LINK, err, errlen);
         free(lock);
-        if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        if (*lock_fd < 0) {
+                r = *lock_fd;
+                *lock_fd = -1;
+                return r == -ELOOP || r == -EMLINK ? -EINVAL : r;
+        }
+        if (flock(*lock_fd, LOCK_EX | LOCK_NB) < 0) {
                 r = errno == EWOULDBLOCK ? -EBUSY : -errno;
                 snprintf(err, errlen, "%s: %s", req->dest, r == -EBUSY ? "another vrt backup works here" : strerror(-r));
                 return r;

@@ -134,6 +134,30 @@ if [ -f /usr/share/OVMF/OVMF_VARS.fd ] && [ -f /usr/share/OVMF/OVMF_CODE.fd ]; t
 	rm -f "$VRT_ROOT/vm/u1/OVMF_VARS.fd"
 fi
 
+# Snapshots and exports: new files, made anew; a link in their place is
+# replaced or refused, never written through.
+check "create a4, a5" bash -c '"$0" create --name a4 --image testguest --size tiny --net none >/dev/null &&
+	"$0" create --name a5 --image testguest --size tiny --net none >/dev/null' "$VRT"
+for kind in sym hard; do
+	vm=$([ $kind = sym ] && echo a4 || echo a5)
+	mkdir -p "$VRT_ROOT/vm/$vm/snapshots"
+	plant $kind "$VRT_ROOT/vm/$vm/snapshots/1.qcow2" "$CAN/disk.qcow2"
+	check "snapshots/1.qcow2 $kind: vrt snapshot succeeds" bash -c '"$0" snapshot "$1" s1 >/dev/null' "$VRT" $vm
+	check "... the link was replaced by the new layer" \
+		bash -c '[ -f "$0" ] && [ ! -L "$0" ] && [ "$(stat -c %h "$0")" = 1 ]' "$VRT_ROOT/vm/$vm/snapshots/1.qcow2"
+	check "... the canary is unchanged" canary_ok
+	plant $kind "$E2E_DIR/$vm.tar" "$CAN/secret"
+	check "vrt export onto a $kind: refused" refuses 2 "$vm.tar: already exists" "$VRT" export a1 "$E2E_DIR/$vm.tar"
+	check "... the canary is unchanged" canary_ok
+	rm -f "$E2E_DIR/$vm.tar"
+	mkdir -p "$E2E_DIR/bk-$vm"
+	plant $kind "$E2E_DIR/bk-$vm/.lock" "$CAN/secret"
+	check "a backup directory whose .lock is a $kind: vrt backup refuses" \
+		refuses 2 ".lock: $(what $kind)" "$VRT" backup $vm "$E2E_DIR/bk-$vm"
+	check "... the canary is unchanged" canary_ok
+	rm -f "$E2E_DIR/bk-$vm/.lock"
+done
+
 # log/ (the activity logs): root's, appended to by every command.
 plant sym "$VRT_ROOT/log/create.log" "$CAN/secret"
 "$VRT" create --name a2 --image testguest --size tiny --net none >/dev/null 2>"$E2E_DIR/err"
