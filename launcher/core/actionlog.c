@@ -48,7 +48,7 @@ int actionlog_append(const char *root, const char *log_name, const char *fmt, ..
         if (mkdir(dir, 0755) < 0 && errno != EEXIST)
                 return -errno;
         char why[256];
-        fd = safepath_open(path, O_WRONLY | O_APPEND | O_CREAT, 0644, SAFEPATH_ONE_LINK, why, sizeof why);
+        fd = safepath_open_beneath(root, path, O_WRONLY | O_APPEND | O_CREAT, 0644, SAFEPATH_ONE_LINK, why, sizeof why);
         if (fd < 0)
                 return fd;
         /* One write: O_APPEND makes the seek and write atomic locally; on NFS

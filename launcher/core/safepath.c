@@ -185,6 +185,32 @@ int safepath_open(const char *path, int flags, mode_t mode, unsigned checks, cha
         return fd;
 }
 
+int safepath_open_beneath(const char *base, const char *path, int flags, mode_t mode, unsigned checks, char *err,
+                          size_t errlen) {
+        size_t n = strlen(base);
+        while (n > 1 && base[n - 1] == '/')
+                n--;
+        if (strncmp(path, base, n) != 0 || path[n] != '/' || !path[n + 1])
+                return safepath_open(path, flags, mode, checks, err, errlen);
+        char *dir = strndup(base, n);
+        if (!dir)
+                return -ENOMEM;
+        int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+                int r = -errno;
+                snprintf(err, errlen, "%s: %s", dir, strerror(-r));
+                free(dir);
+                return r;
+        }
+        free(dir);
+        const char *rel = path + n + 1;
+        while (*rel == '/')
+                rel++;
+        int fd = safepath_openat(dfd, rel, path, flags, mode, checks, err, errlen);
+        close(dfd);
+        return fd;
+}
+
 int safepath_hand_over(const char *path, uid_t uid, gid_t gid, mode_t mode, unsigned checks, char *err,
                        size_t errlen) {
         int flags = (checks & SAFEPATH_DIR) ? O_RDONLY | O_DIRECTORY : O_RDONLY;
@@ -248,17 +274,17 @@ int safepath_open_shared(const char *path, char *err, size_t errlen) {
         return fd;
 }
 
-int safepath_check_planted(const char *path, char *err, size_t errlen) {
+int safepath_check_planted(const char *path, unsigned checks, char *err, size_t errlen) {
         struct stat st;
         if (lstat(path, &st) < 0)
                 return errno == ENOENT ? 0 : why(err, errlen, path, -errno);
         if (S_ISLNK(st.st_mode))
                 return why(err, errlen, path, -ELOOP);
-        if (!S_ISREG(st.st_mode)) {
-                snprintf(err, errlen, "%s: not a regular file", path);
+        if ((checks & SAFEPATH_DIR) ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
+                snprintf(err, errlen, "%s: not a %s", path, (checks & SAFEPATH_DIR) ? "directory" : "regular file");
                 return -EINVAL;
         }
-        if (st.st_nlink != 1) {
+        if (!S_ISDIR(st.st_mode) && st.st_nlink != 1) {
                 snprintf(err, errlen, "%s: a hard link (%ju names): not touched", path, (uintmax_t)st.st_nlink);
                 return -EMLINK;
         }

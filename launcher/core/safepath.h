@@ -28,6 +28,14 @@
 int safepath_openat(int dfd, const char *rel, const char *shown, int flags, mode_t mode, unsigned checks,
                     char *err, size_t errlen);
 
+/* Opens path, which lies beneath base (a directory root chose: the root,
+ * a VM's directory): base as given, the rest of path as in
+ * safepath_openat(), so a directory planted as a symbolic link below base
+ * (vm/NAME/log -> /etc) is refused too. A path not beneath base is opened
+ * as by safepath_open(). */
+int safepath_open_beneath(const char *base, const char *path, int flags, mode_t mode, unsigned checks, char *err,
+                          size_t errlen);
+
 /* The same for a path whose directory is root's own choice (the root, a
  * VM's directory): the directory is opened as given, the last component
  * as in safepath_openat(). */
@@ -50,10 +58,11 @@ int safepath_hand_over(const char *path, uid_t uid, gid_t gid, mode_t mode, unsi
 int safepath_open_shared(const char *path, char *err, size_t errlen);
 
 /* A look before acting, for a clear refusal up front (vrt start): 0 when
- * path is missing or a regular file with one name, else -ELOOP (symbolic
- * link), -EMLINK (hard link) or -EINVAL (another type) with "path: why"
- * in err. The operations themselves still go through the fds above. */
-int safepath_check_planted(const char *path, char *err, size_t errlen);
+ * path is missing or a regular file with one name (with SAFEPATH_DIR: a
+ * directory), else -ELOOP (symbolic link), -EMLINK (hard link) or -EINVAL
+ * (another type) with "path: why" in err. The operations themselves still
+ * go through the fds above. */
+int safepath_check_planted(const char *path, unsigned checks, char *err, size_t errlen);
 
 /* For tests: the walk with O_NOFOLLOW from now on, as on a kernel without
  * openat2. */

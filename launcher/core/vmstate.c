@@ -188,12 +188,16 @@ int vmstate_check_startable(const char *root, const char *runtime_dir, const cha
         if (snap_active_path(p.vm_dir, &snap, msg, sizeof msg) == 0 && snap)
                 own[4] = snap;
         for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
-                if (own[i] && (r = safepath_check_planted(own[i], msg, sizeof msg)) < 0) {
+                if (own[i] && (r = safepath_check_planted(own[i], 0, msg, sizeof msg)) < 0) {
                         snprintf(err, errlen, "%s; not started", msg);
                         free(snap);
                         goto out;
                 }
         free(snap);
+        if ((r = safepath_check_planted(p.log_dir, SAFEPATH_DIR, msg, sizeof msg)) < 0) {
+                snprintf(err, errlen, "%s; not started", msg);
+                goto out;
+        }
         r = 0;
         if (instance_load(p.instance, name, runtime_dir, &inst, msg, sizeof msg) < 0)
                 goto out;

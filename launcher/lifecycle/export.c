@@ -162,15 +162,21 @@ static int add_buffer(struct exporter *x, const char *name, const char *buf, siz
         return r < 0 ? r : export_progress(x, len);
 }
 
-/* Streams a file (following a symlink: the test root links its kernel). */
+/* Streams a file. A symbolic link is followed only when root made it (the
+ * test root links its kernel), a hard link only to a file everybody may
+ * read: the archive is readable by others, images/ may be shared. */
 static int add_file(struct exporter *x, const char *name, const char *path, char *err, size_t errlen) {
         struct member_info *m;
         char *buf = NULL;
         struct stat st;
         int fd = -1, r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0 || fstat(fd, &st) < 0) {
+        fd = safepath_open_shared(path, err, errlen);
+        if (fd < 0) {
+                r = fd == -ELOOP || fd == -EMLINK ? -EINVAL : fd;
+                goto fail;
+        }
+        if (fstat(fd, &st) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "%s: %s", path, strerror(errno));
                 goto fail;

@@ -719,7 +719,8 @@ static int boot(struct run *x, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot create %s: %s", x->p.log_dir, strerror(-r));
                 return r;
         }
-        x->log_fd = safepath_open(x->launch_log, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK, err, errlen);
+        x->log_fd = safepath_open_beneath(x->p.vm_dir, x->launch_log, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK,
+                                          err, errlen);
         if (x->log_fd < 0) {
                 r = x->log_fd;
                 x->log_fd = -1;

@@ -158,8 +158,8 @@ static int start_qemu(struct install *in, const struct qemu_user *u, char *err, 
                 snprintf(err, errlen, "cannot create %s: %s", log_dir, strerror(-r));
                 goto fail;
         }
-        fds.console_log = safepath_open(in->console_log, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK, err,
-                                        errlen);
+        fds.console_log = safepath_open_beneath(o->root, in->console_log, O_WRONLY | O_APPEND | O_CREAT, 0640,
+                                                SAFEPATH_ONE_LINK, err, errlen);
         if (fds.console_log < 0) {
                 r = fds.console_log;
                 fds.console_log = -1;

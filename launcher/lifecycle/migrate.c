@@ -405,7 +405,8 @@ static int start_incoming(const char *root, const char *runtime_dir, const char 
                 r = -ENOMEM;
                 goto out;
         }
-        log_fd = safepath_open(log_path, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK, err, sizeof err);
+        log_fd = safepath_open_beneath(p.vm_dir, log_path, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK, err,
+                                       sizeof err);
         if (log_fd < 0) {
                 r = log_fd;
                 log_fd = -1;

@@ -401,7 +401,8 @@ static int start_detached(const struct service_options *o, const char *launcher,
                 return -ENOMEM;
         }
         char why[1024];
-        j->log_fd = safepath_open(j->log_path, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK, why, sizeof why);
+        j->log_fd = safepath_open_beneath(j->p.vm_dir, j->log_path, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK,
+                                          why, sizeof why);
         if (j->log_fd < 0) {
                 r = j->log_fd;
                 j->log_fd = -1;

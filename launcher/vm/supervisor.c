@@ -232,8 +232,8 @@ static int open_init_log(struct supervisor *s, const struct supervisor_options *
                 snprintf(err, errlen, "a seed image needs an init log");
                 return -EINVAL;
         }
-        s->fds.init_log = safepath_open(o->init_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0640, SAFEPATH_ONE_LINK,
-                                        err, errlen);
+        s->fds.init_log = safepath_open_beneath(s->ctx.paths.vm_dir, o->init_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
+                                                0640, SAFEPATH_ONE_LINK, err, errlen);
         if (s->fds.init_log < 0) {
                 int r = s->fds.init_log;
                 s->fds.init_log = -1;
@@ -326,8 +326,8 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot create %s: %s", p->log_dir, strerror(-r));
                 return r;
         }
-        s->fds.console_log = safepath_open(p->console_log, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK, err,
-                                           errlen);
+        s->fds.console_log = safepath_open_beneath(p->vm_dir, p->console_log, O_WRONLY | O_APPEND | O_CREAT, 0640,
+                                                   SAFEPATH_ONE_LINK, err, errlen);
         if (s->fds.console_log < 0) {
                 r = s->fds.console_log;
                 s->fds.console_log = -1;

@@ -117,6 +117,14 @@ for kind in sym hard; do
 	check "... the seed was not handed over either" [ "$(stat -c %U "$V/seed.iso")" = root ]
 	rm -f "$V/seed.iso" "$V/init.log"
 done
+# A directory planted as a symbolic link: vm/a1/log -> elsewhere.
+mkdir -m 0755 "$E2E_DIR/elsewhere"
+mv "$V/log" "$E2E_DIR/a1.log.saved"
+ln -s "$E2E_DIR/elsewhere" "$V/log"
+check "log/ a symlink to a directory: vrt start refuses" refuses 2 "log: a symbolic link (not followed)" "$VRT" start a1
+check "... vrt-launch refuses it too" launch_refuses "log/console.log: a symbolic link (not followed)" a1
+check "... nothing created where it points" [ -z "$(ls -A "$E2E_DIR/elsewhere")" ]
+rm "$V/log" && mv "$E2E_DIR/a1.log.saved" "$V/log"
 check "a1 starts once its files are its own again" bash -c '"$0" start a1 >/dev/null' "$VRT"
 check "... and stops" bash -c '"$0" stop --force a1 >/dev/null' "$VRT"
 check "... the overlay was handed to QEMU's user, the canary not" \
@@ -168,6 +176,12 @@ plant hard "$VRT_ROOT/log/create.log" "$CAN/secret"
 "$VRT" create --name a3 --image testguest --size tiny --net none >/dev/null 2>"$E2E_DIR/err"
 check "log/create.log a hard link: nothing appended through it" canary_ok
 rm -f "$VRT_ROOT/log/create.log"
+
+mv "$VRT_ROOT/log" "$E2E_DIR/root.log.saved"
+ln -s "$E2E_DIR/elsewhere" "$VRT_ROOT/log"
+"$VRT" create --name a6 --image testguest --size tiny --net none >/dev/null 2>&1
+check "the root's log/ a symlink to a directory: no activity log written there" [ -z "$(ls -A "$E2E_DIR/elsewhere")" ]
+rm "$VRT_ROOT/log" && mv "$E2E_DIR/root.log.saved" "$VRT_ROOT/log"
 
 # --- the spool: inst/ start/ stop/ destroy/ are root:GROUP 2775 -----------------
 echo "group=$OP_GROUP" >>"$VRT_ROOT/vrt.conf"
@@ -230,6 +244,21 @@ for kind in sym hard; do
 	check "... the canary keeps mode 0600" canary_ok
 done
 rm -f "$VRT_ROOT/images/evil.qcow2" "$VRT_ROOT/init/evil.sh"
+# vrt export streams the template's kernel and initrd into an archive
+# others may read: a kernel that is the operator's link is not read.
+cp "$VRT_ROOT/images/testguest.qcow2" "$VRT_ROOT/images/kern.qcow2"
+sed 's/^kernel=.*/kernel=kern.vmlinuz/' "$VRT_ROOT/images/testguest.properties" >"$VRT_ROOT/images/kern.properties"
+ln -s "$(readlink -f "$VRT_ROOT/images/testguest.vmlinuz")" "$VRT_ROOT/images/kern.vmlinuz"
+check "create k1 on template kern" bash -c '"$0" create --name k1 --image kern --size tiny --net none >/dev/null' "$VRT"
+for kind in sym hard; do
+	plant $kind "$VRT_ROOT/images/kern.vmlinuz" "$CAN/secret"
+	if [ $kind = sym ]; then text="a symbolic link owned by uid $OP_UID, not root (not followed)"; else
+		text="a hard link (2 names) to a file not everybody may read: not read"; fi
+	check "images/kern.vmlinuz $kind: vrt export refuses" refuses 2 "$text" "$VRT" export k1 "$E2E_DIR/k1-$kind.tar"
+	check "... no archive left" [ ! -e "$E2E_DIR/k1-$kind.tar" ]
+	check "... the canary is unchanged" canary_ok
+done
+rm -f "$VRT_ROOT/images/kern.vmlinuz"
 # What root made itself is still followed: an admin's alias of a template.
 ln -s testguest.qcow2 "$VRT_ROOT/images/alias.qcow2"
 cp "$VRT_ROOT/images/testguest.properties" "$VRT_ROOT/images/alias.properties"

@@ -241,15 +241,49 @@ static void test_check_planted(void **state) {
         (void)state;
         char p[256], err[512];
         pathof(p, sizeof p, "own");
-        assert_int_equal(safepath_check_planted(p, err, sizeof err), 0);
+        assert_int_equal(safepath_check_planted(p, 0, err, sizeof err), 0);
         pathof(p, sizeof p, "missing");
-        assert_int_equal(safepath_check_planted(p, err, sizeof err), 0);
+        assert_int_equal(safepath_check_planted(p, 0, err, sizeof err), 0);
         pathof(p, sizeof p, "sym");
-        assert_int_equal(safepath_check_planted(p, err, sizeof err), -ELOOP);
+        assert_int_equal(safepath_check_planted(p, 0, err, sizeof err), -ELOOP);
         pathof(p, sizeof p, "hard");
-        assert_int_equal(safepath_check_planted(p, err, sizeof err), -EMLINK);
+        assert_int_equal(safepath_check_planted(p, 0, err, sizeof err), -EMLINK);
         pathof(p, sizeof p, "fifo");
-        assert_int_equal(safepath_check_planted(p, err, sizeof err), -EINVAL);
+        assert_int_equal(safepath_check_planted(p, 0, err, sizeof err), -EINVAL);
+        pathof(p, sizeof p, "sub");
+        assert_int_equal(safepath_check_planted(p, SAFEPATH_DIR, err, sizeof err), 0);
+        assert_int_equal(safepath_check_planted(p, 0, err, sizeof err), -EINVAL);
+        pathof(p, sizeof p, "symdir");
+        assert_int_equal(safepath_check_planted(p, SAFEPATH_DIR, err, sizeof err), -ELOOP);
+}
+
+static void test_open_beneath(void **state) {
+        (void)state;
+        char p[256], err[512];
+        int fd;
+        pathof(p, sizeof p, "sub/x");
+        fd = safepath_open_beneath(dir, p, O_WRONLY | O_CREAT | O_APPEND, 0640, SAFEPATH_ONE_LINK, err, sizeof err);
+        assert_true(fd >= 0);
+        close(fd);
+        unlink(p);
+        /* A planted directory link below the base is refused. */
+        pathof(p, sizeof p, "symdir/x");
+        assert_int_equal(safepath_open_beneath(dir, p, O_WRONLY | O_CREAT | O_APPEND, 0640, 0, err, sizeof err), -ELOOP);
+        assert_non_null(strstr(err, "symdir/x: a symbolic link (not followed)"));
+        pathof(p, sizeof p, "sub/x");
+        assert_int_equal(access(p, F_OK), -1);
+        /* Not beneath the base: the last component only. */
+        pathof(p, sizeof p, "symdir/x");
+        fd = safepath_open_beneath("/nonexistent", p, O_WRONLY | O_CREAT, 0640, 0, err, sizeof err);
+        assert_true(fd >= 0);
+        close(fd);
+        pathof(p, sizeof p, "sub/x");
+        unlink(p);
+        /* A base with a trailing slash. */
+        char base[128];
+        snprintf(base, sizeof base, "%s/", dir);
+        pathof(p, sizeof p, "sym");
+        assert_int_equal(safepath_open_beneath(base, p, O_RDONLY, 0, 0, err, sizeof err), -ELOOP);
 }
 
 int main(void) {
@@ -259,6 +293,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_hand_over, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_open_shared, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_check_planted, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_open_beneath, setup, teardown),
                 /* last: from here on without openat2 */
                 cmocka_unit_test_setup_teardown(test_openat_walk, setup, teardown),
         };
