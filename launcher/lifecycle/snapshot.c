@@ -107,13 +107,23 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                         r = -ENOMEM;
                 else if (mkdir(dir, 0755) < 0 && errno != EEXIST)
                         r = -errno;
-                else if ((c->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
-                        r = -errno;
-                else if (flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0)
-                        r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                bool said = false;
+                if (r == 0) {
+                        /* Below vm/NAME/ with no link: snapshots/ planted as
+                         * one would put the layers elsewhere. */
+                        c->lock_fd = safepath_open_beneath(c->p.vm_dir, lock, O_RDWR | O_CREAT, 0644, SAFEPATH_ONE_LINK,
+                                                           err, errlen);
+                        if (c->lock_fd < 0) {
+                                r = c->lock_fd == -ELOOP || c->lock_fd == -EMLINK ? -EINVAL : c->lock_fd;
+                                c->lock_fd = -1;
+                                said = true;
+                        } else if (flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+                                r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                        }
+                }
                 if (r == -EBUSY)
                         snprintf(err, errlen, "another snapshot command works on this VM (%s)", lock);
-                else if (r < 0)
+                else if (r < 0 && !said)
                         snprintf(err, errlen, "%s: %s", dir ? dir : "", strerror(-r));
                 free(dir);
                 free(lock);

@@ -166,6 +166,12 @@ for kind in sym hard; do
 	rm -f "$E2E_DIR/bk-$vm/.lock"
 done
 
+check "create a7" bash -c '"$0" create --name a7 --image testguest --size tiny --net none >/dev/null' "$VRT"
+ln -s "$E2E_DIR/elsewhere" "$VRT_ROOT/vm/a7/snapshots"
+check "snapshots/ a symlink to a directory: vrt snapshot refuses" \
+	refuses 2 "snapshots/.lock: a symbolic link (not followed)" "$VRT" snapshot a7 s1
+check "... nothing created where it points" [ -z "$(ls -A "$E2E_DIR/elsewhere")" ]
+
 # log/ (the activity logs): root's, appended to by every command.
 plant sym "$VRT_ROOT/log/create.log" "$CAN/secret"
 "$VRT" create --name a2 --image testguest --size tiny --net none >/dev/null 2>"$E2E_DIR/err"
