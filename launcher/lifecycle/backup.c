@@ -692,6 +692,13 @@ int backup_vm(const struct backup_request *req, struct backup_result *ret, char 
                 goto fail;
         }
         r = image_chain_inspect(j->disk, &chain, err, errlen);
+        if (r == 0) {
+                /* QEMU's user owns the disk and could name any backing file. */
+                char *images = paths_join(req->root, "images");
+                const char *const within[] = { j->p.vm_dir, images, NULL };
+                r = images ? image_chain_check_within(chain, within, err, errlen) : -ENOMEM;
+                free(images);
+        }
         if (r < 0) {
                 r = r == -ENOMEM ? r : -EINVAL;
                 goto fail;

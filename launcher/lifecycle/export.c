@@ -559,6 +559,13 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
                 disk = snap_disk;
         if (disk) {
                 r = image_chain_inspect(disk, &chain, err, errlen);
+                if (r == 0) {
+                        /* QEMU's user owns the disk and could name any backing file. */
+                        char *images = paths_join(req->root, "images");
+                        const char *const within[] = { p.vm_dir, images, NULL };
+                        r = images ? image_chain_check_within(chain, within, err, errlen) : -ENOMEM;
+                        free(images);
+                }
                 if (r < 0) {
                         r = r == -ENOMEM ? r : -EINVAL;
                         goto fail;

@@ -172,6 +172,20 @@ check "snapshots/ a symlink to a directory: vrt snapshot refuses" \
 	refuses 2 "snapshots/.lock: a symbolic link (not followed)" "$VRT" snapshot a7 s1
 check "... nothing created where it points" [ -z "$(ls -A "$E2E_DIR/elsewhere")" ]
 
+# QEMU's user owns hdd.ovl and may write any backing file name into it:
+# an offline backup or export (root reading the whole chain) must not read
+# a file outside the VM's directory and images/.
+check "create a8" bash -c '"$0" create --name a8 --image testguest --size tiny --net none >/dev/null' "$VRT"
+qemu-img create -q -f qcow2 -b "$CAN/secret" -F raw "$VRT_ROOT/vm/a8/hdd.ovl" && chown vrt: "$VRT_ROOT/vm/a8/hdd.ovl"
+check "hdd.ovl backed by a root-only file: vrt backup refuses" \
+	refuses 2 "backing file $CAN/secret is outside the VM's directory and images/: not read" "$VRT" backup a8 "$E2E_DIR/bk-a8"
+check "... no backup of it" bash -c '! ls "$0"/*.qcow2 >/dev/null 2>&1' "$E2E_DIR/bk-a8"
+check "... vrt export refuses" \
+	refuses 2 "backing file $CAN/secret is outside the VM's directory and images/: not read" "$VRT" export a8 "$E2E_DIR/a8.tar"
+check "... no archive" [ ! -e "$E2E_DIR/a8.tar" ]
+check "... vrt-launch refuses to start it (not an overlay on its template)" launch_refuses "is not an overlay on" a8
+check "... the canary is unchanged" canary_ok
+
 # log/ (the activity logs): root's, appended to by every command.
 plant sym "$VRT_ROOT/log/create.log" "$CAN/secret"
 "$VRT" create --name a2 --image testguest --size tiny --net none >/dev/null 2>"$E2E_DIR/err"
