@@ -580,3 +580,38 @@ fail:
         json_object_put(arr);
         return -ENOMEM;
 }
+
+static bool below(const char *path, const char *dir) {
+        size_t n = strlen(dir);
+        while (n > 1 && dir[n - 1] == '/')
+                n--;
+        return strncmp(path, dir, n) == 0 && path[n] == '/';
+}
+
+int image_chain_check_within(const struct image_chain *chain, const char *const *dirs, char *err, size_t errlen) {
+        int r = 0;
+        for (size_t i = 0; r == 0 && i < chain->n_layers; i++) {
+                char *real = realpath(chain->layers[i].path, NULL);
+                bool ok = false;
+                if (!real) {
+                        r = -errno;
+                        snprintf(err, errlen, "%s: %s", chain->layers[i].path, strerror(-r));
+                        break;
+                }
+                for (size_t d = 0; !ok && dirs[d]; d++) {
+                        char *rd = realpath(dirs[d], NULL);
+                        ok = rd && below(real, rd);
+                        free(rd);
+                }
+                if (!ok) {
+                        r = -EPERM;
+                        if (i == 0)
+                                snprintf(err, errlen, "%s: outside the VM's directory and images/: not read", real);
+                        else
+                                snprintf(err, errlen, "%s: backing file %s is outside the VM's directory and images/: not read",
+                                         chain->layers[i - 1].path, real);
+                }
+                free(real);
+        }
+        return r;
+}

@@ -44,6 +44,13 @@ struct image_chain {
  * -ELOOP, -EINVAL, -EIO, -ENOMEM, ...) with the message in err. */
 int image_chain_inspect(const char *path, struct image_chain **ret, char *err, size_t errlen);
 
+/* Checks that every layer of chain lies, its links resolved, below one of
+ * dirs (NULL-terminated; the VM's directory and the root's images/): a
+ * backing file name that QEMU's user wrote into a layer it owns must not
+ * make root read some other file into a backup or an export. Returns 0,
+ * or -EPERM with "LAYER: backing file FILE is outside ..." in err. */
+int image_chain_check_within(const struct image_chain *chain, const char *const *dirs, char *err, size_t errlen);
+
 /* Accepts NULL, returns NULL. */
 struct image_chain *image_chain_free(struct image_chain *chain);
 

@@ -22,6 +22,11 @@ int image_template_protect(const char *path) {
                 r = -EINVAL;
                 goto fail;
         }
+        /* A second name of another file: chmod would change that one. */
+        if (st.st_nlink != 1) {
+                r = -EMLINK;
+                goto fail;
+        }
         r = fchmod(fd, 0444) < 0 ? -errno : 0;
 fail:
         if (fd >= 0)

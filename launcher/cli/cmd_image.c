@@ -419,9 +419,11 @@ static int image_protect(struct cli *cli, int argc, char **argv) {
                 }
                 int r = image_template_protect(path);
                 if (r < 0) {
-                        cli_error("%s: %s", path, r == -EINVAL ? "not a regular file" : strerror(-r));
+                        cli_error("%s: %s", path, r == -EINVAL ? "not a regular file" :
+                                  r == -ELOOP ? "a symbolic link (not followed)" :
+                                  r == -EMLINK ? "a hard link (more than one name): not changed" : strerror(-r));
                         if (status == CLI_OK)
-                                status = r == -EINVAL || r == -ENOENT || r == -ELOOP ? CLI_INVALID : CLI_FAILED;
+                                status = r == -EINVAL || r == -ENOENT || r == -ELOOP || r == -EMLINK ? CLI_INVALID : CLI_FAILED;
                 }
                 free(path);
         }

@@ -1,4 +1,5 @@
 #include "launcher/core/actionlog.h"
+#include "launcher/core/safepath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,9 +47,10 @@ int actionlog_append(const char *root, const char *log_name, const char *fmt, ..
 
         if (mkdir(dir, 0755) < 0 && errno != EEXIST)
                 return -errno;
-        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+        char why[256];
+        fd = safepath_open_beneath(root, path, O_WRONLY | O_APPEND | O_CREAT, 0644, SAFEPATH_ONE_LINK, why, sizeof why);
         if (fd < 0)
-                return -errno;
+                return fd;
         /* One write: O_APPEND makes the seek and write atomic locally; on NFS
          * a single write of a short line is as close as the protocol gets. */
         ssize_t w = write(fd, line, len);

@@ -1,4 +1,5 @@
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int read_regular(const char *path, bool untrusted, size_t max, char **ret_buf, size_t *ret_len,
+static int read_regular(const char *path, bool untrusted, bool shared, size_t max, char **ret_buf, size_t *ret_len,
                         char *err, size_t errlen) {
         char *buf = NULL;
         size_t got = 0;
@@ -18,7 +19,13 @@ static int read_regular(const char *path, bool untrusted, size_t max, char **ret
         int fd, r;
 
         /* O_NONBLOCK: opening a FIFO must not hang; S_ISREG refuses it. */
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (untrusted ? O_NOFOLLOW : 0));
+        if (shared) {
+                fd = safepath_open_shared(path, err, errlen);
+                if (fd < 0)
+                        return fd == -ELOOP || fd == -EMLINK ? -EINVAL : fd;
+        } else {
+                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (untrusted ? O_NOFOLLOW : 0));
+        }
         if (fd < 0) {
                 r = -errno;
                 if (r == -ELOOP && untrusted) {
@@ -80,11 +87,15 @@ fail:
 }
 
 int fileio_read_regular(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen) {
-        return read_regular(path, false, max, ret_buf, ret_len, err, errlen);
+        return read_regular(path, false, false, max, ret_buf, ret_len, err, errlen);
 }
 
 int fileio_read_untrusted(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen) {
-        return read_regular(path, true, max, ret_buf, ret_len, err, errlen);
+        return read_regular(path, true, false, max, ret_buf, ret_len, err, errlen);
+}
+
+int fileio_read_shared(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen) {
+        return read_regular(path, false, true, max, ret_buf, ret_len, err, errlen);
 }
 
 int fileio_fsync_dir(const char *path) {

@@ -15,6 +15,11 @@ int fileio_read_regular(const char *path, size_t max, char **ret_buf, size_t *re
  * symbolic link is not followed and a hard link is not read (-EINVAL). */
 int fileio_read_untrusted(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen);
 
+/* The same for a file in a directory others may share (init scripts): as
+ * safepath_open_shared() opens it, a symbolic link only when root owns it,
+ * a hard link only to a file everybody may read (-EINVAL otherwise). */
+int fileio_read_shared(const char *path, size_t max, char **ret_buf, size_t *ret_len, char *err, size_t errlen);
+
 /* fsync()s the directory at path, so that entries created, renamed or
  * removed in it are durable. Returns 0 or a negative errno. */
 int fileio_fsync_dir(const char *path);

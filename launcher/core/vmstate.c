@@ -1,4 +1,5 @@
 #include "launcher/core/vmstate.h"
+#include "launcher/core/safepath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -178,6 +179,23 @@ int vmstate_check_startable(const char *root, const char *runtime_dir, const cha
         if (vmstate_is_destroyed(p.vm_dir)) {
                 snprintf(err, errlen, "destroyed, not started (%s exists; `vrt cleanup` removes the VM)", p.destroyed);
                 r = -ESTALE;
+                goto out;
+        }
+        /* The files root hands to QEMU's user or writes: a link planted
+         * there is refused here already (vrt-launch refuses it too). */
+        char *snap = NULL;
+        const char *own[] = { p.overlay, p.copy, p.uefi_vars, p.console_log, NULL };
+        if (snap_active_path(p.vm_dir, &snap, msg, sizeof msg) == 0 && snap)
+                own[4] = snap;
+        for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+                if (own[i] && (r = safepath_check_planted(own[i], 0, msg, sizeof msg)) < 0) {
+                        snprintf(err, errlen, "%s; not started", msg);
+                        free(snap);
+                        goto out;
+                }
+        free(snap);
+        if ((r = safepath_check_planted(p.log_dir, SAFEPATH_DIR, msg, sizeof msg)) < 0) {
+                snprintf(err, errlen, "%s; not started", msg);
                 goto out;
         }
         r = 0;

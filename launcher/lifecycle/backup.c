@@ -19,6 +19,7 @@
 #include "images/qcow2.h"
 #include "launcher/core/actionlog.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/core/runtime.h"
@@ -428,9 +429,14 @@ static int backup_live(struct job *j, struct backup_result *res, char *err, size
                 goto done;
         }
         /* QEMU may run as another user: the file belongs to the disk's owner. */
-        if (stat(j->disk, &st) < 0 || chown(j->partial, st.st_uid, st.st_gid) < 0 || chmod(j->partial, 0600) < 0) {
+        if (stat(j->disk, &st) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "cannot give %s the owner of %s: %s", j->partial, j->disk, strerror(-r));
+                goto done;
+        }
+        r = safepath_hand_over(j->partial, st.st_uid, st.st_gid, 0600, 0, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot give %s the owner of %s: %s", j->partial, j->disk, msg);
                 goto done;
         }
         struct json_object *file = blockjob_str(blockjob_str(json_object_new_object(), "driver", "file"), "filename", j->partial);
@@ -587,9 +593,14 @@ static int open_dest(const struct backup_request *req, struct job *j, int *lock_
         char *lock = paths_join(req->dest, DEST_LOCK);
         if (!lock)
                 return -ENOMEM;
-        *lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        *lock_fd = safepath_open(lock, O_RDWR | O_CREAT, 0600, SAFEPATH_ONE_LINK, err, errlen);
         free(lock);
-        if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        if (*lock_fd < 0) {
+                r = *lock_fd;
+                *lock_fd = -1;
+                return r == -ELOOP || r == -EMLINK ? -EINVAL : r;
+        }
+        if (flock(*lock_fd, LOCK_EX | LOCK_NB) < 0) {
                 r = errno == EWOULDBLOCK ? -EBUSY : -errno;
                 snprintf(err, errlen, "%s: %s", req->dest, r == -EBUSY ? "another vrt backup works here" : strerror(-r));
                 return r;
@@ -681,6 +692,13 @@ int backup_vm(const struct backup_request *req, struct backup_result *ret, char 
                 goto fail;
         }
         r = image_chain_inspect(j->disk, &chain, err, errlen);
+        if (r == 0) {
+                /* QEMU's user owns the disk and could name any backing file. */
+                char *images = paths_join(req->root, "images");
+                const char *const within[] = { j->p.vm_dir, images, NULL };
+                r = images ? image_chain_check_within(chain, within, err, errlen) : -ENOMEM;
+                free(images);
+        }
         if (r < 0) {
                 r = r == -ENOMEM ? r : -EINVAL;
                 goto fail;

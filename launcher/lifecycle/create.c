@@ -18,6 +18,7 @@
 #include "images/qcow2.h"
 #include "launcher/lifecycle/firstboot.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/lifecycle/registry.h"
@@ -47,6 +48,7 @@ struct creation {
         char *conf_path;
         char *vm_root;                  /* ROOT/vm */
         char *template_path;
+        int template_fd;                /* opened as safepath_open_shared() allows */
         char *template_format;
         char *backing_file;             /* "../../images/IMAGE.qcow2" */
         uint64_t template_size;
@@ -423,6 +425,16 @@ static int validate(struct creation *c, char *err, size_t errlen) {
                 r = -errno;
                 snprintf(err, errlen, "%s:%u: image=%s: template %s: %s", c->inst->path, c->inst->line_image,
                          c->inst->image, c->template_path, strerror(-r));
+                r = fail_invalid(r);
+                goto done;
+        }
+        /* images/ may be shared: a link root did not make is not followed. */
+        c->template_fd = safepath_open_shared(c->template_path, msg, sizeof msg);
+        if (c->template_fd < 0) {
+                r = c->template_fd;
+                c->template_fd = -1;
+                snprintf(err, errlen, "%s:%u: image=%s: template %s", c->inst->path, c->inst->line_image,
+                         c->inst->image, msg);
                 r = fail_invalid(r);
                 goto done;
         }
@@ -808,7 +820,13 @@ static int build(struct creation *c, char *err, size_t errlen) {
                         image_chain_free(chain);
                 }
         } else {
-                r = image_copy_sparse(c->template_path, disk, copy_progress, c, msg, sizeof msg);
+                /* Exactly the file checked when it was opened, not what the name holds now. */
+                char src[64];
+                snprintf(src, sizeof src, "/proc/self/fd/%d", c->template_fd);
+                char why[sizeof msg];
+                r = image_copy_sparse(src, disk, copy_progress, c, why, sizeof why);
+                if (r < 0)
+                        snprintf(msg, sizeof msg, "copying template %s: %s", c->template_path, why);
         }
         free(disk);
         if (r == -ECANCELED)
@@ -935,13 +953,15 @@ static void creation_done(struct creation *c) {
         free(c->conf_path);
         free(c->vm_root);
         free(c->template_path);
+        if (c->template_fd >= 0)
+                close(c->template_fd);
         free(c->template_format);
         free(c->backing_file);
         free(c->live);
 }
 
 int create_vm(const struct create_request *req, struct create_result *ret, char *err, size_t errlen) {
-        struct creation c = { .req = req, .staging_fd = -1, .staging_lock_fd = -1 };
+        struct creation c = { .req = req, .staging_fd = -1, .staging_lock_fd = -1, .template_fd = -1 };
         struct create_result res = { 0 };
         int r;
 

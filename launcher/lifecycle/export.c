@@ -23,6 +23,7 @@
 #include "images/qcow2.h"
 #include "launcher/core/actionlog.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/props.h"
 #include "launcher/core/runtime.h"
@@ -161,15 +162,21 @@ static int add_buffer(struct exporter *x, const char *name, const char *buf, siz
         return r < 0 ? r : export_progress(x, len);
 }
 
-/* Streams a file (following a symlink: the test root links its kernel). */
+/* Streams a file. A symbolic link is followed only when root made it (the
+ * test root links its kernel), a hard link only to a file everybody may
+ * read: the archive is readable by others, images/ may be shared. */
 static int add_file(struct exporter *x, const char *name, const char *path, char *err, size_t errlen) {
         struct member_info *m;
         char *buf = NULL;
         struct stat st;
         int fd = -1, r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0 || fstat(fd, &st) < 0) {
+        fd = safepath_open_shared(path, err, errlen);
+        if (fd < 0) {
+                r = fd == -ELOOP || fd == -EMLINK ? -EINVAL : fd;
+                goto fail;
+        }
+        if (fstat(fd, &st) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "%s: %s", path, strerror(errno));
                 goto fail;
@@ -322,9 +329,14 @@ static int backup_running(struct exporter *x, const struct vm_paths *p, const ch
         }
         /* QEMU may run as another user: the copy belongs to the disk's owner. */
         struct stat dst;
-        if (stat(disk, &dst) < 0 || chown(tmp, dst.st_uid, dst.st_gid) < 0 || chmod(tmp, 0600) < 0) {
+        if (stat(disk, &dst) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "cannot give %s the owner of %s: %s", tmp, disk, strerror(-r));
+                goto done;
+        }
+        r = safepath_hand_over(tmp, dst.st_uid, dst.st_gid, 0600, 0, msg, sizeof msg);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot give %s the owner of %s: %s", tmp, disk, msg);
                 goto done;
         }
         struct json_object *file = jstr(jstr(jobj(), "driver", "file"), "filename", tmp);
@@ -547,6 +559,13 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
                 disk = snap_disk;
         if (disk) {
                 r = image_chain_inspect(disk, &chain, err, errlen);
+                if (r == 0) {
+                        /* QEMU's user owns the disk and could name any backing file. */
+                        char *images = paths_join(req->root, "images");
+                        const char *const within[] = { p.vm_dir, images, NULL };
+                        r = images ? image_chain_check_within(chain, within, err, errlen) : -ENOMEM;
+                        free(images);
+                }
                 if (r < 0) {
                         r = r == -ENOMEM ? r : -EINVAL;
                         goto fail;

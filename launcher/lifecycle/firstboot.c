@@ -1,5 +1,6 @@
 #include "launcher/lifecycle/firstboot.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -47,7 +48,7 @@ static int read_script(const char *root, const char *script, char **ret, size_t 
         free(rel);
         if (!path)
                 return -ENOMEM;
-        r = fileio_read_regular(path, FIRSTBOOT_SCRIPT_MAX, &buf, &len, msg, sizeof msg);
+        r = fileio_read_shared(path, FIRSTBOOT_SCRIPT_MAX, &buf, &len, msg, sizeof msg);
         if (r < 0) {
                 snprintf(err, errlen, "init script %s", msg);
                 goto fail;
@@ -718,8 +719,14 @@ static int boot(struct run *x, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot create %s: %s", x->p.log_dir, strerror(-r));
                 return r;
         }
-        x->log_fd = open(x->launch_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (x->log_fd < 0 || fstat(x->log_fd, &st) < 0) {
+        x->log_fd = safepath_open_beneath(x->p.vm_dir, x->launch_log, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK,
+                                          err, errlen);
+        if (x->log_fd < 0) {
+                r = x->log_fd;
+                x->log_fd = -1;
+                return r;
+        }
+        if (fstat(x->log_fd, &st) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "cannot open %s: %s", x->launch_log, strerror(-r));
                 return r;

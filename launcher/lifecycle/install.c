@@ -23,6 +23,7 @@
 #include "launcher/core/log.h"
 #include "launcher/vm/qemu_proc.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/spawn.h"
 #include "qmp/qmp.h"
 #include "launcher/core/util.h"
@@ -86,14 +87,15 @@ static int check_options(const struct install_options *o, char *err, size_t errl
 /* QEMU runs as the configured user when we are root, as the caller otherwise. */
 /* Files QEMU writes belong to its user; nothing else does. */
 static int hand_over(const char *path, const struct qemu_user *u, mode_t mode, char *err, size_t errlen) {
+        char why[1024];
+        struct stat st;
         if (!u->drop)
                 return 0;
-        if (chown(path, u->uid, u->gid) < 0 || chmod(path, mode) < 0) {
-                int r = -errno;
-                snprintf(err, errlen, "cannot hand %s to QEMU's user: %s", path, strerror(-r));
-                return r;
-        }
-        return 0;
+        unsigned checks = lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? SAFEPATH_DIR : 0;
+        int r = safepath_hand_over(path, u->uid, u->gid, mode, checks, why, sizeof why);
+        if (r < 0)
+                snprintf(err, errlen, "cannot hand %s to QEMU's user: %s", path, why);
+        return r;
 }
 
 static int setup_runtime(struct install *in, const struct qemu_user *u, char *err, size_t errlen) {
@@ -117,10 +119,11 @@ static int setup_runtime(struct install *in, const struct qemu_user *u, char *er
         rmdir(in->vnc_dir);
         unlink(in->uefi_vars);
         /* Others may pass through (not list) to reach QEMU's own vnc/. */
-        if (chmod(p->run_dir, u->socket_gid != (gid_t)-1 ? 0751 : 0711) < 0 ||
-            (u->socket_gid != (gid_t)-1 && chown(p->run_dir, (uid_t)-1, u->socket_gid) < 0)) {
-                r = -errno;
-                snprintf(err, errlen, "cannot set up %s: %s", p->run_dir, strerror(-r));
+        char why[1024];
+        r = safepath_hand_over(p->run_dir, (uid_t)-1, u->socket_gid, u->socket_gid != (gid_t)-1 ? 0751 : 0711,
+                               SAFEPATH_DIR, why, sizeof why);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot set up %s: %s", p->run_dir, why);
                 return r;
         }
         r = runtime_write_pid(p->pid_file, getpid());
@@ -155,10 +158,11 @@ static int start_qemu(struct install *in, const struct qemu_user *u, char *err, 
                 snprintf(err, errlen, "cannot create %s: %s", log_dir, strerror(-r));
                 goto fail;
         }
-        fds.console_log = open(in->console_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+        fds.console_log = safepath_open_beneath(o->root, in->console_log, O_WRONLY | O_APPEND | O_CREAT, 0640,
+                                                SAFEPATH_ONE_LINK, err, errlen);
         if (fds.console_log < 0) {
-                r = -errno;
-                snprintf(err, errlen, "cannot open %s: %s", in->console_log, strerror(-r));
+                r = fds.console_log;
+                fds.console_log = -1;
                 goto fail;
         }
         r = qemu_proc_listen(&fds, &in->paths, u->socket_gid, err, errlen);
@@ -477,10 +481,9 @@ static int finalise(struct install *in, char *err, size_t errlen) {
         char why[1024];
         int fd = -1, r;
 
-        fd = open(in->staging, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = safepath_open(in->staging, O_RDONLY, 0, SAFEPATH_ONE_LINK, err, errlen);
         if (fd < 0) {
-                r = -errno;
-                snprintf(err, errlen, "%s: %s", in->staging, strerror(-r));
+                r = fd;
                 goto fail;
         }
         /* Durable before it gets its name; then the template's rules:

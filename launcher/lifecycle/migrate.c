@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "launcher/core/actionlog.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/config.h"
 #include "launcher/core/lease.h"
 #include "launcher/core/migreq.h"
@@ -481,9 +482,11 @@ static int start_incoming(const char *root, const char *runtime_dir, const char 
                 r = -ENOMEM;
                 goto out;
         }
-        log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0640);
+        log_fd = safepath_open_beneath(p.vm_dir, log_path, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK, err,
+                                       sizeof err);
         if (log_fd < 0) {
-                r = -errno;
+                r = log_fd;
+                log_fd = -1;
                 goto out;
         }
         snprintf(tbuf, sizeof tbuf, "%u", timeout);

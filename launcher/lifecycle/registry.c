@@ -261,6 +261,12 @@ static int append_line(struct registry *r, const char *path, const char *entry, 
                 snprintf(err, errlen, "%s: %s", path, strerror(-ret));
                 goto fail;
         }
+        if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+                /* A second name of another file: appending would write there. */
+                snprintf(err, errlen, "%s: %s: not written", path, S_ISREG(st.st_mode) ? "a hard link" : "not a regular file");
+                ret = -EMLINK;
+                goto fail;
+        }
         if (st.st_size != *size) {
                 /* Only lock holders append, and we hold it: someone wrote
                  * without the lock, or the file was edited meanwhile. */

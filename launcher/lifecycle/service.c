@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "launcher/core/config.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/fileio.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/core/paths.h"
@@ -422,10 +423,13 @@ static int start_detached(const struct service_options *o, const char *launcher,
                 result_set(res, SERVICE_FAILED, "out of memory");
                 return -ENOMEM;
         }
-        j->log_fd = open(j->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0640);
+        char why[1024];
+        j->log_fd = safepath_open_beneath(j->p.vm_dir, j->log_path, O_WRONLY | O_APPEND | O_CREAT, 0640, SAFEPATH_ONE_LINK,
+                                          why, sizeof why);
         if (j->log_fd < 0) {
-                r = -errno;
-                result_set(res, SERVICE_FAILED, "cannot open %s: %s", j->log_path, strerror(-r));
+                r = j->log_fd;
+                j->log_fd = -1;
+                result_set(res, SERVICE_FAILED, "cannot open %s", why);
                 return r;
         }
         j->log_from = lseek(j->log_fd, 0, SEEK_END);

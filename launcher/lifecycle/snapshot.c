@@ -17,6 +17,7 @@
 #include "images/qcow2.h"
 #include "launcher/core/config.h"
 #include "launcher/core/fileio.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/lease.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
@@ -106,13 +107,23 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                         r = -ENOMEM;
                 else if (mkdir(dir, 0755) < 0 && errno != EEXIST)
                         r = -errno;
-                else if ((c->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
-                        r = -errno;
-                else if (flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0)
-                        r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                bool said = false;
+                if (r == 0) {
+                        /* Below vm/NAME/ with no link: snapshots/ planted as
+                         * one would put the layers elsewhere. */
+                        c->lock_fd = safepath_open_beneath(c->p.vm_dir, lock, O_RDWR | O_CREAT, 0644, SAFEPATH_ONE_LINK,
+                                                           err, errlen);
+                        if (c->lock_fd < 0) {
+                                r = c->lock_fd == -ELOOP || c->lock_fd == -EMLINK ? -EINVAL : c->lock_fd;
+                                c->lock_fd = -1;
+                                said = true;
+                        } else if (flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+                                r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                        }
+                }
                 if (r == -EBUSY)
                         snprintf(err, errlen, "another snapshot command works on this VM (%s)", lock);
-                else if (r < 0)
+                else if (r < 0 && !said)
                         snprintf(err, errlen, "%s: %s", dir ? dir : "", strerror(-r));
                 free(dir);
                 free(lock);
@@ -227,10 +238,9 @@ static int new_layer(struct ctx *c, const char *over, char ret[SNAP_LAYER_MAX], 
                 snprintf(err, errlen, "cannot create %s: %s", path, msg);
                 goto out;
         }
-        if (stat(over_path, &st) == 0 && (chown(path, st.st_uid, st.st_gid) < 0 ||
-                                          chmod(path, (st.st_mode & 0777) | 0600) < 0)) {
-                r = -errno;
-                snprintf(err, errlen, "cannot give %s the owner of %s: %s", path, over_path, strerror(-r));
+        if (stat(over_path, &st) == 0 &&
+            (r = safepath_hand_over(path, st.st_uid, st.st_gid, (st.st_mode & 0777) | 0600, 0, msg, sizeof msg)) < 0) {
+                snprintf(err, errlen, "cannot give %s the owner of %s: %s", path, over_path, msg);
                 unlink(path);
                 goto out;
         }

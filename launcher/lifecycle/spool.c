@@ -24,6 +24,7 @@
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/migreq.h"
 #include "launcher/core/paths.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/spawn.h"
 #include "launcher/lifecycle/migrate.h"
 #include "launcher/core/util.h"
@@ -471,6 +472,13 @@ static int move_into(int dir_fd, const char *from, const char *sub, const char *
         sub_fd = openat(dir_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sub_fd < 0)
                 return -errno;
+        /* Ours, checked on the fd: an operator's own done/ could hold a
+         * hard link in place of NAME.error. */
+        struct stat sst;
+        if (fstat(sub_fd, &sst) < 0 || sst.st_uid != geteuid()) {
+                close(sub_fd);
+                return -EPERM;
+        }
         for (int i = 0; i < 1000; i++) {
                 char to[1024];
                 struct stat st;
@@ -487,7 +495,9 @@ static int move_into(int dir_fd, const char *from, const char *sub, const char *
                 if (reason) {
                         char path[1100];
                         snprintf(path, sizeof path, "%s.error", to);
-                        int fd = openat(sub_fd, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+                        char why[256];
+                        int fd = safepath_openat(sub_fd, path, path, O_WRONLY | O_CREAT | O_TRUNC, 0644,
+                                                 SAFEPATH_ONE_LINK, why, sizeof why);
                         if (fd >= 0) {
                                 dprintf(fd, "%s\n", reason);
                                 close(fd);
@@ -599,6 +609,10 @@ static int run_inst(const struct spool *s, struct spool_stats *st) {
                 if (fstatat(dfd, taken, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode)) {
                         snprintf(err, sizeof err, "inst/%s: not a regular file (symbolic links are not followed)", e);
                         k = -EINVAL;
+                } else if (sb.st_nlink > 1) {
+                        /* A second name of another file (say, a root-only one). */
+                        snprintf(err, sizeof err, "inst/%s: a hard link (%ju names): not read", e, (uintmax_t)sb.st_nlink);
+                        k = -EINVAL;
                 } else {
                         struct passwd *pw = getpwuid(sb.st_uid);
                         note(s, SPOOL_INST, false, "inst/%.80s: request by uid %u (%s)", e, (unsigned)sb.st_uid,
@@ -609,15 +623,19 @@ static int run_inst(const struct spool *s, struct spool_stats *st) {
                 free(path);
                 if (k == 0) {
                         int m = move_into(dfd, taken, "done", e, NULL);
+                        if (m < 0)
+                                unlinkat(dfd, taken, 0);        /* never processed twice */
                         note(s, SPOOL_INST, false, "inst/%s: created VM %s%s%s", e, vm ? vm : "?",
-                             m < 0 ? "; cannot move the request to inst/done: " : "", m < 0 ? strerror(-m) : "");
+                             m < 0 ? "; the request is removed, it cannot be moved to inst/done: " : "", m < 0 ? strerror(-m) : "");
                         st->done++;
                 } else {
                         if (!err[0])
                                 snprintf(err, sizeof err, "%s", strerror(-k));
                         int m = move_into(dfd, taken, "failed", e, err);
+                        if (m < 0)
+                                unlinkat(dfd, taken, 0);
                         note(s, SPOOL_INST, true, "inst/%s: failed: %s%s", e, err,
-                             m < 0 ? " (and it cannot be moved to inst/failed)" : "");
+                             m < 0 ? " (and it cannot be moved to inst/failed: removed)" : "");
                         st->failed++;
                 }
                 free(vm);

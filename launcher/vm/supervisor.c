@@ -23,6 +23,7 @@
 #include "launcher/vm/notify.h"
 #include "launcher/vm/qemu_proc.h"
 #include "launcher/core/runtime.h"
+#include "launcher/core/safepath.h"
 #include "launcher/core/spawn.h"
 #include "launcher/core/strv.h"
 #include "net/bridge.h"
@@ -149,10 +150,10 @@ static int ensure_uefi_vars(struct supervisor *s, char *err, size_t errlen) {
                 snprintf(err, errlen, "%s: cannot read ovmf_vars %s: %s", s->ctx.host->path, s->ctx.host->ovmf_vars, strerror(-r));
                 goto fail;
         }
-        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        out = safepath_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600, SAFEPATH_ONE_LINK, err, errlen);
         if (out < 0) {
-                r = -errno;
-                snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(-r));
+                r = out;
+                out = -1;
                 goto fail;
         }
         for (;;) {
@@ -211,12 +212,15 @@ static int grant_vm_files(struct supervisor *s, char *err, size_t errlen) {
         if (s->ctx.launch.firmware == FIRMWARE_UEFI)
                 files[1] = s->ctx.paths.uefi_vars;
         files[2] = s->ctx.launch.seed_image;    /* first boot: QEMU reads it, nobody else */
-        for (size_t i = 0; i < 3; i++)
-                if (files[i] && (chown(files[i], s->user.uid, s->user.gid) < 0 || chmod(files[i], 0600) < 0)) {
-                        int r = -errno;
-                        snprintf(err, errlen, "cannot hand %s to user %s: %s", files[i], s->ctx.host->user, strerror(-r));
+        for (size_t i = 0; i < 3; i++) {
+                char why[1024];
+                /* A link planted there would hand its target to QEMU's user. */
+                int r = files[i] ? safepath_hand_over(files[i], s->user.uid, s->user.gid, 0600, 0, why, sizeof why) : 0;
+                if (r < 0) {
+                        snprintf(err, errlen, "%s (not handed to user %s)", why, s->ctx.host->user);
                         return r;
                 }
+        }
         return 0;
 }
 
@@ -228,10 +232,11 @@ static int open_init_log(struct supervisor *s, const struct supervisor_options *
                 snprintf(err, errlen, "a seed image needs an init log");
                 return -EINVAL;
         }
-        s->fds.init_log = open(o->init_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        s->fds.init_log = safepath_open_beneath(s->ctx.paths.vm_dir, o->init_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
+                                                0640, SAFEPATH_ONE_LINK, err, errlen);
         if (s->fds.init_log < 0) {
-                int r = -errno;
-                snprintf(err, errlen, "cannot open %s: %s", o->init_log, strerror(-r));
+                int r = s->fds.init_log;
+                s->fds.init_log = -1;
                 return r;
         }
         return 0;
@@ -291,10 +296,11 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
         if (s->lock_fd < 0)
                 return s->lock_fd;
         runtime_clean(p);       /* leftovers of a crashed run */
-        if (chmod(p->run_dir, s->user.socket_gid != (gid_t)-1 ? 0750 : 0700) < 0 ||
-            (s->user.socket_gid != (gid_t)-1 && chown(p->run_dir, (uid_t)-1, s->user.socket_gid) < 0)) {
-                r = -errno;
-                snprintf(err, errlen, "cannot set up %s: %s", p->run_dir, strerror(-r));
+        char why[1024];
+        r = safepath_hand_over(p->run_dir, (uid_t)-1, s->user.socket_gid, s->user.socket_gid != (gid_t)-1 ? 0750 : 0700,
+                               SAFEPATH_DIR, why, sizeof why);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot set up %s: %s", p->run_dir, why);
                 return r;
         }
         /* The operator group may use the sockets, so vrt list, vrt qmp and
@@ -320,10 +326,11 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot create %s: %s", p->log_dir, strerror(-r));
                 return r;
         }
-        s->fds.console_log = open(p->console_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+        s->fds.console_log = safepath_open_beneath(p->vm_dir, p->console_log, O_WRONLY | O_APPEND | O_CREAT, 0640,
+                                                   SAFEPATH_ONE_LINK, err, errlen);
         if (s->fds.console_log < 0) {
-                r = -errno;
-                snprintf(err, errlen, "cannot open %s: %s", p->console_log, strerror(-r));
+                r = s->fds.console_log;
+                s->fds.console_log = -1;
                 return r;
         }
         return 0;
@@ -983,7 +990,7 @@ int supervisor_run(const struct supervisor_options *o) {
                 /* Configuration errors, including a bridge= that names no
                  * bridge (-ENOTTY) or one that is down. */
                 status = r == -EINVAL || r == -ENOENT || r == -ENODEV || r == -ENETDOWN || r == -ENOTTY ||
-                         r == -EBUSY
+                         r == -EBUSY || r == -ELOOP || r == -EMLINK      /* a link planted in the VM's files */
                          ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
                 goto out;
         }

@@ -3,6 +3,7 @@
  * hand for the malformed cases, and with qemu-img where an image with data
  * or another format is needed. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -500,9 +501,50 @@ static void test_template_protect(void **state) {
         assert_int_equal(symlink("t.raw", link), 0);
         assert_int_equal(image_template_protect(link), -ELOOP);
         assert_int_equal(image_template_protect("/dev/null"), -EINVAL);
+        /* A hard link: its other name would change too. */
+        char *hard = test_path(dir, "hard");
+        assert_int_equal(chmod(raw, 0600), 0);
+        assert_int_equal(linkat(AT_FDCWD, raw, AT_FDCWD, hard, 0), 0);
+        assert_int_equal(image_template_protect(hard), -EMLINK);
+        assert_int_equal(stat(raw, &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0600);
+        free(hard);
         free(raw);
         free(link);
         free(missing);
+}
+
+static void test_check_within(void **state) {
+        const char *dir = *state;
+        char *vm = test_path(dir, "vm"), *images = test_path(dir, "images"), *other = test_path(dir, "other");
+        assert_int_equal(mkdir(vm, 0755), 0);
+        assert_int_equal(mkdir(images, 0755), 0);
+        assert_int_equal(mkdir(other, 0755), 0);
+        char *base = make_raw(images, "t.raw", MiB), *secret = make_raw(other, "secret", MiB);
+        char *good = make_overlay(vm, "good.ovl", "../images/t.raw", "raw", MiB);
+        char *bad = make_overlay(vm, "bad.ovl", secret, "raw", MiB);
+        const char *const within[] = { vm, images, NULL };
+        struct image_chain *c = inspect(good);
+        char err[1024] = "";
+        assert_int_equal(image_chain_check_within(c, within, err, sizeof err), 0);
+        image_chain_free(c);
+        c = inspect(bad);
+        assert_int_equal(image_chain_check_within(c, within, err, sizeof err), -EPERM);
+        assert_true(test_contains(err, "is outside the VM's directory and images/: not read"));
+        assert_true(test_contains(err, "/other/secret"));
+        image_chain_free(c);
+        /* The top layer itself outside: refused too. */
+        const char *const only_images[] = { images, NULL };
+        c = inspect(good);
+        assert_int_equal(image_chain_check_within(c, only_images, err, sizeof err), -EPERM);
+        image_chain_free(c);
+        free(good);
+        free(bad);
+        free(base);
+        free(secret);
+        free(vm);
+        free(images);
+        free(other);
 }
 
 int main(void) {
@@ -521,6 +563,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_libqcow_rejects, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_template_protect, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_check_within, setup, teardown),
         };
 
         umask(022);
