@@ -1,7 +1,8 @@
 #include "launcher/core/spawn.h"
 
-#include <cap-ng.h>
 #include <errno.h>
+#include <linux/capability.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -88,6 +89,34 @@ static void child_fds(const struct spawn_options *o, int out) {
                         close(fd);
 }
 
+/* No supplementary groups, the target uid/gid, an empty bounding set and
+ * no capabilities in any set. Raw system calls only: this runs in a vfork
+ * child, which shares the parent's memory (libcap-ng's state, glibc's
+ * all-threads setxid machinery). */
+static void child_drop_privileges(const struct spawn_options *o) {
+        struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+        struct __user_cap_data_struct none[2] = { { 0 } };
+
+        if (syscall(SYS_setgroups, 0, NULL) < 0)
+                child_fail(o, "dropping privileges (setgroups)", errno);
+        if (syscall(SYS_setresgid, o->gid, o->gid, o->gid) < 0)
+                child_fail(o, "dropping privileges (setresgid)", errno);
+        /* Every capability the kernel knows, up to the first it does not. */
+        for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+                if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+                        child_fail(o, "dropping privileges (PR_CAPBSET_DROP)", errno);
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+                child_fail(o, "dropping privileges (PR_CAP_AMBIENT)", errno);
+        /* Leaving uid 0 clears the permitted and effective sets; then the
+         * rest (inheritable), which dropping needs no privilege for. */
+        if (syscall(SYS_setresuid, o->uid, o->uid, o->uid) < 0)
+                child_fail(o, "dropping privileges (setresuid)", errno);
+        if (syscall(SYS_capset, &hdr, none) < 0)
+                child_fail(o, "dropping privileges (capset)", errno);
+        if (getuid() != o->uid || geteuid() != o->uid || getegid() != o->gid)
+                child_fail(o, "dropping privileges", EPERM);
+}
+
 static void child_run(const struct spawn_options *o, pid_t parent, int out) {
         if (o->death_signal) {
                 if (prctl(PR_SET_PDEATHSIG, o->death_signal) < 0)
@@ -114,16 +143,8 @@ static void child_run(const struct spawn_options *o, pid_t parent, int out) {
         child_fds(o, out);
         if (o->chdir_root && chdir("/") < 0)
                 child_fail(o, "chdir /", errno);
-        if (o->drop_privileges) {
-                /* No supplementary groups, the target uid/gid, an empty
-                 * bounding set and no capabilities in any set. */
-                capng_clear(CAPNG_SELECT_BOTH);
-                int r = capng_change_id((int)o->uid, (int)o->gid, CAPNG_DROP_SUPP_GRP | CAPNG_CLEAR_BOUNDING);
-                if (r < 0)
-                        child_fail(o, "dropping privileges (capng_change_id)", EPERM);
-                if (getuid() != o->uid || geteuid() != o->uid || getegid() != o->gid)
-                        child_fail(o, "dropping privileges", EPERM);
-        }
+        if (o->drop_privileges)
+                child_drop_privileges(o);
         /* The kernel clears the parent-death signal when credentials
          * change, so it is (re)armed after the switch, then the parent
          * checked once more in case it died in between. */
@@ -139,6 +160,25 @@ static void child_run(const struct spawn_options *o, pid_t parent, int out) {
         child_fail(o, o->argv[0], errno);
 }
 
+/* A program: vfork, as posix_spawn does. The child borrows our memory
+ * until execve, so no page is copied or write-faulted on either side (a
+ * few ms per start on a virtualised host, tools/bench/README.md row 1).
+ * Every signal stays blocked until the child has reset its handlers, so
+ * none of ours runs on the borrowed stack. Returns the pid or -1 (errno).
+ * Its own function, so that nothing of the caller lives across vfork. */
+static __attribute__((noinline)) pid_t vfork_exec(const struct spawn_options *o, pid_t parent, int out) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid_t pid = vfork();
+        if (pid == 0)
+                child_run(o, parent, out);
+        int saved = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        errno = saved;
+        return pid;
+}
+
 int spawn_process(const struct spawn_options *o, struct spawn_result *ret, char *err, size_t errlen) {
         int pipefd[2] = { -1, -1 }, out = o->stdout_fd, r;
 
@@ -152,9 +192,9 @@ int spawn_process(const struct spawn_options *o, struct spawn_result *ret, char 
         }
         fflush(NULL);   /* a fn child must not write our buffered output again */
         pid_t parent = getpid();
-        pid_t pid = fork();
+        pid_t pid = o->argv ? vfork_exec(o, parent, out) : fork();
         if (pid == 0)
-                child_run(o, parent, out);
+                child_run(o, parent, out);      /* a function, in a real fork */
         if (pid < 0) {
                 r = -errno;
                 snprintf(err, errlen, "fork: %s", strerror(-r));
