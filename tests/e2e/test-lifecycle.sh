@@ -183,9 +183,11 @@ check "start of an invalid name: exit 2" [ $? = 2 ]
 make_vm golf "colour=blue"
 "$VRT" start golf bravo >"$out" 2>&1
 st=$?
-check "start golf (bad config) and bravo: exit 1" [ "$st" = 1 ]
-check "start golf: vrt-launch's own message is reported" \
-        grep -q "golf: vrt-launch exited with status 2: .*instance.properties:4: unknown key colour" "$out"
+check "start golf (bad config) and bravo: exit 2 (bad input)" [ "$st" = 2 ]
+check "start golf: refused before spawning, with file:line as vrt check says it" \
+        grep -q "golf: .*instance.properties:4: unknown key colour" "$out"
+check "start golf: nothing created (no log/, no runtime dir)" \
+        bash -c '[ ! -e "$0/vm/golf/log" ] && [ ! -e "$1/golf" ]' "$VRT_ROOT" "$VRT_RUNTIME_DIR"
 check "start golf bravo: bravo still started" grep -q "^bravo: started" "$out"
 "$VRT" stop --force bravo >/dev/null
 check "bravo stopped" runtime_empty bravo

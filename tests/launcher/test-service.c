@@ -62,7 +62,7 @@ static void make_vm(const char *name) {
         assert_int_equal(mkdir(p, 0755), 0);
         free(p);
         snprintf(rel, sizeof rel, "vm/%s/instance.properties", name);
-        write_file(rel, "image=testguest\nsize=tiny\n", 0644);
+        write_file(rel, "image=halt\nsize=tiny\nnet=none\n", 0644);
 }
 
 static int setup(void **state) {
@@ -73,6 +73,14 @@ static int setup(void **state) {
         assert_int_equal(mkdir(vm, 0755), 0);
         assert_int_equal(mkdir(runtime, 0755), 0);
         free(vm);
+        /* Enough for a VM that vrt-launch would accept (service_start
+         * checks that before it spawns anything). */
+        char *images = path_of("images");
+        assert_int_equal(mkdir(images, 0755), 0);
+        free(images);
+        write_file("images/halt.bin", "", 0644);
+        write_file("images/halt.properties", "kernel=halt.bin\n", 0644);
+        write_file("vrt.conf", "accel=tcg\nsize.tiny.cpus=1\nsize.tiny.memory=64M\n", 0644);
         unsetenv("VRT_SERVICE_MANAGER");
         return 0;
 }
@@ -203,6 +211,23 @@ static void test_start_refusals(void **state) {
         assert_non_null(strstr(res[3].message, "cannot execute /nonexistent/vrt-launch"));
         char *log = read_file("vm/alpha/log/launch.log");
         assert_non_null(strstr(log, "cannot execute /nonexistent/vrt-launch"));
+        free(log);
+}
+
+/* What vrt-launch would refuse is refused before anything is spawned or
+ * created, naming file:line as `vrt check` does. */
+static void test_start_refuses_bad_config(void **state) {
+        struct service_options o = opts();
+        struct service_result res[1];
+        char *names[] = { "alpha" };
+        make_vm("alpha");
+        write_file("vm/alpha/instance.properties", "image=halt\nsize=tiny\nnet=none\ncolour=blue\n", 0644);
+        o.launcher = "/nonexistent/vrt-launch";
+        assert_int_equal(service_start(&o, names, 1, res), 1);
+        assert_int_equal(res[0].outcome, SERVICE_INVALID);
+        assert_non_null(strstr(res[0].message, "instance.properties:4: unknown key colour"));
+        char *log = path_of("vm/alpha/log");
+        assert_int_equal(access(log, F_OK), -1);
         free(log);
 }
 
@@ -433,6 +458,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_find_launcher, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_launch_log_last, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_refusals, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_start_refuses_bad_config, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_failure_reports_last_line, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_ready_and_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_through_systemctl, setup, teardown),
