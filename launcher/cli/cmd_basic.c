@@ -76,8 +76,6 @@ static int check_dir(const struct check_ctx *c, const char *sub,
 /* A VM is checked as `vrt showcmd` does it, so check passes exactly when
  * every VM would get an argv; a destroyed one is not started any more. */
 static int check_vm(const char *path, const char *entry, const struct check_ctx *c, char *err, size_t errlen) {
-        struct launch_context ctx;
-        char **args = NULL;
         char *destroyed = paths_join(path, "DESTROYED");
         if (!destroyed)
                 return -ENOMEM;
@@ -85,13 +83,7 @@ static int check_vm(const char *path, const char *entry, const struct check_ctx 
         free(destroyed);
         if (skip)
                 return 0;
-        int r = launch_context_load(&ctx, c->cli->root, c->cli->runtime_dir, entry, err, errlen);
-        if (r < 0)
-                return r;
-        r = qemu_argv_build(&ctx.launch, &args, err, errlen);
-        strv_free(args);
-        launch_context_done(&ctx);
-        return r;
+        return launch_check(c->cli->root, c->cli->runtime_dir, entry, err, errlen);
 }
 
 static int check_inst(const char *path, const char *entry, const struct check_ctx *c, char *err, size_t errlen) {

@@ -29,7 +29,6 @@
 #include "launcher/core/util.h"
 #include "launcher/lifecycle/stop.h"
 #include "launcher/vm/launch.h"
-#include "launcher/vm/qemu_argv.h"
 
 #define UNIT_PROBE_TIMEOUT_MS 5000
 #define PID_FILE_WAIT_MS STOP_PID_WAIT_MS
@@ -543,21 +542,6 @@ static void start_finished(const struct service_options *o, const char *name, st
                 result_set(res, SERVICE_FAILED, "vrt-launch exited with status %d: %s", status, line);
 }
 
-/* What vrt-launch would refuse (a bad instance.properties, vrt.conf or
- * sidecar: file:line), refused here with the same words as `vrt check`,
- * before anything is spawned or created. */
-static int check_launchable(const struct service_options *o, const char *name, char *err, size_t errlen) {
-        struct launch_context ctx;
-        char **args = NULL;
-        int r = launch_context_load(&ctx, o->root, o->runtime_dir, name, err, errlen);
-        if (r < 0)
-                return r;
-        r = qemu_argv_build(&ctx.launch, &args, err, errlen);
-        strv_free(args);
-        launch_context_done(&ctx);
-        return r;
-}
-
 int service_start(const struct service_options *o, char *const *names, size_t n, struct service_result *results) {
         struct start_job *jobs = calloc(n ? n : 1, sizeof *jobs);
         char *launcher = NULL, *systemctl = NULL;
@@ -588,7 +572,7 @@ int service_start(const struct service_options *o, char *const *names, size_t n,
                         result_set(res, k == -ENOMEM ? SERVICE_FAILED : SERVICE_INVALID, "%s", why);
                         continue;
                 }
-                if ((k = check_launchable(o, names[i], why, sizeof why)) < 0) {
+                if ((k = launch_check(o->root, o->runtime_dir, names[i], why, sizeof why)) < 0) {
                         result_set(res, k == -ENOMEM ? SERVICE_FAILED : SERVICE_INVALID, "%s", why);
                         continue;
                 }

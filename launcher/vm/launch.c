@@ -10,6 +10,8 @@
 
 #include "images/chain.h"
 #include "launcher/core/snapstate.h"
+#include "launcher/core/strv.h"
+#include "launcher/vm/qemu_argv.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/vm/qemu_proc.h"
 
@@ -236,4 +238,16 @@ void launch_context_done(struct launch_context *c) {
         image_chain_free(c->chain);
         free(c->layers);
         *c = (struct launch_context){ 0 };
+}
+
+int launch_check(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen) {
+        struct launch_context ctx;
+        char **args = NULL;
+        int r = launch_context_load(&ctx, root, runtime_dir, name, err, errlen);
+        if (r < 0)
+                return r;
+        r = qemu_argv_build(&ctx.launch, &args, err, errlen);
+        strv_free(args);
+        launch_context_done(&ctx);
+        return r;
 }

@@ -34,3 +34,9 @@ struct launch_context {
 int launch_context_load(struct launch_context *c, const char *root, const char *runtime_dir,
                         const char *name, char *err, size_t errlen);
 void launch_context_done(struct launch_context *c);
+
+/* What vrt-launch NAME would refuse, found without starting anything: the
+ * context loaded and the argv built dry, as `vrt showcmd` does. Returns 0
+ * or a negative errno with the message (file:line) in err. Used by `vrt
+ * check` and before every start, so that both say the same. */
+int launch_check(const char *root, const char *runtime_dir, const char *name, char *err, size_t errlen);
