@@ -162,17 +162,11 @@ int safepath_openat(int dfd, const char *rel, const char *shown, int flags, mode
         return fd;
 }
 
-int safepath_open(const char *path, int flags, mode_t mode, unsigned checks, char *err, size_t errlen) {
-        const char *slash = strrchr(path, '/');
-        char *dir;
-        int dfd, fd;
-
-        if (!slash)
-                return safepath_openat(AT_FDCWD, path, path, flags, mode, checks, err, errlen);
-        dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
-        if (!dir)
-                return -ENOMEM;
-        dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+/* safepath_openat() of rel below directory dir (freed here); path is
+ * the whole name, for messages. */
+static int open_in(char *dir, const char *rel, const char *path, int flags, mode_t mode, unsigned checks, char *err,
+                   size_t errlen) {
+        int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0) {
                 int r = -errno;
                 snprintf(err, errlen, "%s: %s", dir, strerror(-r));
@@ -180,9 +174,21 @@ int safepath_open(const char *path, int flags, mode_t mode, unsigned checks, cha
                 return r;
         }
         free(dir);
-        fd = safepath_openat(dfd, slash + 1, path, flags, mode, checks, err, errlen);
+        int fd = safepath_openat(dfd, rel, path, flags, mode, checks, err, errlen);
         close(dfd);
         return fd;
+}
+
+int safepath_open(const char *path, int flags, mode_t mode, unsigned checks, char *err, size_t errlen) {
+        const char *slash = strrchr(path, '/');
+        char *dir;
+
+        if (!slash)
+                return safepath_openat(AT_FDCWD, path, path, flags, mode, checks, err, errlen);
+        dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+        if (!dir)
+                return -ENOMEM;
+        return open_in(dir, slash + 1, path, flags, mode, checks, err, errlen);
 }
 
 int safepath_open_beneath(const char *base, const char *path, int flags, mode_t mode, unsigned checks, char *err,
@@ -195,20 +201,10 @@ int safepath_open_beneath(const char *base, const char *path, int flags, mode_t 
         char *dir = strndup(base, n);
         if (!dir)
                 return -ENOMEM;
-        int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0) {
-                int r = -errno;
-                snprintf(err, errlen, "%s: %s", dir, strerror(-r));
-                free(dir);
-                return r;
-        }
-        free(dir);
         const char *rel = path + n + 1;
         while (*rel == '/')
                 rel++;
-        int fd = safepath_openat(dfd, rel, path, flags, mode, checks, err, errlen);
-        close(dfd);
-        return fd;
+        return open_in(dir, rel, path, flags, mode, checks, err, errlen);
 }
 
 int safepath_hand_over(const char *path, uid_t uid, gid_t gid, mode_t mode, unsigned checks, char *err,
