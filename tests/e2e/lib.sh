@@ -46,6 +46,31 @@ e2e_cleanup() {
         fi
 }
 
+# operator_setup USER GROUP: a non-root operator (made here unless it
+# exists, removed again at exit with every supervisor left), OP_USER,
+# OP_GROUP, OP_UID, and as_op COMMAND... to run a command as it.
+operator_setup() {
+	OP_USER=$1 OP_GROUP=$2
+	OP_MADE_USER=0 OP_MADE_GROUP=0
+	getent group "$OP_GROUP" >/dev/null || { groupadd "$OP_GROUP" && OP_MADE_GROUP=1; }
+	getent passwd "$OP_USER" >/dev/null ||
+		{ useradd -M -N -g "$OP_GROUP" -s /usr/sbin/nologin -d /nonexistent "$OP_USER" && OP_MADE_USER=1; }
+	OP_UID=$(id -u "$OP_USER")
+	trap operator_cleanup EXIT
+}
+operator_cleanup() {
+	local f
+	for f in "$VRT_RUNTIME_DIR"/*/pid; do
+		[ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
+	done
+	[ "$OP_MADE_USER" = 1 ] && userdel "$OP_USER" 2>/dev/null
+	[ "$OP_MADE_GROUP" = 1 ] && groupdel "$OP_GROUP" 2>/dev/null
+	e2e_cleanup
+}
+as_op() {	# as_op COMMAND...: runs COMMAND as the operator (not root)
+	setpriv --reuid="$OP_USER" --regid="$OP_GROUP" --init-groups --reset-env -- "$@"
+}
+
 # Creates a root with the test guest as image "testguest", sizes "tiny"
 # (1 vCPU, 128 MiB), accel=tcg, and a short shutdown timeout.
 e2e_setup() {

@@ -15,24 +15,7 @@ command -v setpriv >/dev/null || skip_all "setpriv missing (util-linux)"
 command -v useradd >/dev/null || skip_all "useradd missing (passwd)"
 export VRT_SERVICE_MANAGER=detached
 
-OP_USER=vrtpsop OP_GROUP=vrtpsops
-made_user=0 made_group=0
-getent group "$OP_GROUP" >/dev/null || { groupadd "$OP_GROUP" && made_group=1; }
-getent passwd "$OP_USER" >/dev/null || { useradd -M -N -g "$OP_GROUP" -s /usr/sbin/nologin -d /nonexistent "$OP_USER" && made_user=1; }
-OP_UID=$(id -u "$OP_USER")
-cleanup() {
-	local f
-	for f in "$VRT_RUNTIME_DIR"/*/pid; do
-		[ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
-	done
-	[ "$made_user" = 1 ] && userdel "$OP_USER" 2>/dev/null
-	[ "$made_group" = 1 ] && groupdel "$OP_GROUP" 2>/dev/null
-	e2e_cleanup
-}
-trap cleanup EXIT
-as_op() {	# as_op COMMAND...: runs COMMAND as the operator (not root)
-	setpriv --reuid="$OP_USER" --regid="$OP_GROUP" --init-groups --reset-env -- "$@"
-}
+operator_setup vrtpsop vrtpsops
 
 # --- the canaries: root-owned, 0600, known content ------------------------------
 CAN=$E2E_DIR/canary
