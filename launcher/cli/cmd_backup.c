@@ -114,9 +114,14 @@ int cmd_backup(struct cli *cli, int argc, char **argv) {
         int r = backup_vm(&req, &res, err, sizeof err);
         double secs = now_s() - t0;
         end_progress(&prog);
-        if (res.orphan[0])
-                fprintf(stderr, "vrt: note: %s: the file under point %u's name was not listed in %s (a vrt backup died before recording it): moved aside as %s\n",
-                        req.dest, r < 0 ? 0 : res.point, "backup.state", res.orphan);
+        if (res.orphan[0]) {
+                /* res.orphan is FILE.orphan[.N]: the last ".orphan" ends FILE. */
+                const char *end = NULL;
+                for (const char *p = res.orphan; (p = strstr(p, ".orphan")); p++)
+                        end = p;
+                fprintf(stderr, "vrt: note: %.*s was not listed in %s (a vrt backup died before recording it): moved aside as %s\n",
+                        end ? (int)(end - res.orphan) : (int)strlen(res.orphan), res.orphan, BACKUP_STATE_FILE, res.orphan);
+        }
         if (r < 0) {
                 cli_error("%s", err);
                 return r == -EBUSY || r == -ECANCELED ? CLI_FAILED : cli_status_for(r);
