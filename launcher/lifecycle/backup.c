@@ -5,11 +5,11 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1054,11 +1054,13 @@ int restore_vm(const struct restore_request *req, struct import_result *ret, uns
         }
         if (!found) {
                 r = -EINVAL;
+                /* The next point's name: what a backup killed before writing the state leaves. */
+                point_file(s->vm, s->next, ".qcow2", name, sizeof name);
+                bool unlisted = want_file && (strstr(want_file, ORPHAN) || strcmp(want_file, name) == 0);
                 if (want_file)
                         snprintf(err, errlen, "%s is not a point of %s/%s%s%s", req->source, dest, BACKUP_STATE_FILE,
                                  req->point >= 0 ? " (or not the one --point names)" : "",
-                                 strstr(want_file, ORPHAN) || access(req->source, F_OK) == 0 ?
-                                 " (a vrt backup died before recording it; the next vrt backup moves such a file aside as .orphan)" : "");
+                                 unlisted ? " (a vrt backup died before recording it; the next vrt backup moves such a file aside as .orphan)" : "");
                 else
                         snprintf(err, errlen, "%s has no point %d", dest, req->point);
                 goto done;
