@@ -197,10 +197,17 @@ qemu-img convert -U -O qcow2 "$(active)" "$E2E_DIR/ref7.qcow2"
 check "offline: killed after the rename: a complete, unlisted bk-0007.qcow2" killed_after_rename 7
 check "point 7: full backup of the stopped VM" bash -c '"$0" backup bk "$1" >"$2/out7" 2>"$2/err7" && grep -q "copied offline" "$2/out7"' "$VRT" "$DEST" "$E2E_DIR"
 check "... moved the unlisted file aside" set_aside 7
+check "offline: killed after the rename again: an unlisted bk-0008.qcow2" killed_after_rename 8
+touch "$DEST/bk-0008.qcow2.orphan"      # taken: the next name is .orphan.2
+check "point 8: --json names the file moved aside as .orphan.2" bash -c \
+	'"$0" --json backup bk "$1" >"$2/out8" 2>"$2/err8" && grep -q "\"orphan\":\"$1/bk-0008.qcow2.orphan.2\"" "$2/out8" &&
+	 [ -f "$1/bk-0008.qcow2.orphan.2" ] && [ ! -s "$1/bk-0008.qcow2.orphan" ] && grep -q "^point\.8=full" "$1/backup.state"' \
+	"$VRT" "$DEST" "$E2E_DIR"
+cp "$E2E_DIR/ref7.qcow2" "$E2E_DIR/ref8.qcow2"  # the stopped VM's disk did not change
 refused "incremental after an offline full (no bitmap)" "$DEST" backup bk "$DEST" --incremental
 
 # --- restore every point -------------------------------------------------------------
-for n in 0 1 2 3 4 5 6 7; do
+for n in 0 1 2 3 4 5 6 7 8; do
 	check "restore point $n: identical to the paused guest's disk" restored $n r$n
 done
 # A restored VM is a VM: it boots from its copied disk and mounts it.
