@@ -205,6 +205,13 @@ check "point 8: --json names the file moved aside as .orphan.2" bash -c \
 	"$VRT" "$DEST" "$E2E_DIR"
 cp "$E2E_DIR/ref7.qcow2" "$E2E_DIR/ref8.qcow2"  # the stopped VM's disk did not change
 refused "incremental after an offline full (no bitmap)" "$DEST" backup bk "$DEST" --incremental
+# Every aside name taken (.orphan, .orphan.2 ... .orphan.99): refused, nothing moved.
+check "offline: killed after the rename: an unlisted bk-0009.qcow2" killed_after_rename 9
+touch "$DEST/bk-0009.qcow2.orphan" "$DEST"/bk-0009.qcow2.orphan.{2..99}
+refused "no name left to move the unlisted file aside" "$DEST" backup bk "$DEST"
+check "... says so" grep -q "cannot move aside .*bk-0009.qcow2" "$LOGS/err"
+check "... the unlisted file is still there, unlisted" bash -c '[ -f "$0/bk-0009.qcow2" ] && grep -qx next=9 "$0/backup.state"' "$DEST"
+rm -f "$DEST"/bk-0009.qcow2.orphan*
 
 # --- restore every point -------------------------------------------------------------
 for n in 0 1 2 3 4 5 6 7 8; do
