@@ -109,11 +109,19 @@ int cmd_backup(struct cli *cli, int argc, char **argv) {
                 .userdata = &prog,
                 .cancel = &backup_cancel,
         };
-        struct backup_result res;
+        struct backup_result res = { 0 };
         double t0 = now_s();
         int r = backup_vm(&req, &res, err, sizeof err);
         double secs = now_s() - t0;
         end_progress(&prog);
+        if (res.orphan[0]) {
+                /* res.orphan is FILE.orphan[.N]: the last ".orphan" ends FILE. */
+                const char *end = NULL;
+                for (const char *p = res.orphan; (p = strstr(p, ".orphan")); p++)
+                        end = p;
+                fprintf(stderr, "vrt: note: %.*s was not listed in %s (a vrt backup died before recording it): moved aside as %s\n",
+                        end ? (int)(end - res.orphan) : (int)strlen(res.orphan), res.orphan, BACKUP_STATE_FILE, res.orphan);
+        }
         if (r < 0) {
                 cli_error("%s", err);
                 return r == -EBUSY || r == -ECANCELED ? CLI_FAILED : cli_status_for(r);
@@ -131,6 +139,7 @@ int cmd_backup(struct cli *cli, int argc, char **argv) {
                 json_object_object_add(o, "file_size", json_object_new_int64((int64_t)res.file_size));
                 json_object_object_add(o, "copied", json_object_new_int64((int64_t)res.copied));
                 json_object_object_add(o, "seconds", json_object_new_double(secs));
+                json_object_object_add(o, "orphan", res.orphan[0] ? json_object_new_string(res.orphan) : NULL);
                 puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(o);
         } else {

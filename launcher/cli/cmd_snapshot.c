@@ -47,6 +47,15 @@ static void human_size(long long b, char *buf, size_t len) {
         snprintf(buf, len, "%.1f%c", v, u[i]);
 }
 
+/* A duration in ms as a JSON number with 3 decimals; null when not measured (< 0). */
+static struct json_object *json_ms(double ms) {
+        char buf[32];
+        if (ms < 0)
+                return NULL;
+        snprintf(buf, sizeof buf, "%.3f", ms);
+        return json_object_new_double_s(ms, buf);
+}
+
 static int list(struct cli *cli, const char *name) {
         struct json_object *o = NULL, *snaps, *chain, *active;
         char err[2048] = "";
@@ -167,6 +176,11 @@ int cmd_snapshot(struct cli *cli, int argc, char **argv) {
                 json_object_object_add(o, "active", json_object_new_string(res.layer));
                 json_object_object_add(o, "merged", json_object_new_int((int)res.merged));
                 json_object_object_add(o, "removed", json_object_new_int((int)res.removed));
+                if (strcmp(verb, "create") == 0) {
+                        /* Live only: the QMP transaction's round trip (the guest's I/O drain), the freeze window. */
+                        json_object_object_add(o, "transaction_ms", json_ms(res.transaction_ms));
+                        json_object_object_add(o, "frozen_ms", json_ms(res.frozen_ms));
+                }
                 printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(o);
         } else {

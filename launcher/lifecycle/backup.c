@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@
 #define VM_LOCK ".backup.lock"
 #define DEST_LOCK ".lock"
 #define PARTIAL ".partial"
+#define ORPHAN ".orphan"
 #define DEVICE "vda"
 #define QMP_CONNECT_MS 2000
 #define REAP_MS 30000
@@ -254,6 +256,15 @@ static int publish(const char *dest, const char *partial, const char *file, char
         if (r < 0)
                 snprintf(err, errlen, "cannot complete %s: %s", file, strerror(-r));
         return r;
+}
+
+/* Tests only: VRT_TEST_BACKUP_KILL=POINT makes `vrt backup` kill itself
+ * (SIGKILL, as a crash or `kill -9` would) at POINT: "published", the file
+ * under its point's name and DEST synced, backup.state not yet written. */
+static void test_kill_point(const char *point) {
+        const char *want = getenv("VRT_TEST_BACKUP_KILL");
+        if (want && strcmp(want, point) == 0)
+                raise(SIGKILL);
 }
 
 /* Offline: the active chain flattened into the partial file. */
@@ -491,6 +502,7 @@ static int backup_live(struct job *j, struct backup_result *res, char *err, size
         r = publish(req->dest, j->partial, j->file, err, errlen);
         if (r < 0)
                 goto done;
+        test_kill_point("published");
         if (stat(j->file, &st) == 0)
                 res->file_size = (uint64_t)st.st_size;
         struct backup_point pt = { .n = j->point, .kind = full ? BACKUP_FULL : BACKUP_INCREMENTAL, .time = time(NULL),
@@ -522,6 +534,47 @@ done:
         qmp_free(q);
         if (r == -EREMOTEIO)
                 r = -EIO;
+        return r;
+}
+
+/* path -> path.orphan (or .orphan.2, ... when taken), never replacing;
+ * out: the new name. */
+static int rename_orphan(const char *path, char *out, size_t outlen, char *err, size_t errlen) {
+        int r = -EEXIST;
+        for (unsigned k = 1; k < 100 && r == -EEXIST; k++) {
+                if (k == 1)
+                        snprintf(out, outlen, "%s" ORPHAN, path);
+                else
+                        snprintf(out, outlen, "%s" ORPHAN ".%u", path, k);
+                r = fileio_rename_noreplace(AT_FDCWD, path, out);
+        }
+        if (r < 0)
+                snprintf(err, errlen, "cannot move aside %s (not listed in %s): %s", path, BACKUP_STATE_FILE, strerror(-r));
+        return r;
+}
+
+/* The next point's file exists but backup.state does not list it: a
+ * `vrt backup` died after naming it and before writing the state. It is
+ * never adopted: the bitmap was not rotated for it (an incremental's
+ * bitmap still holds its changes, and a full's new chain was not
+ * recorded), so as a point it would break the chain or the next
+ * incremental. It and its .properties are moved aside as *.orphan. */
+static int set_aside_orphan(struct job *j, struct backup_result *res, char *err, size_t errlen) {
+        char props[4096 + 16];
+        struct stat st;
+        int r = rename_orphan(j->file, res->orphan, sizeof res->orphan, err, errlen);
+        if (r < 0) {
+                res->orphan[0] = '\0';
+                return r;
+        }
+        if (lstat(j->props, &st) == 0)
+                rename_orphan(j->props, props, sizeof props, err, errlen);      /* rewritten below anyway */
+        err[0] = '\0';
+        r = fileio_fsync_dir(j->req->dest);
+        if (r < 0)
+                snprintf(err, errlen, "cannot sync %s: %s", j->req->dest, strerror(-r));
+        actionlog_append(j->req->root, "backup", "%s: %s is not listed in %s (a backup died before recording it): moved aside as %s",
+                         j->req->name, j->file, BACKUP_STATE_FILE, res->orphan);
         return r;
 }
 
@@ -746,9 +799,9 @@ int backup_vm(const struct backup_request *req, struct backup_result *ret, char 
         point_file(req->name, j->point, ".properties", base, sizeof base);
         snprintf(j->props, sizeof j->props, "%s/%s", req->dest, base);
         if (lstat(j->file, &st) == 0) {
-                r = -EINVAL;
-                snprintf(err, errlen, "%s exists but %s does not list it; move it away", j->file, BACKUP_STATE_FILE);
-                goto fail;
+                r = set_aside_orphan(j, &res, err, errlen);
+                if (r < 0)
+                        goto fail;
         }
         /* The record travels with the point (restore reads it). */
         r = fileio_read_regular(j->p.instance, PROPS_MAX, &text, &text_len, err, errlen);
@@ -781,6 +834,7 @@ int backup_vm(const struct backup_request *req, struct backup_result *ret, char 
                         r = publish(req->dest, j->partial, j->file, err, errlen);
                 if (r < 0)
                         goto fail;
+                test_kill_point("published");
                 res.file_size = stat(j->file, &st) == 0 ? (uint64_t)st.st_size : 0;
                 j->st.points[j->st.n++] = (struct backup_point){ .n = j->point, .kind = BACKUP_FULL, .time = time(NULL),
                                                                  .size = res.file_size };
@@ -800,6 +854,8 @@ int backup_vm(const struct backup_request *req, struct backup_result *ret, char 
         r = 0;
 fail:
         if (r < 0) {
+                /* What was moved aside stays so: the caller says where. */
+                snprintf(ret->orphan, sizeof ret->orphan, "%s", res.orphan);
                 if (j->partial[0])
                         unlink(j->partial);
                 if (props_written)
@@ -998,9 +1054,13 @@ int restore_vm(const struct restore_request *req, struct import_result *ret, uns
         }
         if (!found) {
                 r = -EINVAL;
+                /* The next point's name: what a backup killed before writing the state leaves. */
+                point_file(s->vm, s->next, ".qcow2", name, sizeof name);
+                bool unlisted = want_file && (strstr(want_file, ORPHAN) || strcmp(want_file, name) == 0);
                 if (want_file)
-                        snprintf(err, errlen, "%s is not a point of %s/%s%s", req->source, dest, BACKUP_STATE_FILE,
-                                 req->point >= 0 ? " (or not the one --point names)" : "");
+                        snprintf(err, errlen, "%s is not a point of %s/%s%s%s", req->source, dest, BACKUP_STATE_FILE,
+                                 req->point >= 0 ? " (or not the one --point names)" : "",
+                                 unlisted ? " (a vrt backup died before recording it; the next vrt backup moves such a file aside as .orphan)" : "");
                 else
                         snprintf(err, errlen, "%s has no point %d", dest, req->point);
                 goto done;

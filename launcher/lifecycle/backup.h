@@ -12,6 +12,11 @@
  *   .lock                  flock'ed by the one `vrt backup` working here
  *   NAME-NNNN.qcow2.partial  a backup being written or one that died; never
  *                          a point: removed by the next `vrt backup` here
+ *   NAME-NNNN.qcow2.orphan   a complete file that backup.state does not list
+ *                          (its `vrt backup` died between naming it and
+ *                          writing the state): never a point, never removed;
+ *                          moved aside (with its .properties) by the next
+ *                          `vrt backup` here, which then makes point NNNN
  *
  * backup.state (key=value, the one props parser):
  *
@@ -107,9 +112,11 @@ struct backup_result {
         bool incremental, running;
         bool bitmap;                    /* the next incremental can follow this point */
         uint64_t virtual_size, file_size, copied;
+        char orphan[4096 + 16];         /* not empty: the unlisted file found under this point's name, moved here */
 };
 
-/* Makes the next point. Returns 0; -EINVAL (bad name, DEST not a backup
+/* Makes the next point (ret->orphan is set, also when it fails, when an
+ * unlisted file under the point's name was moved aside; see above). Returns 0; -EINVAL (bad name, DEST not a backup
  * directory of this VM, no full backup yet, no usable bitmap, a stopped VM
  * with --incremental), -ENOENT (no such VM) with one line in err; -EBUSY
  * (another backup runs); -ECANCELED; another negative errno. A failure

@@ -695,16 +695,26 @@ static struct agent *freeze_guest(struct ctx *c, char *err, size_t errlen) {
         return a;
 }
 
-static void thaw_guest(struct agent *a) {
+static double ms_since(const struct timespec *t0) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* *frozen_ms: the time from the freeze's reply to the thaw's (not
+ * changed without an agent). */
+static void thaw_guest(struct agent *a, const struct timespec *frozen_at, double *frozen_ms) {
         char msg[512];
-        if (a)
-                agent_execute(a, "guest-fsfreeze-thaw", NULL, SNAP_FREEZE_TIMEOUT_MS, NULL, msg, sizeof msg);
+        if (a && agent_execute(a, "guest-fsfreeze-thaw", NULL, SNAP_FREEZE_TIMEOUT_MS, NULL, msg, sizeof msg) == 0)
+                *frozen_ms = ms_since(frozen_at);
         agent_free(a);
 }
 
-static int live_snapshot(struct ctx *c, const char *layer, bool quiesce, bool *unknown, char *err, size_t errlen) {
+static int live_snapshot(struct ctx *c, const char *layer, bool quiesce, bool *unknown, struct snapshot_result *res,
+                         char *err, size_t errlen) {
         struct qmp *q = NULL;
         struct agent *frozen = NULL;
+        struct timespec frozen_at = { 0 }, t0;
         char node[128], new_node[64], msg[1024];
         char *path = vm_file(c, layer);
         bool added = false;
@@ -716,6 +726,8 @@ static int live_snapshot(struct ctx *c, const char *layer, bool quiesce, bool *u
                 free(path);
                 return -EHOSTUNREACH;
         }
+        if (frozen)
+                clock_gettime(CLOCK_MONOTONIC, &frozen_at);
         r = qmp_connect_unix(c->p.monitor_sock, SNAP_QMP_TIMEOUT_MS, &q, msg, sizeof msg);
         if (r == 0)
                 r = qmp_handshake(q, SNAP_QMP_TIMEOUT_MS, msg, sizeof msg);
@@ -753,7 +765,9 @@ static int live_snapshot(struct ctx *c, const char *layer, bool quiesce, bool *u
         json_object_object_add(action, "data", data);
         json_object_array_add(actions, action);
         json_object_object_add(args, "actions", actions);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         r = qmp_execute(q, "transaction", args, SNAP_QMP_TIMEOUT_MS, NULL, msg, sizeof msg);
+        res->transaction_ms = ms_since(&t0);
         json_object_put(args);
         if (r < 0) {
                 /* Refused: nothing changed. Anything else (a timeout, QEMU
@@ -772,7 +786,7 @@ out:
                 qmp_execute(q, "blockdev-del", del, SNAP_QMP_TIMEOUT_MS, NULL, msg, sizeof msg);
                 json_object_put(del);
         }
-        thaw_guest(frozen);
+        thaw_guest(frozen, &frozen_at, &res->frozen_ms);
         qmp_free(q);
         free(path);
         return r;
@@ -806,7 +820,7 @@ int snapshot_create(const char *root, const char *runtime_dir, const char *name,
         char layer[SNAP_LAYER_MAX], frozen[SNAP_LAYER_MAX];
         int r;
 
-        *res = (struct snapshot_result){ 0 };
+        *res = (struct snapshot_result){ .transaction_ms = -1, .frozen_ms = -1 };
         r = precheck(root, runtime_dir, name, tag, 0, false, NULL, err, errlen);
         if (r < 0)
                 return r;
@@ -849,7 +863,7 @@ int snapshot_create(const char *root, const char *runtime_dir, const char *name,
         }
         if (c.running) {
                 bool unknown = false;
-                r = live_snapshot(&c, layer, quiesce, &unknown, err, errlen);
+                r = live_snapshot(&c, layer, quiesce, &unknown, res, err, errlen);
                 if (r < 0 && unknown) {
                         size_t n = strlen(err);
                         snprintf(err + n, errlen - n, "; the state names %s as the active layer, so no data is lost either way", layer);

@@ -25,6 +25,10 @@ struct snapshot_result {
         char layer[64];                 /* the new active layer, relative to the VM's directory */
         unsigned merged;                /* layers merged into the layer above them */
         unsigned removed;               /* layer files removed */
+        /* Live create: the QMP transaction, request sent to reply read
+         * (CLOCK_MONOTONIC), i.e. the block layer's drain the guest's I/O
+         * waits for; --quiesce: freeze reply to thaw reply. -1: not measured. */
+        double transaction_ms, frozen_ms;
 };
 
 /* quiesce: freeze the guest's file systems through its agent around a

@@ -6,7 +6,10 @@
 # copy-before-write is exercised); a stop and start between incrementals
 # (the persistent bitmap survives); a `vrt backup` killed with SIGKILL
 # mid-job (no file under a point's name, the next incremental reaps the
-# stale job and is still complete); a live snapshot (the next incremental
+# stale job and is still complete); one killed (test hook) between naming
+# its file and writing backup.state, live and offline (the next backup
+# moves the unlisted file aside as .orphan, says so, and is complete);
+# a live snapshot (the next incremental
 # is refused: must be full); an offline full backup. Every point is
 # restored into a new VM and compared with qemu-img compare against its
 # reference. Refusals exit 2 with one line and leave nothing.
@@ -145,30 +148,81 @@ check "... no partial left" [ -z "$(ls "$DEST" | grep partial)" ]
 check "... no stale target node" not bash -c '"$0" qmp bk query-named-block-nodes | grep -q "vrt-backup-target"' "$VRT"
 check "... nor tmp bitmap" not bash -c '"$0" qmp bk query-named-block-nodes | grep -q "vrt-backup-tmp"' "$VRT"
 
+# --- killed between naming the file and writing backup.state -----------------------
+# The test hook kills vrt backup (SIGKILL) right after the rename and the
+# fsync of DEST: a complete file that backup.state does not list. The next
+# backup moves it aside (never a point: the bitmap was not rotated for it)
+# and its incremental still holds every change since point 3.
+killed_after_rename() {     # killed_after_rename N ARGS...
+	local n=$1 st; shift
+	VRT_TEST_BACKUP_KILL=published "$VRT" backup bk "$DEST" "$@" >"$LOGS/kout" 2>"$LOGS/kerr"
+	st=$?
+	[ "$st" = 137 ] && [ -f "$DEST/bk-000$n.qcow2" ] && [ ! -e "$DEST/bk-000$n.qcow2.partial" ] &&
+		qemu-img check -q "$DEST/bk-000$n.qcow2" &&
+		[ "$(grep -c '^point\.' "$DEST/backup.state")" = "$n" ] && grep -qx "next=$n" "$DEST/backup.state"
+}
+# set_aside N: point N moved the unlisted file (and its .properties) aside, said so in one line.
+set_aside() {
+	local n=$1
+	[ "$(grep -c "note: .*bk-000$n.qcow2.orphan" "$E2E_DIR/err$n")" = 1 ] &&
+		[ -f "$DEST/bk-000$n.qcow2.orphan" ] && [ -f "$DEST/bk-000$n.properties.orphan" ] &&
+		[ -f "$DEST/bk-000$n.properties" ] && grep -q "^point\.$n=" "$DEST/backup.state" &&
+		grep -q "moved aside as .*bk-000$n.qcow2.orphan" "$VRT_ROOT/log/backup.log"
+}
+sleep 2
+check "killed after the rename: a complete, unlisted bk-0004.qcow2" killed_after_rename 4 --incremental
+refused "restore of the unlisted file" "$DEST" restore "$DEST/bk-0004.qcow2" rx
+check "... says why" grep -q "died before recording it" "$LOGS/err"
+check "restore of DEST still takes point 3 (the newest listed)" bash -c \
+	'"$0" restore --json "$1" rk | grep -q "\"point\":3" && qemu-img compare -q "$2/ref3.qcow2" "$3/vm/rk/hdd.img"' \
+	"$VRT" "$DEST" "$E2E_DIR" "$VRT_ROOT"
+sleep 2
+check "point 4: the next incremental moves the unlisted file aside" point 4 --incremental
+check "... one note line, the .orphan files, the action log" set_aside 4
+check "... its backing file is point 3" bash -c \
+	'qemu-img info --output=json "$0" | grep -q "\"backing-filename\": \"bk-0003.qcow2\""' "$DEST/bk-0004.qcow2"
+check "... the state lists 5 points" [ "$(grep -c '^point\.' "$DEST/backup.state")" = 5 ]
+
 # --- a live snapshot moves the active layer: the next backup must be full ---------
 check "snapshot s1 (live)" "$VRT" snapshot bk s1
 refused "incremental after a snapshot" "$DEST" backup bk "$DEST" --incremental
 check "... says it must be full" grep -q "must be full" "$LOGS/err"
-check "point 4: full after the snapshot" point 4
-check "point 5: incremental on the new layer" point 5 --incremental
+check "point 5: full after the snapshot" point 5
+check "point 6: incremental on the new layer" point 6 --incremental
 check "stops" stop_vm
 refused "incremental of a stopped VM" "$DEST" backup bk "$DEST" --incremental
 
 # --- offline full ------------------------------------------------------------------
-qemu-img convert -U -O qcow2 "$(active)" "$E2E_DIR/ref6.qcow2"
-check "point 6: full backup of the stopped VM" bash -c '"$0" backup bk "$1" | grep -q "copied offline"' "$VRT" "$DEST"
+qemu-img convert -U -O qcow2 "$(active)" "$E2E_DIR/ref7.qcow2"
+check "offline: killed after the rename: a complete, unlisted bk-0007.qcow2" killed_after_rename 7
+check "point 7: full backup of the stopped VM" bash -c '"$0" backup bk "$1" >"$2/out7" 2>"$2/err7" && grep -q "copied offline" "$2/out7"' "$VRT" "$DEST" "$E2E_DIR"
+check "... moved the unlisted file aside" set_aside 7
+check "offline: killed after the rename again: an unlisted bk-0008.qcow2" killed_after_rename 8
+touch "$DEST/bk-0008.qcow2.orphan"      # taken: the next name is .orphan.2
+check "point 8: --json names the file moved aside as .orphan.2" bash -c \
+	'"$0" --json backup bk "$1" >"$2/out8" 2>"$2/err8" && grep -q "\"orphan\":\"$1/bk-0008.qcow2.orphan.2\"" "$2/out8" &&
+	 [ -f "$1/bk-0008.qcow2.orphan.2" ] && [ ! -s "$1/bk-0008.qcow2.orphan" ] && grep -q "^point\.8=full" "$1/backup.state"' \
+	"$VRT" "$DEST" "$E2E_DIR"
+cp "$E2E_DIR/ref7.qcow2" "$E2E_DIR/ref8.qcow2"  # the stopped VM's disk did not change
 refused "incremental after an offline full (no bitmap)" "$DEST" backup bk "$DEST" --incremental
+# Every aside name taken (.orphan, .orphan.2 ... .orphan.99): refused, nothing moved.
+check "offline: killed after the rename: an unlisted bk-0009.qcow2" killed_after_rename 9
+touch "$DEST/bk-0009.qcow2.orphan" "$DEST"/bk-0009.qcow2.orphan.{2..99}
+refused "no name left to move the unlisted file aside" "$DEST" backup bk "$DEST"
+check "... says so" grep -q "cannot move aside .*bk-0009.qcow2" "$LOGS/err"
+check "... the unlisted file is still there, unlisted" bash -c '[ -f "$0/bk-0009.qcow2" ] && grep -qx next=9 "$0/backup.state"' "$DEST"
+rm -f "$DEST"/bk-0009.qcow2.orphan*
 
 # --- restore every point -------------------------------------------------------------
-for n in 0 1 2 3 4 5 6; do
+for n in 0 1 2 3 4 5 6 7 8; do
 	check "restore point $n: identical to the paused guest's disk" restored $n r$n
 done
 # A restored VM is a VM: it boots from its copied disk and mounts it.
 restored_boots() {
-	: >"$VRT_ROOT/vm/r6/log/console.log" 2>/dev/null
-	launch r6
+	: >"$VRT_ROOT/vm/r7/log/console.log" 2>/dev/null
+	launch r7
 	local pid=$LAUNCH_PID ok=0
-	wait_ready r6 90 && wait_for 20 console_has r6 "/dev/vda mounted on /mnt/disk" && ok=1
+	wait_ready r7 90 && wait_for 20 console_has r7 "/dev/vda mounted on /mnt/disk" && ok=1
 	kill -TERM "$pid"
 	wait_exit "$pid" 60
 	[ "$ok" = 1 ] && [ "$EXIT_STATUS" = 0 ]

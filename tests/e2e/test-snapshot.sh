@@ -81,6 +81,22 @@ refused() {
 	check "$what: ... nothing changed" [ "$(state_sum)" = "$before" ]
 }
 
+# --json: transaction_ms, the QMP transaction's round trip (the guest's I/O
+# drain), a number > 0 and well under the bound; frozen_ms null without --quiesce.
+json_times() {	# json_times FILE LIVE QUIESCE
+	python3 - "$@" <<'PY'
+import json, sys
+o = json.load(open(sys.argv[1]))
+live, quiesce = sys.argv[2] == "1", sys.argv[3] == "1"
+t, f = o.get("transaction_ms", "missing"), o.get("frozen_ms", "missing")
+ok = ("transaction_ms" in o and "frozen_ms" in o and o["live"] == live and
+      (isinstance(t, (int, float)) and 0 < t < 10000 if live else t is None) and
+      (isinstance(f, (int, float)) and f >= t if quiesce else f is None))
+print("#", o)
+sys.exit(0 if ok else 1)
+PY
+}
+
 # --- live snapshots while the guest writes -------------------------------------
 check "boots" boot
 console_cmd snap 'echo AAA > /mnt/disk/ma; sync; echo WROTE-A$((1+1))'
@@ -156,7 +172,9 @@ all_markers() {	# all_markers WANT: markers A, B, C/D, E, F
 check "boots for the live deletes" boot
 console_cmd snap 'echo EEE > /mnt/disk/me; sync; echo WROTE-E$((1+1))'
 check "guest wrote E" wait_for 20 console_has snap WROTE-E2
-check "live snapshot L1" "$VRT" snapshot snap L1
+check "live snapshot L1 (--json: transaction_ms measured, frozen_ms null)" \
+	bash -c '"$0" --json snapshot snap L1 >"$1/l1.json"' "$VRT" "$E2E_DIR"
+check "... transaction_ms > 0, frozen_ms null" json_times "$E2E_DIR/l1.json" 1 0
 console_cmd snap 'echo FFF > /mnt/disk/mf; sync; echo WROTE-F$((1+1))'
 check "guest wrote F" wait_for 20 console_has snap WROTE-F2
 check "live delete Pre-Upgrade3 (a middle layer streamed into the one above)" \
@@ -189,6 +207,10 @@ if wait_for 20 "$VRT" agent snap guest-ping >/dev/null 2>&1; then
 	console_cmd snap 'echo GGG > /mnt/disk/mg; sync; echo WROTE-G$((1+1))'
 	check "... and the guest writes to its disk" wait_for 20 console_has snap WROTE-G2
 	check "... chain agrees, qemu-img check clean" chain_ok
+	check "--quiesce --json snapshot Q1j: frozen_ms measured, at least transaction_ms" \
+		bash -c '"$0" --json snapshot --quiesce snap Q1j >"$1/q1j.json"' "$VRT" "$E2E_DIR"
+	check "... frozen_ms >= transaction_ms > 0" json_times "$E2E_DIR/q1j.json" 1 1
+	check "delete Q1j (live)" "$VRT" snapshot delete snap Q1j
 	console_cmd snap 'killall qemu-ga; echo KILLED-GA$((1+1))'
 	check "guest agent stopped in the guest" wait_for 20 console_has snap KILLED-GA2
 	sum=$(state_sum)
@@ -210,6 +232,8 @@ check "export of a VM with snapshots holds the active layer's data" bash -c \
 	 qemu-img compare -q "$1/x/disk.qcow2" "$active"' "$VRT" "$E2E_DIR"
 check "export --with-template of a VM with snapshots is refused" \
 	bash -c '! "$0" export --with-template snap "$1/snapt.tar" 2>&1 && [ ! -e "$1/snapt.tar" ]' "$VRT" "$E2E_DIR"
+check "offline snapshot Off4 --json" bash -c '"$0" --json snapshot snap Off4 >"$1/off4.json"' "$VRT" "$E2E_DIR"
+check "... not live, transaction_ms and frozen_ms null" json_times "$E2E_DIR/off4.json" 0 0
 check "destroy removes the snapshot layers" bash -c '"$0" destroy snap >/dev/null && [ ! -e "$1/snapshots" ]' "$VRT" "$VMDIR"
 
 e2e_finish
