@@ -78,6 +78,7 @@ struct supervisor {
         int64_t incoming_deadline;
         char host[LEASE_HOST_MAX + 1];
         char qemu_version[64];
+        bool caps_dropped;              /* drop_capabilities() ran */
         char out_buf[4096];
         size_t out_len;
         char tail[TAIL_LINES][256];
@@ -336,12 +337,24 @@ static int setup_runtime(struct supervisor *s, char *err, size_t errlen) {
         return 0;
 }
 
-/* The lease's text made durable while QEMU starts (lease_acquire). */
-static void sync_lease(void *arg) {
-        struct supervisor *s = arg;
+/* The lease's text made durable (lease_acquire), off the critical path. */
+static void sync_lease(struct supervisor *s) {
+        if (s->lease_fd < 0)
+                return;
         int r = lease_sync(s->lease_fd);
         if (r < 0)
                 log_warning("cannot sync %s/%s: %s", s->ctx.paths.vm_dir, LEASE_FILE, strerror(-r));
+}
+
+static void drop_capabilities(struct supervisor *s);
+
+/* While QEMU initialises (qemu_proc_request.while_starting): everything
+ * that needs neither QEMU nor a privilege any more, so that the greeting
+ * finds nothing left to do before cont. */
+static void while_qemu_starts(void *arg) {
+        struct supervisor *s = arg;
+        sync_lease(s);
+        drop_capabilities(s);
 }
 
 static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
@@ -364,7 +377,7 @@ static int start_qemu(struct supervisor *s, char *err, size_t errlen) {
                 .stdout_fd = s->out_write,
                 .user = &s->user,
                 .timeout_ms = QMP_TIMEOUT_MS,
-                .while_starting = s->lease_fd >= 0 ? sync_lease : NULL,
+                .while_starting = while_qemu_starts,
                 .while_starting_arg = s,
         };
         int r = qemu_proc_start(&req, &s->proc, err, errlen);
@@ -844,8 +857,9 @@ static int event_loop(struct supervisor *s) {
  * and removes its own root-owned runtime files (no capability needed), so
  * everything else goes, including the bounding set. */
 static void drop_capabilities(struct supervisor *s) {
-        if (geteuid() != 0)
+        if (geteuid() != 0 || s->caps_dropped)
                 return;
+        s->caps_dropped = true;
         capng_clear(CAPNG_SELECT_BOTH);
         capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_KILL);
         if (capng_apply(CAPNG_SELECT_BOTH) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
