@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum { CLI_OK = 0, CLI_FAILED = 1, CLI_INVALID = 2, CLI_NO_AGENT = 3, CLI_ELSEWHERE = 5 };
 
@@ -13,6 +14,19 @@ struct cli {
         const char *runtime_dir;
         bool json;
 };
+
+/* A subcommand: run here, or (run NULL) by the program helper, which gets
+ * the same argv. */
+struct cli_command {
+        const char *name;
+        int (*run)(struct cli *cli, int argc, char **argv);
+        const char *helper;
+        const char *help;
+};
+
+/* Parses the global options and runs the command argv names; returns the
+ * exit status. prog: the name --help and --version print. */
+int cli_main(const char *prog, int argc, char **argv, const struct cli_command *cmds, size_t ncmds);
 
 /* Prints "vrt: MESSAGE" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

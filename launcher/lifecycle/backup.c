@@ -27,6 +27,7 @@
 #include "launcher/core/snapstate.h"
 #include "launcher/core/vmstate.h"
 #include "launcher/lifecycle/blockjob.h"
+#include "launcher/vm/qemu_argv.h"
 #include "qmp/qmp.h"
 
 #define JOB_ID "vrt-backup"
@@ -37,7 +38,7 @@
 #define DEST_LOCK ".lock"
 #define PARTIAL ".partial"
 #define ORPHAN ".orphan"
-#define DEVICE "vda"
+#define DEVICE QEMU_DISK_DEVICE
 #define QMP_CONNECT_MS 2000
 #define REAP_MS 30000
 #define STATE_MAX (256 * 1024)

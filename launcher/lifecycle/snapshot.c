@@ -24,6 +24,8 @@
 #include "launcher/core/snapstate.h"
 #include "launcher/core/spawn.h"
 #include "launcher/core/vmstate.h"
+#include "launcher/lifecycle/blockjob.h"
+#include "launcher/vm/qemu_argv.h"
 #include "qmp/agent.h"
 #include "qmp/qmp.h"
 
@@ -647,29 +649,6 @@ static int add_tag(struct ctx *c, const char *tag, const char *layer, char *err,
         return 0;
 }
 
-/* The node of the VM's disk device on top of its block graph. */
-static int top_node(struct qmp *q, char *buf, size_t len, char *err, size_t errlen) {
-        struct json_object *ret = NULL;
-        int r = qmp_execute(q, "query-block", NULL, SNAP_QMP_TIMEOUT_MS, &ret, err, errlen);
-        if (r < 0)
-                return r;
-        r = -ENODEV;
-        for (size_t i = 0; json_object_is_type(ret, json_type_array) && i < json_object_array_length(ret); i++) {
-                struct json_object *b = json_object_array_get_idx(ret, i), *qdev, *ins, *node;
-                if (!json_object_object_get_ex(b, "qdev", &qdev) ||
-                    strncmp(json_object_get_string(qdev), "/machine/peripheral/vda/", 24) != 0 ||
-                    !json_object_object_get_ex(b, "inserted", &ins) || !json_object_object_get_ex(ins, "node-name", &node))
-                        continue;
-                snprintf(buf, len, "%s", json_object_get_string(node));
-                r = 0;
-                break;
-        }
-        if (r < 0)
-                snprintf(err, errlen, "QEMU reports no disk device vda");
-        json_object_put(ret);
-        return r;
-}
-
 /* blockdev-add the new layer without backing, then blockdev-snapshot in a
  * transaction: the guest's writes go to the new layer from then on. */
 /* --quiesce: the guest agent flushes and freezes the guest's file systems
@@ -732,7 +711,7 @@ static int live_snapshot(struct ctx *c, const char *layer, bool quiesce, bool *u
         if (r == 0)
                 r = qmp_handshake(q, SNAP_QMP_TIMEOUT_MS, msg, sizeof msg);
         if (r == 0)
-                r = top_node(q, node, sizeof node, msg, sizeof msg);
+                r = blockjob_device_node(q, QEMU_DISK_DEVICE, node, sizeof node, msg, sizeof msg);
         if (r < 0) {
                 snprintf(err, errlen, "%s: %s", c->p.monitor_sock, msg);
                 goto out;

@@ -140,7 +140,7 @@ static void add_disk(struct strv *v, const struct qemu_launch *l) {
                 }
                 add_json(v, "-blockdev", fmt);
         }
-        add_json(v, "-device", put_int(put_str(put_str(put_str(obj(), "driver", "virtio-blk-pci"), "id", "vda"), "drive", "disk0"), "bootindex", 1));
+        add_json(v, "-device", put_int(put_str(put_str(put_str(obj(), "driver", "virtio-blk-pci"), "id", QEMU_DISK_DEVICE), "drive", "disk0"), "bootindex", 1));
 }
 
 /* NIC i: its -netdev (tap by fd, or user networking with its port

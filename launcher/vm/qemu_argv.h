@@ -8,6 +8,9 @@
 
 #include "launcher/core/config.h"
 
+/* The qdev id of the VM's disk device, which QMP commands name. */
+#define QEMU_DISK_DEVICE "vda"
+
 /* One layer of the VM's disk chain, top (the VM's own file) first. */
 struct qemu_disk_layer {
         const char *path;

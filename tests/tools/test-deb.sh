@@ -153,6 +153,12 @@ for b in vrt vrt-launch; do
         check "$b --version prints '$b $version' (got '$out')" test "$out" = "$b $version"
 done
 check "vrt --help runs" bash -c '"$0" --help >/dev/null' "$root/usr/bin/vrt"
+# vrt runs these for export/import/backup/restore and top.
+for b in vrt-archive vrt-top; do
+        check "/usr/libexec/vrt/$b is executable" test -x "$root/usr/libexec/vrt/$b"
+        out=$("$root/usr/libexec/vrt/$b" --version 2>&1)
+        check "$b --version prints '$b $version' (got '$out')" test "$out" = "$b $version"
+done
 # An empty root, as postinst makes it: the packaged vrt checks it.
 mkdir -p "$tmp/emptyroot"/{vm,images,inst,start,stop,destroy,log,autostart,init,iso}
 check "the packaged vrt check passes on an empty root" bash -c \
