@@ -187,7 +187,7 @@ int atomic_file_commit(struct atomic_file *af, char *err, size_t errlen) {
         }
         /* Without this the new name may vanish in a crash. A failure here
          * takes the name away again, so that failure always means "no file". */
-        if (fsync(af->dir_fd) < 0) {
+        if (!af->skip_dir_sync && fsync(af->dir_fd) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "%s: fsync of directory: %s", af->path, strerror(errno));
                 (void)unlinkat(af->dir_fd, af->name, 0);

@@ -14,6 +14,9 @@ struct atomic_file {
         char *name;             /* target basename inside dir_fd */
         char *tmp_name;         /* temporary basename inside dir_fd; NULL: unnamed (O_TMPFILE) */
         bool committed;
+        /* Set by a caller that makes a second change in the same directory
+         * and fsyncs it once for both: commit then leaves that out. */
+        bool skip_dir_sync;
 };
 
 /* Opens the target's directory, refuses an existing target (-EEXIST) and
@@ -27,7 +30,8 @@ int atomic_file_open(const char *path, mode_t mode, struct atomic_file **ret, ch
 int atomic_file_open_named(const char *path, mode_t mode, struct atomic_file **ret, char *err, size_t errlen);
 
 /* fsyncs the file, gives it its final name (never replacing an
- * existing file: -EEXIST) and fsyncs the directory. On failure no file
+ * existing file: -EEXIST) and fsyncs the directory (unless
+ * skip_dir_sync). On failure no file
  * is left under the final name, and atomic_file_free() removes the
  * temporary one.
  * Returns 0 or a negative errno with a message in err. */

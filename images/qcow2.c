@@ -491,11 +491,12 @@ fail:
 }
 
 /* The one crash-safe write of an encoded image: all of it or nothing. */
-static int write_image(const char *path, const uint8_t *buf, size_t len, char *err, size_t errlen) {
+static int write_image(const char *path, const uint8_t *buf, size_t len, bool sync_dir, char *err, size_t errlen) {
         struct atomic_file *af = NULL;
         int r = atomic_file_open(path, 0644, &af, err, errlen);
         if (r < 0)
                 return r;
+        af->skip_dir_sync = !sync_dir;
         r = write_sparse(af->fd, buf, len);
         if (r < 0)
                 snprintf(err, errlen, "%s: write: %s", path, strerror(-r));
@@ -505,8 +506,8 @@ static int write_image(const char *path, const uint8_t *buf, size_t len, char *e
         return r;
 }
 
-int qcow2_overlay_create(const char *path, const char *backing_file, const char *backing_format,
-                         uint64_t min_size, char *err, size_t errlen) {
+static int overlay_create(const char *path, const char *backing_file, const char *backing_format,
+                          uint64_t min_size, bool sync_dir, char *err, size_t errlen) {
         struct qcow2_overlay_spec spec = {
                 .backing_file = backing_file,
                 .backing_format = backing_format,
@@ -566,11 +567,21 @@ int qcow2_overlay_create(const char *path, const char *backing_file, const char 
                 goto fail;
         }
 
-        r = write_image(path, buf, len, err, errlen);
+        r = write_image(path, buf, len, sync_dir, err, errlen);
 fail:
         free(buf);
         free(backing_path);
         return r;
+}
+
+int qcow2_overlay_create(const char *path, const char *backing_file, const char *backing_format,
+                         uint64_t min_size, char *err, size_t errlen) {
+        return overlay_create(path, backing_file, backing_format, min_size, true, err, errlen);
+}
+
+int qcow2_overlay_create_dir_unsynced(const char *path, const char *backing_file, const char *backing_format,
+                                      uint64_t min_size, char *err, size_t errlen) {
+        return overlay_create(path, backing_file, backing_format, min_size, false, err, errlen);
 }
 
 int qcow2_image_create(const char *path, uint64_t virtual_size, char *err, size_t errlen) {
@@ -591,7 +602,7 @@ int qcow2_image_create(const char *path, uint64_t virtual_size, char *err, size_
                 snprintf(err, errlen, "%s: %s", path, r == -ENOMEM ? "out of memory" : why);
                 goto fail;
         }
-        r = write_image(path, buf, len, err, errlen);
+        r = write_image(path, buf, len, true, err, errlen);
 fail:
         free(buf);
         return r;

@@ -105,6 +105,12 @@ int qcow2_header_read(int fd, struct qcow2_header *ret, char *err, size_t errlen
 int qcow2_overlay_create(const char *path, const char *backing_file, const char *backing_format,
                          uint64_t min_size, char *err, size_t errlen);
 
+/* As qcow2_overlay_create(), without the fsync of the directory: for a
+ * caller that changes the same directory next and fsyncs it once for both
+ * (vrt snapshot: the new layer, then the state that names it). */
+int qcow2_overlay_create_dir_unsynced(const char *path, const char *backing_file, const char *backing_format,
+                                      uint64_t min_size, char *err, size_t errlen);
+
 /* Creates the blank image `path` (no backing file) of virtual_size bytes,
  * rounded up to 512, mode 0644 & ~umask. Crash-safe like
  * qcow2_overlay_create(): nothing is left behind on failure, and an

@@ -235,7 +235,11 @@ static int new_layer(struct ctx *c, const char *over, char ret[SNAP_LAYER_MAX], 
         }
         backing_name(over, backing, sizeof backing);
         unlink(path);   /* left by a command that was interrupted before it saved the state */
-        r = qcow2_overlay_create(path, backing, chain->layers[0].format, 0, msg, sizeof msg);
+        /* The directory is fsynced once, by snap_state_save() right after:
+         * the state naming this layer cannot be durable without its name
+         * (the file's own fsync commits the journal that holds the link,
+         * and NFS makes both synchronously). */
+        r = qcow2_overlay_create_dir_unsynced(path, backing, chain->layers[0].format, 0, msg, sizeof msg);
         if (r < 0) {
                 snprintf(err, errlen, "cannot create %s: %s", path, msg);
                 goto out;

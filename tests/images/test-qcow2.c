@@ -551,6 +551,26 @@ static void test_create_sizes(void **state) {
         free(ov);
 }
 
+/* The variant for a caller that fsyncs the directory itself writes the
+ * same overlay and fails the same way. */
+static void test_create_dir_unsynced(void **state) {
+        struct fixture *f = *state;
+        struct qcow2_header h;
+        char err[512] = "";
+        char *ov = test_path(f->dir, "unsynced.qcow2");
+
+        assert_int_equal(qcow2_overlay_create_dir_unsynced(ov, "base.qcow2", "qcow2", 0, err, sizeof err), 0);
+        read_header(ov, &h);
+        assert_int_equal(h.size, 2 * GiB);
+        assert_string_equal(h.backing_file, "base.qcow2");
+        assert_string_equal(h.backing_format, "qcow2");
+        assert_int_equal(qcow2_overlay_create_dir_unsynced(ov, "base.qcow2", "qcow2", 0, err, sizeof err), -EEXIST);
+        assert_int_equal(unlink(ov), 0);
+        assert_int_equal(qcow2_overlay_create_dir_unsynced(ov, "missing.qcow2", "qcow2", 0, err, sizeof err), -ENOENT);
+        assert_int_equal(test_count_entries(f->dir), 2);
+        free(ov);
+}
+
 /* Sizes near 2^64 must not wrap when rounded to 512: neither a requested
  * size (it exceeds the limit) nor a backing image's declared size (the
  * overlay would be smaller than its base). */
@@ -919,6 +939,7 @@ int main(void) {
                 cmocka_unit_test(test_image_encode_invalid),
                 cmocka_unit_test(test_has_magic),
                 cmocka_unit_test_setup_teardown(test_create_sizes, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_create_dir_unsynced, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_size_overflow, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_odd_raw_size, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_create_relative_backing, setup, teardown),
