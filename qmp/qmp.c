@@ -685,6 +685,15 @@ int qmp_get_fd(const struct qmp *q) {
         return q ? q->fd : -1;
 }
 
+int qmp_feed(struct qmp *q, const void *buf, size_t n) {
+        if (!q || (!buf && n))
+                return -EINVAL;
+        if (q->state == QMP_STATE_DISCONNECTED)
+                return -ENOTCONN;
+        int r = feed(q, buf, n);
+        return r < 0 ? r : 0;
+}
+
 int qmp_process_input(struct qmp *q) {
         if (!q)
                 return -EINVAL;
