@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -462,9 +463,12 @@ int qmp_new_fd(int fd, struct qmp **ret) {
         if (type != SOCK_STREAM)
                 return -EPROTOTYPE;
 
-        q = calloc(1, sizeof *q);
+        /* Everything but the read buffer zeroed: recv() fills that, and
+         * clearing 64 KiB per connection was most of the fuzz harness's time. */
+        q = malloc(sizeof *q);
         if (!q)
                 return -ENOMEM;
+        memset(q, 0, offsetof(struct qmp, buf));
         q->fd = -1;
         q->next_id = 1;
         q->tok = json_tokener_new_ex(QMP_MAX_DEPTH);
