@@ -100,6 +100,12 @@ int qmp_get_fd(const struct qmp *q);
  */
 int qmp_process_input(struct qmp *q);
 
+/* Parses n bytes as if one read() had returned them: what
+ * qmp_process_input() does with each chunk it reads (for the fuzz harness,
+ * which feeds a stream without a syscall per chunk). Returns 0, -EPROTO as
+ * qmp_process_input() does, -ENOTCONN if already disconnected. */
+int qmp_feed(struct qmp *q, const void *buf, size_t n);
+
 /* Pops the oldest queued event (a new reference to the whole message,
  * {"event":..., "data":..., "timestamp":...}) into *ret_event and returns
  * 1, or returns 0 when none is queued. */

@@ -868,6 +868,27 @@ static void test_split_one_byte_at_a_time(void **state) {
         close(peer);
 }
 
+/* qmp_feed() parses like the reads it stands for: the same events from
+ * the stream fed a byte at a time, malformed JSON disconnects, and
+ * afterwards neither it nor the socket takes more. */
+static void test_feed(void **state) {
+        struct qmp *q = NULL;
+        int peer;
+
+        assert_int_equal(qmp_feed(NULL, "", 0), -EINVAL);
+        new_running(&q, &peer);
+        assert_int_equal(qmp_feed(q, NULL, 1), -EINVAL);
+        assert_int_equal(qmp_feed(q, "", 0), 0);
+        for (size_t i = 0; TRICKY_STREAM[i]; i++)
+                assert_int_equal(qmp_feed(q, TRICKY_STREAM + i, 1), 0);
+        check_tricky_events(q);
+        assert_int_equal(qmp_feed(q, "{\"event\":}", 11), -EPROTO);
+        assert_int_equal(qmp_feed(q, "{}", 2), -ENOTCONN);
+        assert_int_equal(qmp_process_input(q), -ENOTCONN);
+        qmp_free(q);
+        close(peer);
+}
+
 /* The blocking paths (handshake, execute) with the whole conversation split
  * in two at every byte, each part arriving in a read of its own. Replies
  * are only written after their command arrived; the event sits between the
@@ -1466,6 +1487,7 @@ int main(void) {
                 cmocka_unit_test(test_not_an_object),
                 cmocka_unit_test(test_split_events_every_byte),
                 cmocka_unit_test(test_split_one_byte_at_a_time),
+                cmocka_unit_test(test_feed),
                 cmocka_unit_test(test_split_conversation_every_byte),
                 cmocka_unit_test(test_message_at_limit),
                 cmocka_unit_test(test_message_over_limit),

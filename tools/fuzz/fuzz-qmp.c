@@ -1,6 +1,7 @@
 /* The QMP client's stream parser: what QEMU (or anything that took over
  * its socket) sends, fed through qmp_process_input() on a socketpair in
- * chunks of fuzzed sizes, then EOF. The first byte is the mode:
+ * chunks of fuzzed sizes (all but the last through qmp_feed(), the parser
+ * each read feeds), then EOF. The first byte is the mode:
  *   bits 0-3  chunk size: 1 << (bits) bytes (1 byte .. 32 KiB)
  *   bit 4     after the stream: qmp_handshake() and qmp_execute_json()
  *             of a user command (the input up to the first "\n@@\n")
@@ -37,14 +38,20 @@ static void drain(struct qmp *q) {
         }
 }
 
-/* Streams data to the client through peer in chunks, processing as it
- * goes. Returns the last qmp_process_input() result. */
+/* Streams data to the client in chunks, processing as it goes: every
+ * chunk but the last straight to the parser with qmp_feed() (what each
+ * read hands it, without three syscalls per chunk), the last through the
+ * socket, so that qmp_process_input() reads data too. Returns the last
+ * result. */
 static int stream(struct qmp *q, int peer, const uint8_t *data, size_t len, size_t chunk) {
         int r = 0;
         size_t off = 0;
+        while (len - off > chunk && r == 0) {
+                r = qmp_feed(q, data + off, chunk);
+                off += chunk;
+        }
         while (off < len && r == 0) {
-                size_t n = len - off < chunk ? len - off : chunk;
-                size_t k = put(peer, data + off, n);
+                size_t k = put(peer, data + off, len - off);
                 off += k;
                 r = qmp_process_input(q);
                 if (r == -EAGAIN)
