@@ -59,7 +59,7 @@ struct qmp {
         size_t ev_cap, ev_head, ev_len, ev_dropped;
 
         char why[256]; /* why the connection went down */
-        char buf[QMP_READ_CHUNK];
+        char buf[QMP_READ_CHUNK];       /* last: qmp_new_fd() zeroes what comes before */
 };
 
 __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt, ...) {
