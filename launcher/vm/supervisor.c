@@ -917,6 +917,10 @@ static void supervisor_teardown(struct supervisor *s) {
         close_fd(&s->out_write);
         close_fd(&s->proc.pidfd);
         close_fd(&s->sig_fd);
+        /* QEMU has exited (reaped above or by the event loop). The lease
+         * goes before the runtime lock: once vrt list says the VM is not
+         * running here, a destroy must not find the lease still held. */
+        lease_release(&s->lease_fd);
         if (s->lock_fd >= 0) {
                 runtime_remove(&s->ctx.paths);
                 close_fd(&s->lock_fd);
@@ -924,8 +928,6 @@ static void supervisor_teardown(struct supervisor *s) {
         /* An incoming migration that ended here tells the source it is gone. */
         if ((s->incoming || s->incoming_failed) && s->ctx.inst)
                 incoming_answer(s, "state=gone\n");
-        /* Last: QEMU has exited (reaped above or by the event loop). */
-        lease_release(&s->lease_fd);
         launch_context_done(&s->ctx);
 }
 
