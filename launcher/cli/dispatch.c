@@ -32,18 +32,10 @@ static void print_version(const char *prog) {
 /* Runs HELPER with vrt's own argv: from the directory of this program (the
  * build tree, or a bindir that holds both), else from LIBEXECDIR/vrt. */
 static int exec_helper(const char *helper, const char *command, char **argv) {
-        char self[PATH_MAX], path[PATH_MAX];
-        ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (len > 0) {
-                self[len] = '\0';
-                char *slash = strrchr(self, '/');
-                if (slash) {
-                        *slash = '\0';
-                        if (snprintf(path, sizeof path, "%s/%s", self, helper) < (int)sizeof path &&
-                            access(path, X_OK) == 0)
-                                execv(path, argv);
-                }
-        }
+        char path[PATH_MAX], *beside = paths_beside_self(helper);
+        if (beside)
+                execv(beside, argv);
+        free(beside);
         snprintf(path, sizeof path, "%s/%s", VRT_LIBEXECDIR, helper);
         execv(path, argv);
         cli_error("%s: cannot run %s: %s", command, path, strerror(errno));

@@ -1,6 +1,7 @@
 #include "launcher/core/paths.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,4 +81,22 @@ void vm_paths_done(struct vm_paths *p) {
                 free(*all[i]);
                 *all[i] = NULL;
         }
+}
+
+char *paths_beside_self(const char *name) {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0)
+                return NULL;
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (!slash)
+                return NULL;
+        *slash = '\0';
+        char *cand = paths_join(self, name);
+        if (cand && access(cand, X_OK) < 0) {
+                free(cand);
+                cand = NULL;
+        }
+        return cand;
 }

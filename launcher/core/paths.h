@@ -39,3 +39,7 @@ void vm_paths_done(struct vm_paths *p);
 
 /* ROOT/REL as a new string, or NULL. */
 char *paths_join(const char *a, const char *b);
+
+/* The program NAME in the directory of the running program, as a new
+ * string, when it is there and executable; else NULL. */
+char *paths_beside_self(const char *name);

@@ -183,24 +183,9 @@ int service_start_unit_nowait(const char *name, char *err, size_t errlen) {
 }
 
 int service_find_launcher(char **ret) {
-        char self[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (n > 0) {
-                self[n] = '\0';
-                char *slash = strrchr(self, '/');
-                if (slash) {
-                        char *cand = NULL;
-                        *slash = '\0';
-                        if (asprintf(&cand, "%s/vrt-launch", self) >= 0) {
-                                if (access(cand, X_OK) == 0) {
-                                        *ret = cand;
-                                        return 0;
-                                }
-                                free(cand);
-                        }
-                }
-        }
-        char *found = path_search("vrt-launch");
+        char *found = paths_beside_self("vrt-launch");
+        if (!found)
+                found = path_search("vrt-launch");
         if (!found)
                 return -ENOENT;
         *ret = found;
