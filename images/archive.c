@@ -14,12 +14,14 @@
 #include <unistd.h>
 
 #include "images/io.h"
+#include "images/worker.h"
 
 /* libarchive buffers this much before each write(2). */
 #define WRITE_BLOCK (1024 * 1024)
 #define READ_BLOCK (1024 * 1024)
-/* How much written data starts an early writeback (archive_writer_data). */
-#define WRITEBACK_STEP (8 * 1024 * 1024)
+/* Data from this size on is hashed on the hasher thread while it is
+ * written (SHA-256 alone runs at about the speed of a page-cache copy). */
+#define HASH_ASIDE (256 * 1024)
 /* Names remembered for the duplicate check. */
 #define READER_MAX_MEMBERS 64
 
@@ -31,6 +33,9 @@ struct archive_writer {
         uint64_t declared, written;
         uint64_t unflushed;     /* bytes since the last writeback start */
         time_t now;
+        struct worker hasher;
+        bool hasher_started;
+        bool hash_pending;      /* the hasher may still read a deferred buffer */
 };
 
 struct archive_reader {
@@ -169,42 +174,90 @@ int archive_writer_begin(struct archive_writer *w, const char *name, uint64_t si
         return 0;
 }
 
-int archive_writer_data(struct archive_writer *w, const void *buf, size_t len, char *err, size_t errlen) {
-        char why[256];
+static int hash_update(const void *buf, size_t len, void *md) {
+        return EVP_DigestUpdate(md, buf, len) == 1 ? 0 : -EIO;
+}
 
+/* Waits for the hash of a deferred buffer. */
+static int hash_settle(struct archive_writer *w, char *err, size_t errlen) {
+        if (!w->hash_pending)
+                return 0;
+        w->hash_pending = false;
+        if (worker_wait(&w->hasher) < 0) {
+                snprintf(err, errlen, "SHA-256 failed");
+                return -EIO;
+        }
+        return 0;
+}
+
+static int writer_data(struct archive_writer *w, const void *buf, size_t len, bool deferred, char *err,
+                       size_t errlen) {
+        char why[256];
+        int r = hash_settle(w, err, errlen);
+
+        if (r < 0)
+                return r;
         if (!w->in_member || len > w->declared - w->written) {
                 snprintf(err, errlen, "archive member longer than declared");
                 return -EIO;
         }
-        if (EVP_DigestUpdate(w->md, buf, len) != 1) {
+        bool aside = len >= HASH_ASIDE;
+        if (aside && !w->hasher_started) {
+                if (worker_start(&w->hasher, hash_update, w->md) < 0)
+                        aside = false;  /* no thread: hash here */
+                else
+                        w->hasher_started = true;
+        }
+        if (aside ? worker_hand(&w->hasher, buf, len) < 0 : hash_update(buf, len, w->md) < 0) {
                 snprintf(err, errlen, "SHA-256 failed");
                 return -EIO;
         }
+        w->hash_pending = aside;
         for (size_t done = 0; done < len;) {
                 la_ssize_t n = archive_write_data(w->a, (const char *)buf + done, len - done);
                 if (n <= 0) {
                         int e = archive_errno(w->a);
                         snprintf(err, errlen, "cannot write the archive: %s", la_error(w->a, why, sizeof why));
-                        return e > 0 ? -e : -EIO;
+                        r = e > 0 ? -e : -EIO;
+                        break;
                 }
                 done += (size_t)n;
         }
+        /* buf is the caller's again only when the hasher is done with it. */
+        if (!deferred || r < 0) {
+                char why2[64];
+                int h = hash_settle(w, why2, sizeof why2);
+                if (h < 0 && r == 0) {
+                        snprintf(err, errlen, "%s", why2);
+                        r = h;
+                }
+        }
+        if (r < 0)
+                return r;
         w->written += len;
         w->unflushed += len;
-        /* The archive is fsynced before it is renamed into place: start
-         * writing back what is there now, so that the disk works while the
-         * next data is read and hashed, and the final fsync waits less.
-         * Best effort: a file system without it just syncs at the end. */
+        /* The archive is fsynced before it is renamed into place. */
         if (w->unflushed >= WRITEBACK_STEP) {
-                (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+                start_writeback(w->fd);
                 w->unflushed = 0;
         }
         return 0;
 }
 
+int archive_writer_data(struct archive_writer *w, const void *buf, size_t len, char *err, size_t errlen) {
+        return writer_data(w, buf, len, false, err, errlen);
+}
+
+int archive_writer_data_deferred(struct archive_writer *w, const void *buf, size_t len, char *err, size_t errlen) {
+        return writer_data(w, buf, len, true, err, errlen);
+}
+
 int archive_writer_end(struct archive_writer *w, char sha256[ARCHIVE_SHA256_HEX], char *err, size_t errlen) {
         char why[256];
+        int r = hash_settle(w, err, errlen);
 
+        if (r < 0)
+                return r;
         if (!w->in_member || w->written != w->declared) {
                 snprintf(err, errlen, "archive member shorter than declared (%llu of %llu bytes)",
                          (unsigned long long)w->written, (unsigned long long)w->declared);
@@ -244,6 +297,8 @@ int archive_writer_close(struct archive_writer *w, char *err, size_t errlen) {
 struct archive_writer *archive_writer_free(struct archive_writer *w) {
         if (!w)
                 return NULL;
+        if (w->hasher_started)
+                worker_stop(&w->hasher);
         if (w->a)
                 archive_write_free(w->a);
         EVP_MD_CTX_free(w->md);

@@ -39,6 +39,10 @@ int archive_writer_open(int fd, struct archive_writer **ret, char *err, size_t e
 int archive_writer_begin(struct archive_writer *w, const char *name, uint64_t size, char *err, size_t errlen);
 /* Appends to the current member (hashes it). */
 int archive_writer_data(struct archive_writer *w, const void *buf, size_t len, char *err, size_t errlen);
+/* The same, but a large buf is still being hashed (on a thread of the
+ * writer's) when this returns, while the caller prepares the next one:
+ * buf must stay unchanged until the next call on w has returned. */
+int archive_writer_data_deferred(struct archive_writer *w, const void *buf, size_t len, char *err, size_t errlen);
 /* Ends the member; -EIO unless exactly the declared size was written.
  * sha256 (may be NULL) receives the member's digest in hex. */
 int archive_writer_end(struct archive_writer *w, char sha256[ARCHIVE_SHA256_HEX], char *err, size_t errlen);

@@ -13,6 +13,7 @@
 #include "images/chain.h"
 #include "images/io.h"
 #include "images/qcow2.h"
+#include "images/worker.h"
 
 #define OC_BITS 16
 #define OC (UINT64_C(1) << OC_BITS)             /* output cluster size */
@@ -399,21 +400,43 @@ uint64_t image_flatten_data_clusters(const struct image_flatten *f) {
         return f->n_alloc;
 }
 
-/* --- writing --- */
+/* --- writing ---
+ *
+ * Two stages: this thread resolves clusters and reads them from the
+ * layers into one buffer while a writer thread hands the last full one to
+ * the caller's write function (and reports progress). Reading and writing
+ * are page-cache copies of about the same cost, so they overlap on two
+ * cores. The callbacks only ever run on the writer thread, one at a time. */
 
 struct out {
         struct image_flatten *f;
+        uint8_t *bufs[3];
+        unsigned cur;           /* bufs[cur] is being filled */
         uint8_t *buf;
         size_t fill;
-        uint64_t done, total;
-        image_flatten_write_fn write;
-        image_copy_progress_fn progress;
-        void *userdata;
+        struct worker writer;
         /* A pread not issued yet, merged from adjacent clusters. */
         int pend_fd;
         uint64_t pend_host;
         size_t pend_at, pend_len;
 };
+
+/* The caller's side of the stream, on the writer thread. */
+struct sink {
+        image_flatten_write_fn write;
+        image_copy_progress_fn progress;
+        void *userdata;
+        uint64_t done, total;
+};
+
+static int sink_write(const void *buf, size_t len, void *userdata) {
+        struct sink *k = userdata;
+        int r = k->write(buf, len, k->userdata);
+        if (r)
+                return r;
+        k->done += len;
+        return k->progress ? k->progress(k->done, k->total, k->userdata) : 0;
+}
 
 static int flush_pending(struct out *o) {
         if (o->pend_len == 0)
@@ -425,22 +448,22 @@ static int flush_pending(struct out *o) {
         return 0;
 }
 
+/* The filled buffer goes to the writer; filling goes on in the next one.
+ * Three in turn: when a buffer is filled again, the writer has returned
+ * from the write of the buffer after it, so the sink, which may read a
+ * buffer until its next write returns, is done with it. */
 static int flush(struct out *o) {
         int r = flush_pending(o);
         if (r < 0)
                 return r;
         if (o->fill == 0)
                 return 0;
-        r = o->write(o->buf, o->fill, o->userdata);
-        if (r)
-                return r < 0 ? r : -ECANCELED;
-        o->done += o->fill;
+        r = worker_hand(&o->writer, o->buf, o->fill);
+        if (r < 0)
+                return r;
+        o->cur = (o->cur + 1) % 3;
+        o->buf = o->bufs[o->cur];
         o->fill = 0;
-        if (o->progress) {
-                r = o->progress(o->done, o->total, o->userdata);
-                if (r)
-                        return r < 0 ? r : -ECANCELED;
-        }
         return 0;
 }
 
@@ -556,7 +579,9 @@ static void encode_header(const struct image_flatten *f, uint8_t *b) {
 
 int image_flatten_write(struct image_flatten *f, image_flatten_write_fn write, image_copy_progress_fn progress,
                         void *userdata, char *err, size_t errlen) {
-        struct out o = { .f = f, .write = write, .progress = progress, .userdata = userdata, .pend_fd = -1 };
+        struct sink out_sink = { .write = write, .progress = progress, .userdata = userdata };
+        struct out o = { .f = f, .pend_fd = -1 };
+        bool started = false;
         uint8_t *b;
         uint64_t a = 0;
         int r;
@@ -566,16 +591,20 @@ int image_flatten_write(struct image_flatten *f, image_flatten_write_fn write, i
                 return -EINVAL;
         }
         f->written = true;
-        o.total = image_flatten_size(f);
-        o.buf = malloc(OUT_BUFFER);
-        if (!o.buf) {
-                snprintf(err, errlen, "%s: out of memory", f->path);
-                return -ENOMEM;
-        }
-        if (progress && (r = progress(0, o.total, userdata)) != 0) {
+        out_sink.total = image_flatten_size(f);
+        for (size_t i = 0; i < 3; i++)
+                if (!(o.bufs[i] = malloc(OUT_BUFFER))) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        o.buf = o.bufs[0];
+        if (progress && (r = progress(0, out_sink.total, userdata)) != 0) {
                 r = r < 0 ? r : -ECANCELED;
                 goto fail;
         }
+        if ((r = worker_start(&o.writer, sink_write, &out_sink)) < 0)
+                goto fail;
+        started = true;
 
         if ((r = slot(&o, &b)) < 0)
                 goto fail;
@@ -618,17 +647,35 @@ int image_flatten_write(struct image_flatten *f, image_flatten_write_fn write, i
         r = flush(&o);
         if (r < 0)
                 goto fail;
-        free(o.buf);
+        started = false;
+        r = worker_stop(&o.writer);
+        /* The sink lets go of the buffers (the writer thread has ended). */
+        int last = write(o.buf, 0, userdata);
+        if (r == 0 && last)
+                r = last < 0 ? last : -ECANCELED;
+        if (r < 0)
+                goto fail;
+        for (size_t i = 0; i < 3; i++)
+                free(o.bufs[i]);
         return 0;
 fail:
         if (r == -ECANCELED)
                 snprintf(err, errlen, "%s: cancelled", f->path);
         else if (r == -EIO)
                 snprintf(err, errlen, "%s: short read from a layer (did a file change?)", f->path);
+        else if (r == -ENOMEM)
+                snprintf(err, errlen, "%s: out of memory", f->path);
         else
                 snprintf(err, errlen, "%s: %s", f->path, strerror(-r));
 fail_msg:
-        free(o.buf);
+        if (started) {
+                /* Stopped early: the message is this failure's, the
+                 * writer's own error (if any) came after it in the stream. */
+                worker_stop(&o.writer);
+                write(o.buf, 0, userdata);
+        }
+        for (size_t i = 0; i < 3; i++)
+                free(o.bufs[i]);
         return r;
 }
 

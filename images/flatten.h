@@ -26,8 +26,12 @@
 
 struct image_flatten;
 
-/* Receives the output in order. A non-zero return cancels: a negative
- * errno is returned as is. */
+/* Receives the output in order, one call at a time, on a thread of
+ * image_flatten_write()'s own. A buffer stays unchanged until the next
+ * call has returned, so the function may go on reading it after it
+ * returned (export hashes it meanwhile); a last call with len 0, made
+ * whether or not the stream completed, lets go of the last one. A
+ * non-zero return cancels: a negative errno is returned as is. */
 typedef int (*image_flatten_write_fn)(const void *buf, size_t len, void *userdata);
 
 /* Inspects the chain at path and plans the output. Returns 0 and *ret, or a

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -39,4 +40,15 @@ static inline int pwrite_full(int fd, const void *buf, size_t len, off_t offset)
                 done += (size_t)n;
         }
         return 0;
+}
+
+/* Bytes a writer lets pile up before it starts their writeback. */
+#define WRITEBACK_STEP (8 * 1024 * 1024)
+
+/* Starts writing back fd's dirty pages without waiting for them, so that
+ * a file fsynced at the end is written while the next data is produced
+ * and the final fsync waits less. Best effort: where the file system
+ * cannot, the fsync does it all. */
+static inline void start_writeback(int fd) {
+        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }

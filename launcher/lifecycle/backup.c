@@ -17,6 +17,7 @@
 
 #include "images/chain.h"
 #include "images/flatten.h"
+#include "images/io.h"
 #include "images/qcow2.h"
 #include "launcher/core/actionlog.h"
 #include "launcher/core/fileio.h"
@@ -225,6 +226,7 @@ static int job_progress(uint64_t cur, uint64_t tot, void *userdata) {
 struct sink {
         int fd;
         void *ctx;
+        uint64_t unflushed;     /* bytes since the last writeback start */
 };
 
 static int flatten_progress(uint64_t done, uint64_t total, void *userdata) {
@@ -232,14 +234,20 @@ static int flatten_progress(uint64_t done, uint64_t total, void *userdata) {
 }
 
 static int fd_write(const void *buf, size_t len, void *userdata) {
-        int fd = ((struct sink *)userdata)->fd;
+        struct sink *sk = userdata;
         for (size_t done = 0; done < len;) {
-                ssize_t n = write(fd, (const char *)buf + done, len - done);
+                ssize_t n = write(sk->fd, (const char *)buf + done, len - done);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n <= 0)
                         return n < 0 ? -errno : -EIO;
                 done += (size_t)n;
+        }
+        /* publish() fsyncs the file: let the disk start on it now. */
+        sk->unflushed += len;
+        if (sk->unflushed >= WRITEBACK_STEP) {
+                start_writeback(sk->fd);
+                sk->unflushed = 0;
         }
         return 0;
 }

@@ -220,7 +220,8 @@ fail:
 static int disk_write(const void *buf, size_t len, void *userdata) {
         struct exporter *x = userdata;
         char err[256];
-        int r = archive_writer_data(x->w, buf, len, err, sizeof err);
+        /* image_flatten_write() keeps buf unchanged until the next call. */
+        int r = archive_writer_data_deferred(x->w, buf, len, err, sizeof err);
         return r < 0 ? r : export_progress(x, len);
 }
 
