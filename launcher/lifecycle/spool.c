@@ -264,10 +264,15 @@ static bool request_is_ours(const struct spool *s, enum spool_queue q, const cha
                         note(s, q, true, "%s: not taken: %s", label, why);
                         ours = false;
                 } else if (r == 0) {
-                        if (!s->quiet_skip)
-                                note(s, q, false, "%s: left for another host: %s", label, why);
-                        st->left++;
-                        ours = false;
+                        /* What every host sees on the shared root is not left
+                         * to the named one: a start of an unknown or destroyed
+                         * VM is claimed here, and request_valid() drops it. */
+                        if (vmstate_check_startable(s->root, s->runtime_dir, e, err, sizeof err) == 0) {
+                                if (!s->quiet_skip)
+                                        note(s, q, false, "%s: left for another host: %s", label, why);
+                                st->left++;
+                                ours = false;
+                        }
                 }
         } else if (vmstate_elsewhere(p.vm_dir, &holder) == 1) {
                 /* Its host's spool carries it out. */

@@ -285,6 +285,8 @@ static void test_placement(void **state) {
         write_file("start/bravo", "# for the other one\nhost=hostB\n");
         write_file("start/charlie", "colour=blue\n");
         touch("start/delta");
+        /* No host can start a VM that does not exist: not left for hostB. */
+        write_file("start/nosuch", "host=hostB\n");
         write_file("stop/alpha", "force=yes\n");
         touch("stop/bravo");
         write_file("stop/charlie", "force=maybe\n");
@@ -293,12 +295,14 @@ static void test_placement(void **state) {
         assert_string_equal(fake.calls, "start alpha\nstart delta\n");
         assert_int_equal(st.done, 2);
         assert_int_equal(st.left, 1);
-        assert_int_equal(st.dropped, 1);
+        assert_int_equal(st.dropped, 2);
         assert_true(exists("start/bravo"));
         assert_false(exists("start/charlie"));
+        assert_false(exists("start/nosuch"));
         char *log = read_file("log/start.log");
         assert_non_null(strstr(log, " start/bravo: left for another host: for host hostB\n"));
         assert_non_null(strstr(log, " start/charlie:1: unknown key colour (host=, force=): request removed\n"));
+        assert_non_null(strstr(log, " nosuch: no such VM ("));
         free(log);
 
         /* hostB itself takes it. */
