@@ -223,14 +223,12 @@ static int writer_data(struct archive_writer *w, const void *buf, size_t len, bo
                 }
                 done += (size_t)n;
         }
-        /* buf is the caller's again only when the hasher is done with it. */
+        /* buf is the caller's again only when the hasher is done with it;
+         * a write error already in err is the one reported. */
         if (!deferred || r < 0) {
-                char why2[64];
-                int h = hash_settle(w, why2, sizeof why2);
-                if (h < 0 && r == 0) {
-                        snprintf(err, errlen, "%s", why2);
+                int h = r < 0 ? hash_settle(w, why, sizeof why) : hash_settle(w, err, errlen);
+                if (r == 0)
                         r = h;
-                }
         }
         if (r < 0)
                 return r;

@@ -406,7 +406,9 @@ uint64_t image_flatten_data_clusters(const struct image_flatten *f) {
  * layers into one buffer while a writer thread hands the last full one to
  * the caller's write function (and reports progress). Reading and writing
  * are page-cache copies of about the same cost, so they overlap on two
- * cores. The callbacks only ever run on the writer thread, one at a time. */
+ * cores. The callbacks never run two at once: before the writer starts
+ * (progress 0) and after it has ended (the last write, len 0) they run on
+ * this thread, in between only on the writer. */
 
 struct out {
         struct image_flatten *f;

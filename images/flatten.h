@@ -26,8 +26,8 @@
 
 struct image_flatten;
 
-/* Receives the output in order, one call at a time, on a thread of
- * image_flatten_write()'s own. A buffer stays unchanged until the next
+/* Receives the output in order, one call at a time, mostly on a thread
+ * of image_flatten_write()'s own. A buffer stays unchanged until the next
  * call has returned, so the function may go on reading it after it
  * returned (export hashes it meanwhile); a last call with len 0, made
  * whether or not the stream completed, lets go of the last one. A
