@@ -227,6 +227,7 @@ struct sink {
         int fd;
         void *ctx;
         uint64_t unflushed;     /* bytes since the last writeback start */
+        int write_error;        /* the errno a write failed with: the message names the output */
 };
 
 static int flatten_progress(uint64_t done, uint64_t total, void *userdata) {
@@ -239,8 +240,10 @@ static int fd_write(const void *buf, size_t len, void *userdata) {
                 ssize_t n = write(sk->fd, (const char *)buf + done, len - done);
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO;
+                if (n <= 0) {
+                        sk->write_error = n < 0 ? errno : EIO;
+                        return -sk->write_error;
+                }
                 done += (size_t)n;
         }
         /* publish() fsyncs the file: let the disk start on it now. */
@@ -291,6 +294,8 @@ static int backup_offline(struct job *j, char *err, size_t errlen) {
         }
         struct sink sk = { .fd = fd, .ctx = j };
         r = image_flatten_write(f, fd_write, flatten_progress, &sk, err, errlen);
+        if (r < 0 && sk.write_error)
+                snprintf(err, errlen, "cannot write %s: %s", j->file, strerror(sk.write_error));
 done:
         if (fd >= 0)
                 close(fd);
@@ -923,6 +928,8 @@ static int restore_write(const char *path, void *userdata, char *err, size_t err
         } else {
                 struct sink sk = { .fd = fd, .ctx = c };
                 r = image_flatten_write(f, fd_write, restore_progress, &sk, err, errlen);
+                if (r < 0 && sk.write_error)
+                        snprintf(err, errlen, "cannot write %s: %s", path, strerror(sk.write_error));
                 if (r == 0 && fsync(fd) < 0) {
                         r = -errno;
                         snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));

@@ -213,6 +213,16 @@ check "... says so" grep -q "cannot move aside .*bk-0009.qcow2" "$LOGS/err"
 check "... the unlisted file is still there, unlisted" bash -c '[ -f "$0/bk-0009.qcow2" ] && grep -qx next=9 "$0/backup.state"' "$DEST"
 rm -f "$DEST"/bk-0009.qcow2.orphan*
 
+# --- a DEST that fills up -------------------------------------------------------------
+# One line naming the file that could not be written, and nothing left.
+mkdir "$E2E_DIR/small"
+check "a 1 MiB tmpfs as DEST's parent" mount -t tmpfs -o size=1m tmpfs "$E2E_DIR/small"
+check "full DEST: exit 1" bash -c '"$0" backup bk "$1/d" >/dev/null 2>"$2/errfull"; [ $? = 1 ]' "$VRT" "$E2E_DIR/small" "$E2E_DIR"
+check "... one line naming the file" bash -c '[ "$(wc -l <"$0")" = 1 ] &&
+	grep -q "cannot write .*/small/d/bk-0000.qcow2: No space left on device" "$0"' "$E2E_DIR/errfull"
+check "... nothing left behind" [ -z "$(ls -A "$E2E_DIR/small")" ]
+umount "$E2E_DIR/small"
+
 # --- restore every point -------------------------------------------------------------
 for n in 0 1 2 3 4 5 6 7 8; do
 	check "restore point $n: identical to the paused guest's disk" restored $n r$n
