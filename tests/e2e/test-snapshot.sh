@@ -76,8 +76,11 @@ stop_vm() {
 	wait_exit "$LAUNCH_PID" 60 && [ "$EXIT_STATUS" = 0 ]
 }
 
+# The state's content and the layers' names: not sizes or times, which the
+# running guest's writes to its active layer (and a rewrite of the same
+# state) change without any snapshot being taken.
 state_sum() {
-	{ cat "$VMDIR/snapshots/state" 2>/dev/null; ls -l "$VMDIR/snapshots" 2>/dev/null; } | sha256sum
+	{ cat "$VMDIR/snapshots/state" 2>/dev/null; ls -1 "$VMDIR/snapshots" 2>/dev/null; } | sha256sum
 }
 
 # refused STATUS DESCRIPTION ARGS...: vrt snapshot ARGS exits STATUS with
