@@ -36,6 +36,7 @@ struct archive_writer {
         struct worker hasher;
         bool hasher_started;
         bool hash_pending;      /* the hasher may still read a deferred buffer */
+        bool aborting;          /* freed with a member open: write nothing more */
 };
 
 struct archive_reader {
@@ -114,6 +115,29 @@ int archive_check_name(const char *name, char *err, size_t errlen) {
 
 /* --- writing --- */
 
+/* libarchive's output. Not archive_write_open_fd(): freeing the archive
+ * with a member open (a cancel, a failed read) would make libarchive pad
+ * the member with zeros up to its declared size, i.e. write the rest of a
+ * disk that nobody will keep. */
+static la_ssize_t client_write(struct archive *a, void *userdata, const void *buf, size_t len) {
+        struct archive_writer *w = userdata;
+        if (w->aborting) {
+                archive_set_error(a, ECANCELED, "the archive is being abandoned");
+                return -1;
+        }
+        for (;;) {
+                ssize_t n = write(w->fd, buf, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        int e = n < 0 ? errno : EIO;
+                        archive_set_error(a, e, "%s", strerror(e));
+                        return -1;
+                }
+                return n;       /* libarchive writes the rest of a short write */
+        }
+}
+
 int archive_writer_open(int fd, struct archive_writer **ret, char *err, size_t errlen) {
         struct archive_writer *w = calloc(1, sizeof *w);
         char why[256];
@@ -128,7 +152,7 @@ int archive_writer_open(int fd, struct archive_writer **ret, char *err, size_t e
         if (archive_write_set_format_pax_restricted(w->a) != ARCHIVE_OK ||
             archive_write_set_bytes_per_block(w->a, WRITE_BLOCK) != ARCHIVE_OK ||
             archive_write_set_bytes_in_last_block(w->a, 1) != ARCHIVE_OK ||
-            archive_write_open_fd(w->a, fd) != ARCHIVE_OK) {
+            archive_write_open2(w->a, w, NULL, client_write, NULL, NULL) != ARCHIVE_OK) {
                 snprintf(err, errlen, "cannot start the archive: %s", la_error(w->a, why, sizeof why));
                 archive_writer_free(w);
                 return -EIO;
@@ -297,8 +321,10 @@ struct archive_writer *archive_writer_free(struct archive_writer *w) {
                 return NULL;
         if (w->hasher_started)
                 worker_stop(&w->hasher);
-        if (w->a)
+        if (w->a) {
+                w->aborting = w->in_member;
                 archive_write_free(w->a);
+        }
         EVP_MD_CTX_free(w->md);
         free(w);
         return NULL;

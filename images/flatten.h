@@ -30,8 +30,10 @@ struct image_flatten;
  * of image_flatten_write()'s own. A buffer stays unchanged until the next
  * call has returned, so the function may go on reading it after it
  * returned (export hashes it meanwhile); a last call with len 0, made
- * whether or not the stream completed, lets go of the last one. A
- * non-zero return cancels: a negative errno is returned as is. */
+ * whether or not the stream completed, lets go of the last one. Only a
+ * failure before the stream starts (no memory, a cancel from the first
+ * progress call) makes no call at all. A non-zero return cancels: a
+ * negative errno is returned as is. */
 typedef int (*image_flatten_write_fn)(const void *buf, size_t len, void *userdata);
 
 /* Inspects the chain at path and plans the output. Returns 0 and *ret, or a

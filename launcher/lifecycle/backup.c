@@ -935,7 +935,7 @@ static int restore_write(const char *path, void *userdata, char *err, size_t err
                         snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));
                 }
                 close(fd);
-                if (r == -EIO)
+                if (r == -EIO && !sk.write_error)
                         r = -EINVAL;    /* a backup file that does not read back is bad input */
         }
         image_flatten_free(f);

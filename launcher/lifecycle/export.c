@@ -138,6 +138,7 @@ struct exporter {
         struct member_info members[MAX_MEMBERS];
         size_t n_members;
         uint64_t written, total;
+        char write_err[256];    /* the archive writer's message: it names the output, not a layer */
 };
 
 static int export_progress(struct exporter *x, uint64_t add) {
@@ -219,9 +220,8 @@ fail:
 
 static int disk_write(const void *buf, size_t len, void *userdata) {
         struct exporter *x = userdata;
-        char err[256];
         /* image_flatten_write() keeps buf unchanged until the next call. */
-        int r = archive_writer_data_deferred(x->w, buf, len, err, sizeof err);
+        int r = archive_writer_data_deferred(x->w, buf, len, x->write_err, sizeof x->write_err);
         return r < 0 ? r : export_progress(x, len);
 }
 
@@ -701,6 +701,8 @@ int export_vm(const struct export_request *req, struct export_result *ret, char 
                 r = archive_writer_begin(x.w, DISK_MEMBER, m->size, msg, sizeof msg);
                 if (r == 0)
                         r = image_flatten_write(f, disk_write, NULL, &x, msg, sizeof msg);
+                if (r < 0 && x.write_err[0])
+                        snprintf(msg, sizeof msg, "%s", x.write_err);
                 if (r == 0)
                         r = archive_writer_end(x.w, m->sha256, msg, sizeof msg);
         }

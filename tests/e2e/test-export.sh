@@ -65,6 +65,17 @@ check "export to an existing file -> exit 2" [ $? = 2 ]
 "$VRT" export nosuchvm "$E2E_DIR/none.tar" 2>"$E2E_DIR/err"
 check "export of an unknown VM -> exit 2, no file" bash -c '[ $0 = 2 ] && [ ! -e "$1" ]' $? "$E2E_DIR/none.tar"
 
+# A FILE on a file system that fills up: one line naming the archive
+# (not the VM's disk, which is only read), and nothing left behind.
+mkdir "$E2E_DIR/small"
+check "a 256 KiB tmpfs for FILE" mount -t tmpfs -o size=256k tmpfs "$E2E_DIR/small"
+"$VRT" export src "$E2E_DIR/small/src.tar" >/dev/null 2>"$E2E_DIR/errfull"
+check "full file system: exit 1" [ $? = 1 ]
+check "... one line: the archive cannot be written, no space" bash -c '[ "$(wc -l <"$0")" = 1 ] &&
+	grep -q "cannot write the archive: No space left on device" "$0" && ! grep -q "hdd.ovl\|testguest.qcow2" "$0"' "$E2E_DIR/errfull"
+check "... nothing left behind" [ -z "$(ls -A "$E2E_DIR/small")" ]
+umount "$E2E_DIR/small"
+
 # --- --with-template: the chain as members, imported into a root without the template ---
 "$VRT" export --with-template src "$E2E_DIR/chain.tar" >"$E2E_DIR/out" 2>"$E2E_DIR/err"
 check "export --with-template: exit 0" [ $? = 0 ]
