@@ -55,19 +55,22 @@ static bool vm_info_load(const struct cli *cli, const char *name, struct vm_info
         struct lease_holder holder;
         char why[128];
         long long since = 0;
-        if (vmstate_running(&p, 0, 0, &run) > 0) {
+        /* The lease says where the VM runs. A supervisor here whose lease
+         * another host holds is a migration's other end (waiting for the
+         * guest, or handing it over). */
+        bool here = vmstate_running(&p, 0, 0, &run) > 0;
+        if (vmstate_elsewhere(p.vm_dir, &holder) == 1) {
+                v->state = "running";
+                v->pid = (pid_t)holder.pid;
+                since = holder.since;
+                snprintf(v->host, sizeof v->host, "%s", holder.host);
+        } else if (here) {
                 v->state = "running";
                 v->pid = run.pid;
                 v->here = true;
                 since = run.since;
                 if (lease_host_name(v->host, sizeof v->host, why, sizeof why) < 0)
                         v->host[0] = '\0';
-        } else if (vmstate_elsewhere(p.vm_dir, &holder) == 1) {
-                /* Another host's supervisor holds the lease on the shared root. */
-                v->state = "running";
-                v->pid = (pid_t)holder.pid;
-                since = holder.since;
-                snprintf(v->host, sizeof v->host, "%s", holder.host);
         } else if (vmstate_is_destroyed(p.vm_dir)) {
                 v->state = "destroyed";
         } else if (!v->inst) {

@@ -128,10 +128,14 @@ static void withdraw(const struct migrate_options *o, bool wait_gone) {
         migreq_remove(o->root, MIGREQ_DIR, f);
 }
 
-/* Puts the source guest back to running after a failed migration. */
-static void resume_source(struct qmp *q, const char *name, const char *root) {
+/* Puts the source guest back to running after a failed migration. Returns
+ * true, resuming nothing, when the migration completed all the same: the
+ * destination has the guest's state and its supervisor takes the lease
+ * from the source's, so a cont here would run the guest twice. */
+static bool resume_source(struct qmp *q, const char *name, const char *root) {
         struct json_object *st = NULL, *v = NULL;
         char err[512];
+        bool completed = false;
         for (int i = 0; i < 100; i++) {
                 struct json_object *m = NULL;
                 if (qmp_cmd(q, "query-migrate", NULL, &m, err, sizeof err) < 0)
@@ -139,10 +143,15 @@ static void resume_source(struct qmp *q, const char *name, const char *root) {
                 const char *s = json_object_object_get_ex(m, "status", &v) ? json_object_get_string(v) : "";
                 bool busy = strcmp(s, "active") == 0 || strcmp(s, "cancelling") == 0 || strcmp(s, "setup") == 0 ||
                             strcmp(s, "device") == 0 || strcmp(s, "pre-switchover") == 0;
+                completed = strcmp(s, "completed") == 0;
                 json_object_put(m);
                 if (!busy)
                         break;
                 sleep_ms(50);
+        }
+        if (completed) {
+                actionlog_append(root, "migrate", "%s: the migration completed as it was given up: source not resumed", name);
+                return true;
         }
         if (qmp_cmd(q, "query-status", NULL, &st, err, sizeof err) == 0 &&
             json_object_object_get_ex(st, "running", &v) && !json_object_get_boolean(v)) {
@@ -152,6 +161,7 @@ static void resume_source(struct qmp *q, const char *name, const char *root) {
                         actionlog_append(root, "migrate", "%s: cont of the source guest failed: %s", name, err);
         }
         json_object_put(st);
+        return false;
 }
 
 static int check_versions(const struct migrate_options *o, const char *me, const char *their_text, char *err,
@@ -424,7 +434,13 @@ int migrate_run(const struct migrate_options *o, struct migrate_result *ret, cha
 fail:
         if (q && started) {
                 qmp_cmd(q, "migrate_cancel", NULL, NULL, msg, sizeof msg);
-                resume_source(q, o->name, o->root);
+                if (resume_source(q, o->name, o->root)) {
+                        /* The request stays: the source supervisor hands over on it. */
+                        size_t n = strlen(err);
+                        snprintf(err + n, errlen - n, "; but the migration completed meanwhile: the guest is handed over to host %s (see `vrt list`)",
+                                 o->host);
+                        requested = false;
+                }
         }
         if (requested)
                 withdraw(o, true);

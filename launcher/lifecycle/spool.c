@@ -448,10 +448,13 @@ static int run_destroy(const struct spool *s, struct spool_stats *st) {
 
 /* ---- inst/ ---- */
 
-/* ".claim-HOST-PID": where a run keeps the requests it took. */
+/* ".claim-HOST-PID": where a run keeps the requests it took. HOST is the
+ * lease's host name (VRT_HOST or the node name): hosts told apart only by
+ * VRT_HOST must not take each other's claims for their own dead runs. */
 static void claim_dir_name(char *buf, size_t len, pid_t pid) {
-        char host[65] = "";
-        gethostname(host, sizeof host - 1);
+        char host[LEASE_HOST_MAX + 1] = "", why[128];
+        if (lease_host_name(host, sizeof host, why, sizeof why) < 0)
+                host[0] = '\0';
         for (char *p = host; *p; p++)
                 if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
                         *p = '_';

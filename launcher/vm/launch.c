@@ -115,10 +115,9 @@ static int check_files(struct launch_context *c, char *err, size_t errlen) {
         return 0;
 }
 
-int launch_context_load(struct launch_context *c, const char *root, const char *runtime_dir,
+int launch_context_open(struct launch_context *c, const char *root, const char *runtime_dir,
                         const char *name, char *err, size_t errlen) {
         char msg[1024];
-        char *meta_rel = NULL, *img_rel = NULL, *meta_path = NULL;
         int r;
 
         *c = (struct launch_context){ 0 };
@@ -128,8 +127,9 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
                 return -EINVAL;
         }
         c->root = strdup(root);
+        c->name = strdup(name);
         c->conf_path = paths_join(root, "vrt.conf");
-        if (!c->root || !c->conf_path || vm_paths_init(&c->paths, root, runtime_dir, name) < 0) {
+        if (!c->root || !c->name || !c->conf_path || vm_paths_init(&c->paths, root, runtime_dir, name) < 0) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -141,6 +141,17 @@ int launch_context_load(struct launch_context *c, const char *root, const char *
                 r = -ENOENT;
                 goto fail;
         }
+        return 0;
+fail:
+        launch_context_done(c);
+        return r;
+}
+
+int launch_context_finish(struct launch_context *c, const char *runtime_dir, char *err, size_t errlen) {
+        const char *root = c->root, *name = c->name;
+        char *meta_rel = NULL, *img_rel = NULL, *meta_path = NULL;
+        int r;
+
         if (vmstate_is_destroyed(c->paths.vm_dir)) {
                 snprintf(err, errlen, "VM %s is destroyed (%s exists); `vrt cleanup` removes it", name, c->paths.destroyed);
                 r = -EINVAL;
@@ -223,12 +234,20 @@ fail:
         free(meta_rel);
         free(img_rel);
         free(meta_path);
-        launch_context_done(c);
+        return r;
+}
+
+int launch_context_load(struct launch_context *c, const char *root, const char *runtime_dir,
+                        const char *name, char *err, size_t errlen) {
+        int r = launch_context_open(c, root, runtime_dir, name, err, errlen);
+        if (r == 0 && (r = launch_context_finish(c, runtime_dir, err, errlen)) < 0)
+                launch_context_done(c);
         return r;
 }
 
 void launch_context_done(struct launch_context *c) {
         free(c->root);
+        free(c->name);
         free(c->conf_path);
         free(c->image_path);
         vm_paths_done(&c->paths);

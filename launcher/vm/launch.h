@@ -13,6 +13,7 @@ struct image_chain;
 
 struct launch_context {
         char *root;
+        char *name;
         char *conf_path;
         char *image_path;       /* ROOT/images/IMAGE.qcow2 */
         struct vm_paths paths;
@@ -33,6 +34,15 @@ struct launch_context {
  * one. */
 int launch_context_load(struct launch_context *c, const char *root, const char *runtime_dir,
                         const char *name, char *err, size_t errlen);
+/* launch_context_load() in two steps, for vrt-launch: open checks the
+ * name, reads vrt.conf and finds the VM's directory (all a lease needs);
+ * finish, called once the lease is held, reads what a lease holder may
+ * change (DESTROYED, instance.properties, the snapshot state and chain).
+ * A failed open leaves c empty; after a failed finish the caller still
+ * calls launch_context_done() (the name and root stay usable until then). */
+int launch_context_open(struct launch_context *c, const char *root, const char *runtime_dir,
+                        const char *name, char *err, size_t errlen);
+int launch_context_finish(struct launch_context *c, const char *runtime_dir, char *err, size_t errlen);
 void launch_context_done(struct launch_context *c);
 
 /* What vrt-launch NAME would refuse, found without starting anything: the

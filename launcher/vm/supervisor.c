@@ -509,26 +509,26 @@ static int exit_status(struct supervisor *s, const siginfo_t *si) {
         tail_join(s, tail, sizeof tail);
         if (s->incoming || s->incoming_failed) {
                 /* The source keeps the guest: a service manager must not retry. */
-                log_warning("VM %s: incoming migration given up; QEMU ended (%s %d)%s%s", s->ctx.inst->name,
+                log_warning("VM %s: incoming migration given up; QEMU ended (%s %d)%s%s", s->ctx.name,
                             si->si_code == CLD_EXITED ? "status" : "signal", si->si_status, tail[0] ? ": " : "", tail);
                 return SUPERVISOR_EXIT_ELSEWHERE;
         }
         if (s->timed_out) {
-                log_error("VM %s did not power off within its run timeout; it was stopped", s->ctx.inst->name);
+                log_error("VM %s did not power off within its run timeout; it was stopped", s->ctx.name);
                 return SUPERVISOR_EXIT_TIMEOUT;
         }
         if (si->si_code == CLD_EXITED && si->si_status == 0) {
                 if (s->stage >= STAGE_QUIT && !s->guest_shutdown) {
-                        log_warning("VM %s stopped forcibly after the shutdown timeout", s->ctx.inst->name);
+                        log_warning("VM %s stopped forcibly after the shutdown timeout", s->ctx.name);
                         return SUPERVISOR_EXIT_FORCED;
                 }
-                log_notice("VM %s powered off%s", s->ctx.inst->name,
+                log_notice("VM %s powered off%s", s->ctx.name,
                            s->host_quit ? " (quit over QMP)"
                            : s->host_signal ? " (QEMU was sent a signal from outside vrt, the guest did not shut down)" : "");
                 return SUPERVISOR_EXIT_OK;
         }
         if (s->stage >= STAGE_TERM) {
-                log_warning("VM %s killed after the shutdown timeout", s->ctx.inst->name);
+                log_warning("VM %s killed after the shutdown timeout", s->ctx.name);
                 return SUPERVISOR_EXIT_FORCED;
         }
         if (si->si_code == CLD_EXITED)
@@ -596,11 +596,13 @@ static void publish_host(struct supervisor *s) {
 
 static void incoming_answer(struct supervisor *s, const char *text) {
         char file[300];
+        if (!s->ctx.root)       /* the VM's name or vrt.conf were refused */
+                return;
         if (strncmp(text, "state=refused", 13) == 0)
                 s->refused = true;
         else if (s->refused)
                 return;
-        snprintf(file, sizeof file, "%s.answer", s->ctx.inst->name);
+        snprintf(file, sizeof file, "%s.answer", s->ctx.name);
         int r = migreq_write(s->ctx.root, MIGREQ_DIR, file, text);
         if (r < 0)
                 log_warning("cannot write %s/%s/%s: %s", s->ctx.root, MIGREQ_DIR, file, strerror(-r));
@@ -680,7 +682,7 @@ static void incoming_tick(struct supervisor *s) {
 
         if (!s->incoming || s->stage != STAGE_RUNNING)
                 return;
-        if (migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.inst->name, req, sizeof req) < 0 ||
+        if (migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.name, req, sizeof req) < 0 ||
             migreq_get(req, "host", host, sizeof host) < 0 || strcmp(host, s->host) != 0) {
                 incoming_give_up(s, "the request was withdrawn by the source");
                 return;
@@ -692,7 +694,7 @@ static void incoming_tick(struct supervisor *s) {
         if (!s->incoming_done)
                 return;
         /* The source holds the lease until its QEMU has quit. */
-        s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.inst->name, s->host, &stale, err, sizeof err);
+        s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.name, s->host, &stale, err, sizeof err);
         if (s->lease_fd == -EBUSY)
                 return;
         if (s->lease_fd < 0) {
@@ -713,7 +715,7 @@ static void incoming_tick(struct supervisor *s) {
         snprintf(text, sizeof text, "state=running\nhost=%s\nresumed_us=%lld\n", s->host, resumed_us);
         incoming_answer(s, text);
         notify_send("READY=1\nSTATUS=running");
-        log_notice("VM %s running (migrated in; lease taken)", s->ctx.inst->name);
+        log_notice("VM %s running (migrated in; lease taken)", s->ctx.name);
 }
 
 /* Source of a live migration: once QEMU has completed it, the guest is
@@ -726,6 +728,18 @@ static void migrated_out(struct supervisor *s) {
         if (!s->migrated_out || s->lease_fd < 0 || !s->proc.qmp)
                 return;
         s->migrated_out = false;
+        /* Only `vrt migrate`'s request hands the VM over: a migration a
+         * script started (a save to a file, a socket) leaves the guest
+         * paused here, still this host's. */
+        char req[MIGREQ_TEXT_MAX], from[LEASE_HOST_MAX + 1] = "", to[LEASE_HOST_MAX + 1] = "";
+        if (migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.name, req, sizeof req) < 0 ||
+            migreq_get(req, "from", from, sizeof from) < 0 || migreq_get(req, "host", to, sizeof to) < 0 ||
+            strcmp(from, s->host) != 0 || strcmp(to, s->host) == 0) {
+                log_warning("a migration completed without a `vrt migrate` request from this host (%s/%s/%s); "
+                            "keeping the lease, the guest stays paused here (`vrt qmp %s cont` resumes it)",
+                            s->ctx.root, MIGREQ_DIR, s->ctx.name, s->ctx.name);
+                return;
+        }
         /* QEMU sends the event (status completed) and only then leaves
          * finish-migrate for postmigrate (migration_iteration_finish):
          * wait for that briefly rather than keep the lease until QEMU's
@@ -767,11 +781,11 @@ static void migrated_out(struct supervisor *s) {
         }
         lease_release(&s->lease_fd);
         char file[300], text[128];
-        snprintf(file, sizeof file, "%s.source", s->ctx.inst->name);
+        snprintf(file, sizeof file, "%s.source", s->ctx.name);
         snprintf(text, sizeof text, "total_ms=%lld\ndowntime_ms=%lld\n", total, down);
         (void)migreq_write(s->ctx.root, MIGREQ_DIR, file, text);
         log_notice("VM %s migrated out (QEMU: %lld ms, downtime %lld ms): lease released, quitting QEMU",
-                   s->ctx.inst->name, total, down);
+                   s->ctx.name, total, down);
         send_command(s, "quit");
 }
 
@@ -882,7 +896,7 @@ static int take_lease(struct supervisor *s, char *err, size_t errlen) {
         r = lease_host_name(host, sizeof host, err, errlen);
         if (r < 0)
                 return r;
-        s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.inst->name, host, &stale, err, errlen);
+        s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.name, host, &stale, err, errlen);
         if (s->lease_fd == -EBUSY) {
                 struct lease_holder h;
 
@@ -890,7 +904,7 @@ static int take_lease(struct supervisor *s, char *err, size_t errlen) {
                  * here, which is a usage error (2) as before, not "elsewhere". */
                 if (lease_probe(s->ctx.paths.vm_dir, &h) == 1 && strcmp(h.host, host) == 0) {
                         snprintf(err, errlen, "%s: VM is already running (supervisor pid %ld)",
-                                 s->ctx.inst->name, h.pid);
+                                 s->ctx.name, h.pid);
                         return -EEXIST;
                 }
         }
@@ -899,7 +913,7 @@ static int take_lease(struct supervisor *s, char *err, size_t errlen) {
         if (stale.host[0]) {
                 lease_describe(&stale, who, sizeof who);
                 log_warning("%s: took over the stale lease of %s: that run ended without stopping the VM",
-                            s->ctx.inst->name, who);
+                            s->ctx.name, who);
         }
         return 0;
 }
@@ -955,25 +969,25 @@ int supervisor_run(const struct supervisor_options *o) {
                 return SUPERVISOR_EXIT_FAILED;
         }
 
-        r = launch_context_load(&s.ctx, o->root, o->runtime_dir, o->name, err, sizeof err);
-        if (r < 0) {
-                log_error("%s", err);
-                supervisor_teardown(&s);
-                return r == -EINVAL || r == -ENOENT ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
-        }
-        s.shutdown_timeout = o->shutdown_timeout > 0 ? (unsigned)o->shutdown_timeout
-                             : s.ctx.inst->shutdown_timeout ? s.ctx.inst->shutdown_timeout
-                             : s.ctx.host->shutdown_timeout;
-
-        r = lease_host_name(s.host, sizeof s.host, err, sizeof err);
+        /* What a lease needs first; the rest of the VM's files only under
+         * the lease: a snapshot, revert or destroy on any host holds it
+         * while it changes them. */
+        r = launch_context_open(&s.ctx, o->root, o->runtime_dir, o->name, err, sizeof err);
+        if (r == 0)
+                r = lease_host_name(s.host, sizeof s.host, err, sizeof err);
         if (r == 0 && o->incoming) {
                 /* The lease is the source's until the guest has arrived;
-                 * a VM running here already is refused by the runtime lock. */
+                 * a VM running here already is refused by the runtime lock.
+                 * The lease taken at the handover must mean what it says. */
                 s.incoming = true;
                 s.incoming_deadline = now_ms() + (int64_t)(o->incoming_timeout > 0 ? o->incoming_timeout : 300) * 1000;
-                s.ctx.launch.incoming = "defer";
+                if (s.ctx.host->shared_root &&
+                    (r = lease_check_root(s.ctx.root, "/proc/self/mountinfo", false, err, sizeof err)) == -ENOLCK)
+                        r = -EINVAL;
         } else if (r == 0)
                 r = take_lease(&s, err, sizeof err);
+        if (r == 0)
+                r = launch_context_finish(&s.ctx, o->runtime_dir, err, sizeof err);
         if (r < 0) {
                 if (o->incoming) {
                         char text[1200];
@@ -983,8 +997,13 @@ int supervisor_run(const struct supervisor_options *o) {
                 log_error("%s", err);
                 supervisor_teardown(&s);
                 return r == -EBUSY ? SUPERVISOR_EXIT_ELSEWHERE
-                       : r == -EINVAL || r == -EEXIST ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
+                       : r == -EINVAL || r == -ENOENT || r == -EEXIST ? SUPERVISOR_EXIT_INVALID : SUPERVISOR_EXIT_FAILED;
         }
+        if (s.incoming)
+                s.ctx.launch.incoming = "defer";
+        s.shutdown_timeout = o->shutdown_timeout > 0 ? (unsigned)o->shutdown_timeout
+                             : s.ctx.inst->shutdown_timeout ? s.ctx.inst->shutdown_timeout
+                             : s.ctx.host->shutdown_timeout;
         if (o->seed_image) {
                 s.ctx.launch.seed_image = o->seed_image;
                 s.ctx.launch.fd_init_log = QEMU_FD_INIT_LOG;

@@ -32,7 +32,7 @@ SPOOLS=()
 
 cleanup_all() {
         local f p
-        for p in "${SPOOLS[@]}" "${SAMPLER:-}" "${HOLDER:-}"; do
+        for p in "${SPOOLS[@]}" "${SAMPLER:-}" "${HOLDER:-}" "${SAVER:-}"; do
                 [ -n "$p" ] && kill "$p" 2>/dev/null
         done
         for f in "$RUN_A"/*/pid "$RUN_B"/*/pid; do
@@ -244,6 +244,26 @@ check "the guest keeps counting on A" wait_for 10 counting mm1
 check "the counter never went backwards" counter_monotonic mm1
 check "nothing left on B" wait_for 10 left_nothing "$RUN_B" mm1
 stop_spools
+
+# ---- a migration that no `vrt migrate` asked for (a script saving the
+# guest's state to a socket): the guest stays A's, paused, with its lease
+SAVE_SOCK=/tmp/vrt-e2e-save-$$.sock
+socat -u "UNIX-LISTEN:$SAVE_SOCK,mode=666" OPEN:/dev/null &
+SAVER=$!
+wait_for 5 test -S "$SAVE_SOCK"
+qmp_a() { on A "$VRT" qmp mm1 "$@"; }
+qmp_a migrate-set-capabilities '{"capabilities":[{"capability":"events","state":true}]}' >/dev/null
+check "a script's migrate to a socket starts" qmp_a migrate "{\"uri\":\"unix:$SAVE_SOCK\"}"
+saved() { qmp_a query-migrate | grep -q '"status": *"completed"'; }
+check "... and completes" wait_for 30 saved
+check "... the supervisor keeps the lease" bash -c 'sleep 1; grep -q "keeping the lease" "$0"' "$VRT_ROOT/vm/mm1/log/launch.log"
+check "... the lease still names hostA, the supervisor runs" bash -c '[ "$(sed -n "s/^host=//p" "$0")" = hostA ] && [ -e "$1/mm1/pid" ] && kill -0 "$(cat "$1/mm1/pid")"' \
+	"$VRT_ROOT/vm/mm1/lease" "$RUN_A"
+check "... vrt list on A: running here" bash -c '[ "$0" = running ] && [ "$1" = true ]' "$(field A mm1 state)" "$(field A mm1 here)"
+check "... cont resumes the guest" qmp_a cont
+check "... it counts again" wait_for 10 counting mm1
+kill "$SAVER" 2>/dev/null
+rm -f "$SAVE_SOCK"
 
 # ---- it stops cleanly where it runs now
 run_as A stop-a "$VRT" stop mm1

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "launcher/core/lease.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/lifecycle/spool.h"
 
@@ -521,10 +522,16 @@ static void test_inst_stale_claim_requeued(void **state) {
         if (dead == 0)
                 _exit(0);
         assert_int_equal(waitpid(dead, NULL, 0), dead);
-        gethostname(host, sizeof host - 1);
-        for (char *p = host; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
-                        *p = '_';
+        /* Claims are named by the lease's host name (VRT_HOST here), not
+         * the node name that hosts told apart by VRT_HOST share. */
+        setenv("VRT_HOST", "hostA", 1);
+        char why[128];
+        assert_int_equal(lease_host_name(host, sizeof host, why, sizeof why), 0);
+        assert_string_equal(host, "hostA");
+        snprintf(rel, sizeof rel, "inst/.claim-hostB-%d", (int)dead);
+        mkdir_rel(rel);
+        snprintf(rel, sizeof rel, "inst/.claim-hostB-%d/theirs.properties", (int)dead);
+        write_file(rel, "image=testguest\nsize=tiny\n");
         snprintf(rel, sizeof rel, "inst/.claim-%s-%d", host, (int)dead);
         mkdir_rel(rel);
         snprintf(rel, sizeof rel, "inst/.claim-%s-%d/orphan.properties", host, (int)dead);
@@ -538,6 +545,9 @@ static void test_inst_stale_claim_requeued(void **state) {
         assert_int_equal(spool_run_queue(&s, SPOOL_INST, &st), 0);
         assert_string_equal(fake.calls, "instantiate orphan.properties\n");
         assert_true(exists("inst/done/orphan.properties"));
+        assert_true(exists(rel));
+        /* Another host's claim, whatever its pid means here, stays its own. */
+        snprintf(rel, sizeof rel, "inst/.claim-hostB-%d/theirs.properties", (int)dead);
         assert_true(exists(rel));
         char *log = read_file("log/create.log");
         assert_non_null(strstr(log, " inst/orphan.properties: requeued"));
@@ -564,10 +574,8 @@ static void test_inst_symlinks_not_followed(void **state) {
         if (dead == 0)
                 _exit(0);
         assert_int_equal(waitpid(dead, NULL, 0), dead);
-        gethostname(host, sizeof host - 1);
-        for (char *p = host; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
-                        *p = '_';
+        char host_err[128];
+        assert_int_equal(lease_host_name(host, sizeof host, host_err, sizeof host_err), 0);
         snprintf(rel, sizeof rel, "inst/.claim-%s-%d", host, (int)dead);
         link = path_of(rel);
         assert_int_equal(symlink(outside, link), 0);
