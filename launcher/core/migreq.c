@@ -122,3 +122,27 @@ void migreq_incoming_remove(const char *runtime_dir, const char *name) {
         if ((size_t)snprintf(file, sizeof file, "%s%s", name, MIGREQ_INCOMING_SUFFIX) < sizeof file)
                 migreq_remove(runtime_dir, ".", file);
 }
+
+int migreq_check_migrating(const char *root, const char *name, const char *what, char *err, size_t errlen) {
+        char path[4200], text[MIGREQ_TEXT_MAX], from[128] = "?", to[128] = "?", timeout[32] = "";
+        struct stat st;
+        int r = dir_path(root, MIGREQ_DIR, name, path, sizeof path);
+        if (r < 0)
+                return r;
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (!S_ISREG(st.st_mode))
+                return 0;       /* not a request vrt migrate wrote */
+        r = migreq_read(root, MIGREQ_DIR, name, text, sizeof text);
+        if (r < 0)
+                return r == -ENOENT ? 0 : r;
+        (void)migreq_get(text, "from", from, sizeof from);
+        (void)migreq_get(text, "host", to, sizeof to);
+        long long t = migreq_get(text, "timeout", timeout, sizeof timeout) == 0 ? atoll(timeout) : 0;
+        if (t <= 0 || t > 86400)
+                t = 86400;      /* unreadable: count it as going on for a day at most */
+        if ((long long)time(NULL) - (long long)st.st_mtime > t + MIGREQ_LIVE_SLACK_S)
+                return 0;
+        snprintf(err, errlen, "%s is being migrated from host %s to host %s; %s", name, from, to, what);
+        return 1;
+}

@@ -62,6 +62,19 @@ int migreq_read(const char *root, const char *dir, const char *file, char *buf, 
 /* Removes ROOT/DIR/FILE; a missing one is fine. */
 void migreq_remove(const char *root, const char *dir, const char *file);
 
+/* Slack after a request's timeout= during which it still counts as going
+ * on: the handover and the destination's cleanup (migrate.c waits 30 s). */
+#define MIGREQ_LIVE_SLACK_S 60
+
+/* Whether ROOT/migrate/NAME asks for a migration that may still be going on
+ * (written less than its timeout= plus MIGREQ_LIVE_SLACK_S ago). While one
+ * is, the lease passes from source to destination and may be free for a
+ * moment: nobody else may take it then (a start, destroy or snapshot on a
+ * third host, or the source's own). Returns 1 with err "NAME is being
+ * migrated from host A to host B; WHAT", 0 when there is none (or only a
+ * stale one), a negative errno when it cannot be read. */
+int migreq_check_migrating(const char *root, const char *name, const char *what, char *err, size_t errlen);
+
 /* Copies the value of key= (first line that has it) from text into buf.
  * Returns 0 or -ENOENT. Control characters in the value become '?'. */
 int migreq_get(const char *text, const char *key, char *buf, size_t len);

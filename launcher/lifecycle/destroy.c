@@ -14,6 +14,7 @@
 #include "launcher/core/fileio.h"
 #include "launcher/core/config.h"
 #include "launcher/core/lease.h"
+#include "launcher/core/migreq.h"
 #include "launcher/lifecycle/create.h"
 #include "launcher/core/paths.h"
 #include "launcher/lifecycle/registry.h"
@@ -146,12 +147,16 @@ static int remove_snapshots(const struct vm_paths *p, char *err, size_t errlen) 
 
 /* Takes the VM's lease for this destroy. -EREMOTE when a host started it
  * meanwhile (err names it). */
-static int take_lease(const struct vm_paths *p, const char *name, int *ret_fd, char *err, size_t errlen) {
+static int take_lease(const char *root, const struct vm_paths *p, const char *name, int *ret_fd, char *err,
+                      size_t errlen) {
         char host[LEASE_HOST_MAX + 1];
         struct lease_holder stale;
         int r = lease_host_name(host, sizeof host, err, errlen);
         if (r < 0)
                 return r;
+        r = migreq_check_migrating(root, name, "not destroyed", err, errlen);
+        if (r != 0)
+                return r > 0 ? -EREMOTE : r;
         r = lease_acquire(p->vm_dir, name, host, &stale, err, errlen);
         if (r == -EBUSY) {
                 struct lease_holder h;
@@ -233,7 +238,7 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
                         if (!busy) {
                                 /* The lease too, held until the disk is gone: no host
                                  * starts the VM between our check and the marker. */
-                                r = take_lease(&p, name, &lease_fd, err, errlen);
+                                r = take_lease(root, &p, name, &lease_fd, err, errlen);
                                 if (r < 0)
                                         goto done;
                                 break;

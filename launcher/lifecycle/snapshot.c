@@ -19,6 +19,7 @@
 #include "launcher/core/fileio.h"
 #include "launcher/core/safepath.h"
 #include "launcher/core/lease.h"
+#include "launcher/core/migreq.h"
 #include "launcher/core/paths.h"
 #include "launcher/core/runtime.h"
 #include "launcher/core/snapstate.h"
@@ -152,6 +153,9 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                         r = lease_host_name(host, sizeof host, err, errlen);
                         if (r < 0)
                                 return r;
+                        r = migreq_check_migrating(c->root, name, "run this where it arrives", err, errlen);
+                        if (r != 0)
+                                return r > 0 ? -EREMOTE : r;
                         r = lease_acquire(c->p.vm_dir, name, host, &stale, msg, sizeof msg);
                         if (r == -EBUSY) {
                                 struct lease_holder h;

@@ -896,6 +896,9 @@ static int take_lease(struct supervisor *s, char *err, size_t errlen) {
         r = lease_host_name(host, sizeof host, err, errlen);
         if (r < 0)
                 return r;
+        r = migreq_check_migrating(s->ctx.root, s->ctx.name, "not started", err, errlen);
+        if (r != 0)
+                return r > 0 ? -EBUSY : r;
         s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.name, host, &stale, err, errlen);
         if (s->lease_fd == -EBUSY) {
                 struct lease_holder h;

@@ -207,4 +207,25 @@ for i in 1 2 3 4 5 6; do
 done
 check "6 starts after kill -9 at random points: all succeed on the other host" [ "$ok" = 6 ]
 
+# ---- while ROOT/migrate/NAME asks for a migration (the lease may be free
+# for a moment at the handover), no other start, destroy or snapshot takes it
+qemu-img create -q -f qcow2 "$VRT_ROOT/vm/mh2/hdd.img" 16M     # something to snapshot
+mkdir -p "$VRT_ROOT/migrate"
+printf 'host=hostB\nfrom=hostC\ntimeout=60\n' >"$VRT_ROOT/migrate/mh2"
+run_as A mig-start "$VRT_LAUNCH" mh2
+check "migrating: vrt-launch refused, exit 5" [ "$RC" = 5 ]
+check "... saying so" said mig-start "mh2 is being migrated from host hostC to host hostB; not started"
+run_as A mig-destroy "$VRT" destroy mh2
+check "migrating: destroy refused, exit 5, one line" bash -c '[ "$0" = 5 ] && [ "$(wc -l <"$1")" = 1 ]' "$RC" "$E2E_DIR/mig-destroy"
+check "... saying so" said mig-destroy "mh2 is being migrated from host hostC to host hostB; not destroyed"
+run_as A mig-snap "$VRT" snapshot mh2 s1
+check "migrating: snapshot refused, exit 5" [ "$RC" = 5 ]
+check "... saying so" said mig-snap "mh2 is being migrated from host hostC to host hostB"
+check "... nothing changed: no lease taken, mh2 stopped, no snapshot" \
+        bash -c '[ -z "$(sed -n "s/^host=//p" "$0/lease" 2>/dev/null)" ] && [ ! -e "$0/DESTROYED" ] && [ ! -e "$0/snapshots/state" ]' "$VRT_ROOT/vm/mh2"
+touch -d '-5 minutes' "$VRT_ROOT/migrate/mh2"
+run_as A mig-stale "$VRT" snapshot mh2 s1
+check "a request older than its timeout + 60 s is stale: the snapshot is taken" [ "$RC" = 0 ]
+rm -f "$VRT_ROOT/migrate/mh2"
+
 e2e_finish

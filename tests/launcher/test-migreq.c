@@ -120,6 +120,33 @@ static void test_remove(void **state) {
         migreq_incoming_remove(dir, "vm1");     /* none: fine */
 }
 
+/* ROOT/migrate/NAME while a migration may be going on (the lease may be
+ * free for a moment at the handover): live within timeout= + the slack. */
+static void test_check_migrating(void **state) {
+        (void)state;
+        char err[256] = "", req[160];
+        assert_int_equal(migreq_check_migrating(dir, "vm1", "not started", err, sizeof err), 0);   /* none */
+        assert_int_equal(migreq_write(dir, MIGREQ_DIR, "vm1", "host=hostB\nfrom=hostA\ntimeout=60\n"), 0);
+        assert_int_equal(migreq_check_migrating(dir, "vm1", "not started", err, sizeof err), 1);
+        assert_string_equal(err, "vm1 is being migrated from host hostA to host hostB; not started");
+        snprintf(req, sizeof req, "%s/%s/vm1", dir, MIGREQ_DIR);
+        struct timespec old[2] = { { .tv_sec = time(NULL) - 60 - MIGREQ_LIVE_SLACK_S - 5 }, { 0 } };
+        old[1] = old[0];
+        assert_int_equal(utimensat(AT_FDCWD, req, old, 0), 0);
+        assert_int_equal(migreq_check_migrating(dir, "vm1", "not started", err, sizeof err), 0);   /* stale */
+        /* No timeout=: it counts for a day at most. */
+        assert_int_equal(migreq_write(dir, MIGREQ_DIR, "vm1", "host=hostB\n"), 0);
+        assert_int_equal(migreq_check_migrating(dir, "vm1", "x", err, sizeof err), 1);
+        assert_string_equal(err, "vm1 is being migrated from host ? to host hostB; x");
+        /* Not a regular file: not a request of vrt migrate's. */
+        unlink(req);
+        assert_int_equal(mkdir(req, 0755), 0);
+        assert_int_equal(migreq_check_migrating(dir, "vm1", "x", err, sizeof err), 0);
+        assert_int_equal(rmdir(req), 0);
+        snprintf(req, sizeof req, "%s/%s", dir, MIGREQ_DIR);
+        assert_int_equal(rmdir(req), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_mark_and_take, setup, teardown),
@@ -127,6 +154,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_stale_and_bad_markers_are_ignored, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_not_a_regular_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_check_migrating, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
