@@ -129,13 +129,22 @@ int migreq_check_migrating(const char *root, const char *name, const char *what,
         int r = dir_path(root, MIGREQ_DIR, name, path, sizeof path);
         if (r < 0)
                 return r;
-        if (lstat(path, &st) < 0)
-                return errno == ENOENT ? 0 : -errno;
+        if (lstat(path, &st) < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                r = -errno;
+                snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
+                return r;
+        }
         if (!S_ISREG(st.st_mode))
                 return 0;       /* not a request vrt migrate wrote */
         r = migreq_read(root, MIGREQ_DIR, name, text, sizeof text);
-        if (r < 0)
-                return r == -ENOENT ? 0 : r;
+        if (r == -ENOENT || r == -EFBIG)
+                return 0;       /* gone meanwhile, or longer than any request vrt migrate writes */
+        if (r < 0) {
+                snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
+                return r;
+        }
         (void)migreq_get(text, "from", from, sizeof from);
         (void)migreq_get(text, "host", to, sizeof to);
         long long t = migreq_get(text, "timeout", timeout, sizeof timeout) == 0 ? atoll(timeout) : 0;

@@ -72,7 +72,8 @@ void migreq_remove(const char *root, const char *dir, const char *file);
  * moment: nobody else may take it then (a start, destroy or snapshot on a
  * third host, or the source's own). Returns 1 with err "NAME is being
  * migrated from host A to host B; WHAT", 0 when there is none (or only a
- * stale one), a negative errno when it cannot be read. */
+ * stale one, or a file no vrt migrate wrote: not regular, too long), a
+ * negative errno with err when it cannot be read. */
 int migreq_check_migrating(const char *root, const char *name, const char *what, char *err, size_t errlen);
 
 /* Copies the value of key= (first line that has it) from text into buf.

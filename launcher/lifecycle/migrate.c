@@ -435,11 +435,19 @@ fail:
         if (q && started) {
                 qmp_cmd(q, "migrate_cancel", NULL, NULL, msg, sizeof msg);
                 if (resume_source(q, o->name, o->root)) {
-                        /* The request stays: the source supervisor hands over on it. */
-                        size_t n = strlen(err);
-                        snprintf(err + n, errlen - n, "; but the migration completed meanwhile: the guest is handed over to host %s (see `vrt list`)",
-                                 o->host);
+                        /* The source supervisor hands over on the request:
+                         * let it, as a success would, then withdraw it. */
+                        for (int64_t until = now_ms() + HANDOVER_S * 1000; now_ms() < until; sleep_ms(2)) {
+                                read_answer(o->root, o->name, answer, sizeof answer, st, sizeof st);
+                                if (strcmp(st, "gone") == 0 || (strcmp(st, "running") == 0 && lease_probe(p.vm_dir, &h) == 1 &&
+                                                                strcmp(h.host, o->host) == 0))
+                                        break;
+                        }
+                        withdraw(o, false);
                         requested = false;
+                        size_t n = strlen(err);
+                        snprintf(err + n, errlen - n, "; but the migration completed meanwhile: the guest %s host %s (see `vrt list`)",
+                                 strcmp(st, "running") == 0 ? "runs on" : "was handed to", o->host);
                 }
         }
         if (requested)

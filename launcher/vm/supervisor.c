@@ -682,7 +682,9 @@ static void incoming_tick(struct supervisor *s) {
 
         if (!s->incoming || s->stage != STAGE_RUNNING)
                 return;
-        if (migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.name, req, sizeof req) < 0 ||
+        char live[512];
+        if (migreq_check_migrating(s->ctx.root, s->ctx.name, "", live, sizeof live) != 1 ||
+            migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.name, req, sizeof req) < 0 ||
             migreq_get(req, "host", host, sizeof host) < 0 || strcmp(host, s->host) != 0) {
                 incoming_give_up(s, "the request was withdrawn by the source");
                 return;
@@ -896,9 +898,12 @@ static int take_lease(struct supervisor *s, char *err, size_t errlen) {
         r = lease_host_name(host, sizeof host, err, errlen);
         if (r < 0)
                 return r;
+        /* Temporary (exit 1, so that systemd tries again): the request
+         * goes when the migration ends, and a source whose QEMU died in
+         * it must be restartable then. */
         r = migreq_check_migrating(s->ctx.root, s->ctx.name, "not started", err, errlen);
         if (r != 0)
-                return r > 0 ? -EBUSY : r;
+                return r > 0 ? -EAGAIN : r;
         s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.name, host, &stale, err, errlen);
         if (s->lease_fd == -EBUSY) {
                 struct lease_holder h;

@@ -138,6 +138,12 @@ static void test_check_migrating(void **state) {
         assert_int_equal(migreq_write(dir, MIGREQ_DIR, "vm1", "host=hostB\n"), 0);
         assert_int_equal(migreq_check_migrating(dir, "vm1", "x", err, sizeof err), 1);
         assert_string_equal(err, "vm1 is being migrated from host ? to host hostB; x");
+        /* Longer than any request vrt migrate writes: not one of its. */
+        char big[3000];
+        memset(big, 'a', sizeof big - 1);
+        big[sizeof big - 1] = '\0';
+        assert_int_equal(migreq_write(dir, MIGREQ_DIR, "vm1", big), 0);
+        assert_int_equal(migreq_check_migrating(dir, "vm1", "x", err, sizeof err), 0);
         /* Not a regular file: not a request of vrt migrate's. */
         unlink(req);
         assert_int_equal(mkdir(req, 0755), 0);
