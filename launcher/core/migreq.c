@@ -153,5 +153,5 @@ int migreq_check_migrating(const char *root, const char *name, const char *what,
         if ((long long)time(NULL) - (long long)st.st_mtime > t + MIGREQ_LIVE_SLACK_S)
                 return 0;
         snprintf(err, errlen, "%s is being migrated from host %s to host %s; %s", name, from, to, what);
-        return 1;
+        return -EAGAIN;
 }

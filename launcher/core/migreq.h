@@ -70,10 +70,11 @@ void migreq_remove(const char *root, const char *dir, const char *file);
  * (written less than its timeout= plus MIGREQ_LIVE_SLACK_S ago). While one
  * is, the lease passes from source to destination and may be free for a
  * moment: nobody else may take it then (a start, destroy or snapshot on a
- * third host, or the source's own). Returns 1 with err "NAME is being
- * migrated from host A to host B; WHAT", 0 when there is none (or only a
- * stale one, or a file no vrt migrate wrote: not regular, too long), a
- * negative errno with err when it cannot be read. */
+ * third host, or the source's own). Returns -EAGAIN (temporary: exit 1)
+ * with err "NAME is being migrated from host A to host B; WHAT", 0 when
+ * there is none (or only a stale one, or a file no vrt migrate wrote: not
+ * regular, too long), another negative errno with err when it cannot be
+ * read. */
 int migreq_check_migrating(const char *root, const char *name, const char *what, char *err, size_t errlen);
 
 /* Copies the value of key= (first line that has it) from text into buf.

@@ -155,8 +155,8 @@ static int take_lease(const char *root, const struct vm_paths *p, const char *na
         if (r < 0)
                 return r;
         r = migreq_check_migrating(root, name, "not destroyed", err, errlen);
-        if (r != 0)
-                return r > 0 ? -EAGAIN : r;
+        if (r < 0)
+                return r;
         r = lease_acquire(p->vm_dir, name, host, &stale, err, errlen);
         if (r == -EBUSY) {
                 struct lease_holder h;
@@ -219,10 +219,8 @@ int destroy_vm(const char *root, const char *runtime_dir, const char *name, bool
 
         /* Not while it moves: stopping it would break the migration. */
         r = migreq_check_migrating(root, name, "not destroyed", err, errlen);
-        if (r != 0) {
-                r = r > 0 ? -EAGAIN : r;
+        if (r < 0)
                 goto done;
-        }
         /* Another host's VM is destroyed there: its disk is in use there. */
         struct lease_holder holder;
         if (vmstate_elsewhere(p.vm_dir, &holder) == 1) {

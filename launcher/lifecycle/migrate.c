@@ -114,6 +114,13 @@ static void read_answer(const char *root, const char *name, char *buf, size_t le
                 st[0] = '\0';
 }
 
+/* The handover is done: the destination answered state=running and holds
+ * the lease. */
+static bool runs_there(const struct migrate_options *o, const char *vm_dir, const char *st) {
+        struct lease_holder h;
+        return strcmp(st, "running") == 0 && lease_probe(vm_dir, &h) == 1 && strcmp(h.host, o->host) == 0;
+}
+
 /* The source gives up: the destination sees the request go and quits. */
 static void withdraw(const struct migrate_options *o, bool wait_gone) {
         char buf[MIGREQ_TEXT_MAX], st[32], f[300];
@@ -397,7 +404,7 @@ int migrate_run(const struct migrate_options *o, struct migrate_result *ret, cha
                         quit_sent = true;
                 }
                 read_answer(o->root, o->name, answer, sizeof answer, st, sizeof st);
-                if (strcmp(st, "running") == 0 && lease_probe(p.vm_dir, &h) == 1 && strcmp(h.host, o->host) == 0)
+                if (runs_there(o, p.vm_dir, st))
                         break;
                 if (strcmp(st, "gone") == 0 || now_ms() - tq > HANDOVER_S * 1000) {
                         snprintf(err, errlen, "%s: the guest was sent to host %s but does not run there (%s); see %s/log/migrate.log",
@@ -439,8 +446,7 @@ fail:
                          * let it, as a success would, then withdraw it. */
                         for (int64_t until = now_ms() + HANDOVER_S * 1000; now_ms() < until; sleep_ms(2)) {
                                 read_answer(o->root, o->name, answer, sizeof answer, st, sizeof st);
-                                if (strcmp(st, "gone") == 0 || (strcmp(st, "running") == 0 && lease_probe(p.vm_dir, &h) == 1 &&
-                                                                strcmp(h.host, o->host) == 0))
+                                if (strcmp(st, "gone") == 0 || runs_there(o, p.vm_dir, st))
                                         break;
                         }
                         withdraw(o, false);

@@ -154,8 +154,8 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                         if (r < 0)
                                 return r;
                         r = migreq_check_migrating(c->root, name, "try again when it has arrived", err, errlen);
-                        if (r != 0)
-                                return r > 0 ? -EAGAIN : r;
+                        if (r < 0)
+                                return r;
                         r = lease_acquire(c->p.vm_dir, name, host, &stale, msg, sizeof msg);
                         if (r == -EBUSY) {
                                 struct lease_holder h;

@@ -682,9 +682,7 @@ static void incoming_tick(struct supervisor *s) {
 
         if (!s->incoming || s->stage != STAGE_RUNNING)
                 return;
-        char live[512];
-        if (migreq_check_migrating(s->ctx.root, s->ctx.name, "", live, sizeof live) != 1 ||
-            migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.name, req, sizeof req) < 0 ||
+        if (migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.name, req, sizeof req) < 0 ||
             migreq_get(req, "host", host, sizeof host) < 0 || strcmp(host, s->host) != 0) {
                 incoming_give_up(s, "the request was withdrawn by the source");
                 return;
@@ -730,11 +728,12 @@ static void migrated_out(struct supervisor *s) {
         if (!s->migrated_out || s->lease_fd < 0 || !s->proc.qmp)
                 return;
         s->migrated_out = false;
-        /* Only `vrt migrate`'s request hands the VM over: a migration a
-         * script started (a save to a file, a socket) leaves the guest
+        /* Only `vrt migrate`'s live request hands the VM over: a migration
+         * a script started (a save to a file, a socket) leaves the guest
          * paused here, still this host's. */
-        char req[MIGREQ_TEXT_MAX], from[LEASE_HOST_MAX + 1] = "", to[LEASE_HOST_MAX + 1] = "";
-        if (migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.name, req, sizeof req) < 0 ||
+        char req[MIGREQ_TEXT_MAX], from[LEASE_HOST_MAX + 1] = "", to[LEASE_HOST_MAX + 1] = "", live[512];
+        if (migreq_check_migrating(s->ctx.root, s->ctx.name, "", live, sizeof live) != -EAGAIN ||
+            migreq_read(s->ctx.root, MIGREQ_DIR, s->ctx.name, req, sizeof req) < 0 ||
             migreq_get(req, "from", from, sizeof from) < 0 || migreq_get(req, "host", to, sizeof to) < 0 ||
             strcmp(from, s->host) != 0 || strcmp(to, s->host) == 0) {
                 log_warning("a migration completed without a `vrt migrate` request from this host (%s/%s/%s); "
@@ -902,8 +901,8 @@ static int take_lease(struct supervisor *s, char *err, size_t errlen) {
          * goes when the migration ends, and a source whose QEMU died in
          * it must be restartable then. */
         r = migreq_check_migrating(s->ctx.root, s->ctx.name, "not started", err, errlen);
-        if (r != 0)
-                return r > 0 ? -EAGAIN : r;
+        if (r < 0)
+                return r;
         s->lease_fd = lease_acquire(s->ctx.paths.vm_dir, s->ctx.name, host, &stale, err, errlen);
         if (s->lease_fd == -EBUSY) {
                 struct lease_holder h;

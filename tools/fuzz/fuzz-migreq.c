@@ -52,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (migreq_write(root, MIGREQ_DIR, "vm1", text) == 0) {
                 char err[512] = "";
                 int r = migreq_check_migrating(root, "vm1", "not started", err, sizeof err);
-                if (r > 1 || (r != 0 && (!err[0] || strchr(err, '\n'))))
+                if (r > 0 || (r < 0 && (!err[0] || strchr(err, '\n'))))
                         abort();
                 for (const char *p = err; *p; p++)
                         if ((unsigned char)*p < 0x20 || *p == 0x7f)
