@@ -99,6 +99,11 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                 snprintf(err, errlen, "%s; run this there", where);
                 return -EREMOTE;
         }
+        /* Before anything is created: a stopped VM in transit (its lease
+         * may be free for a moment at the handover) is not ours to change. */
+        if (modify && !runtime_is_running(&c->p) &&
+            (r = migreq_check_migrating(root, name, "try again when it has arrived", err, errlen)) < 0)
+                return r;
         if (modify) {
                 /* One snapshot command at a time (the callers' precheck()
                  * has refused bad input before this creates anything).
@@ -151,9 +156,6 @@ static int ctx_open(struct ctx *c, const char *root, const char *runtime_dir, co
                         char host[LEASE_HOST_MAX + 1];
                         struct lease_holder stale;
                         r = lease_host_name(host, sizeof host, err, errlen);
-                        if (r < 0)
-                                return r;
-                        r = migreq_check_migrating(c->root, name, "try again when it has arrived", err, errlen);
                         if (r < 0)
                                 return r;
                         r = lease_acquire(c->p.vm_dir, name, host, &stale, msg, sizeof msg);

@@ -222,7 +222,7 @@ run_as A mig-snap "$VRT" snapshot mh2 s1
 check "migrating: snapshot refused, exit 1" [ "$RC" = 1 ]
 check "... saying so" said mig-snap "mh2 is being migrated from host hostC to host hostB"
 check "... nothing changed: no lease taken, mh2 stopped, no snapshot" \
-        bash -c '[ -z "$(sed -n "s/^host=//p" "$0/lease" 2>/dev/null)" ] && [ ! -e "$0/DESTROYED" ] && [ ! -e "$0/snapshots/state" ]' "$VRT_ROOT/vm/mh2"
+        bash -c '[ -z "$(sed -n "s/^host=//p" "$0/lease" 2>/dev/null)" ] && [ ! -e "$0/DESTROYED" ] && [ ! -e "$0/snapshots" ]' "$VRT_ROOT/vm/mh2"
 touch -d '-5 minutes' "$VRT_ROOT/migrate/mh2"
 run_as A mig-stale "$VRT" snapshot mh2 s1
 check "a request older than its timeout + 60 s is stale: the snapshot is taken" [ "$RC" = 0 ]
